@@ -1,0 +1,103 @@
+# CharRNN name generator: corpus -> training -> TorchScript/ONNX step exports.
+# `make` runs the whole pipeline on the default corpus; `make test` runs the tests.
+# Every target sets up .venv itself; make's own timestamps decide what is stale.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+ART         ?= artifacts
+
+# ---- knobs (documented in README.md) ----
+CORPUS        ?= $(ART)/corpus.txt
+TITLE_CASE    ?= 0
+HIDDEN        ?= 128
+LAYERS        ?= 1
+CELL          ?= rnn
+EPOCHS        ?= 300
+BATCH         ?= 32
+LR            ?= 0.003
+LR_DECAY      ?= 0.995
+PATIENCE      ?= 40
+VAL_FRACTION  ?= 0.1
+COUNT_WEIGHTING ?= none
+MAX_SECONDS   ?= 90
+SEED          ?= 0
+DEVICE        ?= cpu
+PYTEST_ARGS   ?=
+
+TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(CELL) \
+	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
+	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --max-seconds $(MAX_SECONDS) \
+	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)
+
+STAMP       := $(VENV)/.installed
+CHECKPOINT  := $(ART)/checkpoint.pt
+EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.onnx
+SOURCES_DATA  := $(wildcard data/*.py)
+SOURCES_MODEL := $(wildcard model/*.py)
+SOURCES_EXPORT := $(wildcard export/*.py)
+
+.PHONY: all setup data train export generate test lint clean distclean check-java FORCE
+
+all: export
+
+# ---- set-up: a venv with the exact pins of pyproject.toml ----
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (Python 3.11 is needed)"; exit 1; }
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+check-java:
+	@command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' \
+	  || { echo "warning: Java 17+ not found: TorchServe (make serve, integration tests) needs it." \
+	       "Install it, e.g. apt-get install openjdk-17-jre-headless"; }
+
+# ---- pipeline ----
+data: $(CORPUS)
+
+$(ART)/corpus.txt: $(SOURCES_DATA) | $(STAMP)
+	$(PY) -m data.build_default --out $@
+
+# Re-train when any training knob changes, not only when a file does.
+$(ART)/.train-args: FORCE
+	@mkdir -p $(ART)
+	@echo '$(TRAIN_ARGS)' | cmp -s - $@ || echo '$(TRAIN_ARGS)' > $@
+
+train: $(CHECKPOINT)
+
+$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(ART)/.train-args | $(STAMP)
+	$(PY) -m model.train $(TRAIN_ARGS) --out $@
+
+export: $(EXPORTS)
+
+$(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
+	$(PY) -m export --checkpoint $(CHECKPOINT) --out-dir $(ART)
+
+# make generate BACKEND=onnx PREFIX=L NUM=5 [TEMPERATURE=0.8 SEED=1]
+BACKEND ?= eager
+PREFIX  ?=
+NUM     ?= 5
+TEMPERATURE ?= 0
+generate: $(EXPORTS)
+	$(PY) -m model.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
+		$(if $(SEED_GEN),--seed $(SEED_GEN),)
+
+# ---- quality ----
+test: $(STAMP) check-java
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(ART)
+
+distclean: clean
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,62 @@
+"""Export the checkpoint's step to TorchScript and ONNX, with vocab.json beside and inside both.
+
+Usage: python -m export --checkpoint artifacts/checkpoint.pt --out-dir artifacts
+
+All three files are built and checked against eager in a staging folder first, then moved into
+place together: a failed export leaves the previous set untouched and never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from data.atomic import write_text_atomic
+from export import manifest
+from export.onnx_step import export_onnx
+from export.torchscript import export_torchscript
+from model.checkpoint import CheckpointError, load_checkpoint
+
+ARTIFACTS = {"vocab": "vocab.json", "torchscript": "charrnn.torchscript.pt", "onnx": "charrnn.onnx"}
+
+
+def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
+    model, vocab, ckpt = load_checkpoint(checkpoint)
+    text = manifest.dumps(manifest.build_manifest(
+        vocab, cell=model.config.cell, hidden_size=model.hidden_size, num_layers=model.num_layers,
+        fingerprint=ckpt["fingerprint"]))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        write_text_atomic(staging / ARTIFACTS["vocab"], text)
+        diffs = {
+            "torchscript": export_torchscript(model, text, staging / ARTIFACTS["torchscript"]),
+            "onnx": export_onnx(model, text, staging / ARTIFACTS["onnx"]),
+        }
+        for name in ARTIFACTS.values():
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Export the CharRNN step to TorchScript and ONNX.")
+    p.add_argument("--checkpoint", default="artifacts/checkpoint.pt")
+    p.add_argument("--out-dir", default="artifacts")
+    args = p.parse_args(argv)
+    try:
+        diffs = export_all(args.checkpoint, args.out_dir)
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for kind, diff in diffs.items():
+        print(f"{kind}: max |difference| from eager {diff:.2e}")
+    print(f"wrote {', '.join(str(Path(args.out_dir) / n) for n in ARTIFACTS.values())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The TorchScript step: `forward(char int64 [B], hidden float32 [L, B, H]) -> (logits, hidden_out)`,
+with vocab.json inside as a TorchScript extra file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from data.atomic import atomic_path
+from data.vocab import Vocab, VocabError
+from export import manifest
+from export.errors import ArtifactError
+from export.parity import check
+from model.charrnn import CharRNN
+
+
+def _script(model: CharRNN) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript; it is still the format TorchServe and C++ load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(model)
+
+
+def export_torchscript(model: CharRNN, manifest_text: str, path: str | Path) -> float:
+    """Script, reload and compare with eager; write `path` only if they agree. Returns max diff."""
+    model = model.cpu().eval()
+    scripted = _script(model)
+    with atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp), _extra_files={manifest.VOCAB_KEY: manifest_text})
+        reloaded, _, _ = load_torchscript(tmp)
+
+        def run(char, hidden):
+            logits, hidden_out = reloaded(char, hidden)
+            return logits.numpy(), hidden_out.numpy()
+
+        return check(model, run, f"TorchScript export {path}")
+
+
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, Vocab, dict]:
+    """Load the step and its vocabulary; any corruption is one ArtifactError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: TorchScript file not found")
+    extra = {manifest.VOCAB_KEY: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/zip errors for damaged files
+        raise ArtifactError(f"{path}: not a loadable TorchScript file (truncated or corrupted?): "
+                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    if not extra[manifest.VOCAB_KEY]:
+        raise ArtifactError(f"{path}: has no {manifest.VOCAB_KEY} extra file")
+    try:
+        vocab, meta = manifest.parse(extra[manifest.VOCAB_KEY], str(path))
+    except VocabError as exc:
+        raise ArtifactError(str(exc)) from None
+    return module.eval(), vocab, meta

@@ -1,0 +1,1 @@
+"""The CharRNN, its training loop, checkpoint format and decoding."""

@@ -1,0 +1,113 @@
+"""The one decoding loop for the torch backends (eager CharRNN, TorchScript step, the server).
+
+`decode` runs a batch of rows, each with its own prefix, length cap, temperature, top-k and
+seed, through any step callable `(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`.
+Rows never influence each other: a row decodes the same alone or in any batch.
+
+Everything stays on the step's device: end-of-name is decided on the device, and the host reads
+back only a "all rows done?" flag every `check_every` steps (every step on CPU, where that is
+free) and the ids once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from model.noise import to_unit_interval, uniform_bits
+from model.request import Row
+
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Start:
+    """Where decoding starts: the next input token and hidden state per row, and how many
+    characters each row's name already has (a session continuing a name)."""
+
+    token: torch.Tensor  # int64 [B]
+    hidden: torch.Tensor  # float [L, B, H]
+    name_length: torch.Tensor  # int64 [B]
+
+
+def choose(logits: torch.Tensor, step: int, temperature: torch.Tensor, top_k: torch.Tensor,
+           seeds: torch.Tensor, sampling: bool) -> torch.Tensor:
+    """Next symbol per row: argmax for temperature 0, else a Gumbel-max sample of the
+    temperature-scaled, top-k-restricted distribution using counter-based noise."""
+    greedy = logits.argmax(dim=1)
+    if not sampling:
+        return greedy
+    vocab = logits.shape[1]
+    scaled = logits / temperature.clamp_min(1e-6).unsqueeze(1)
+    k = torch.where(top_k > 0, top_k.clamp_max(vocab), torch.full_like(top_k, vocab))
+    kth = scaled.sort(dim=1, descending=True).values.gather(1, (k - 1).unsqueeze(1))
+    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    symbols = torch.arange(vocab, device=logits.device).unsqueeze(0)
+    u = to_unit_interval(uniform_bits(seeds.unsqueeze(1), step, symbols).to(logits.dtype))
+    sampled = (scaled - torch.log(-torch.log(u))).argmax(dim=1)
+    return torch.where(temperature > 0, sampled, greedy)
+
+
+@torch.inference_mode()
+def decode(step: Step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape: tuple[int, int],
+           device: torch.device | str = "cpu", start: Start | None = None, check_every: int | None = None,
+           on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> list[list[int]]:
+    """Decode `rows`; returns each row's symbol ids (prefix included, end token excluded).
+
+    hidden_shape: (num_layers, hidden_size) of the step. on_step(t, ids [B], active [B]) is
+    called after each step with the symbols just chosen and which of them extend a name
+    (streaming); reading them forces a host sync per step, so leave it None on GPU.
+    """
+    device = torch.device(device)
+    batch = len(rows)
+    if batch == 0:
+        return []
+    if check_every is None:
+        check_every = 1 if device.type == "cpu" else 8
+    longest_prefix = max(1, max(len(r.prefix) for r in rows))
+    prefix = torch.full((batch, longest_prefix), eos_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        prefix[i, : len(r.prefix)] = torch.as_tensor(list(r.prefix), dtype=torch.long)
+    prefix = prefix.to(device)
+    prefix_len = torch.tensor([len(r.prefix) for r in rows], device=device)
+    max_len = torch.tensor([r.max_length for r in rows], device=device)
+    temperature = torch.tensor([float(r.temperature) for r in rows], device=device)
+    top_k = torch.tensor([r.top_k for r in rows], device=device)
+    seeds = torch.tensor([r.seed for r in rows], device=device, dtype=torch.long)
+    sampling = any(r.temperature > 0 for r in rows)
+
+    if start is None:
+        token = torch.full((batch,), bos_id, dtype=torch.long, device=device)
+        hidden = torch.zeros(hidden_shape[0], batch, hidden_shape[1], device=device)
+        offset = torch.zeros(batch, dtype=torch.long, device=device)
+    else:
+        token, hidden, offset = start.token.to(device), start.hidden.to(device), start.name_length.to(device)
+
+    steps = max(r.max_length for r in rows)
+    out = torch.full((batch, steps), eos_id, dtype=torch.long, device=device)
+    done = max_len <= 0
+    eos_column = torch.zeros(1, 0, dtype=torch.bool, device=device)  # sized on the first step
+    for t in range(steps):
+        logits, hidden = step(token, hidden)
+        if eos_column.shape[1] != logits.shape[1]:
+            eos_column = torch.arange(logits.shape[1], device=device).unsqueeze(0) == eos_id
+        # a name has at least one character: no end token at its very first position
+        logits = logits.masked_fill(((offset + t) == 0).unsqueeze(1) & eos_column, float("-inf"))
+        chosen = choose(logits, t, temperature, top_k, seeds, sampling)
+        forced = prefix[:, t] if t < longest_prefix else chosen
+        token = torch.where(t < prefix_len, forced, chosen)
+        token = torch.where(done, torch.full_like(token, eos_id), token)
+        out[:, t] = token
+        if on_step is not None:
+            on_step(t, token, ~done & (token != eos_id))
+        done = done | (token == eos_id) | (t + 1 >= max_len)
+        if (t + 1) % check_every == 0 and bool(done.all()):
+            break
+    ids = out.cpu().tolist()  # the one copy back to the host
+    return [_until_eos(row, eos_id)[: r.max_length] for row, r in zip(ids, rows)]
+
+
+def _until_eos(ids: list[int], eos_id: int) -> list[int]:
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids

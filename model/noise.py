@@ -1,0 +1,43 @@
+"""Counter-based random numbers for sampling, identical on numpy and torch, CPU and GPU (torch-free).
+
+Sampling draws Gumbel noise from a hash of (row seed, step, symbol) instead of a stateful
+generator, so a name depends only on its own seed: batching requests together, or running on
+another backend or device, does not change what a seeded request returns.
+
+Every function uses only integer operators, so it works on Python ints, numpy int64 arrays and
+torch int64 tensors alike. Values stay below 2**63, so int64 never overflows.
+"""
+
+from __future__ import annotations
+
+MASK32 = 0xFFFFFFFF
+MAX_SEED = 2**32 - 1
+
+
+def mix32(x):
+    """A 32-bit integer finaliser (multipliers kept below 2**31 so products fit in int64)."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x5BD1E995) & MASK32
+    return x ^ (x >> 16)
+
+
+def row_seed(seed: int, index: int) -> int:
+    """Seed of the `index`-th name of a request seeded with `seed` (0 <= seed < 2**32)."""
+    return int(mix32(seed ^ mix32(index * 0x9E3779B1 + 0x632BE5AB)))
+
+
+def uniform_bits(row_seeds, step, symbols):
+    """24 random bits per (row, symbol) for decoding step `step`.
+
+    row_seeds: int64 [batch, 1]; step: int; symbols: int64 [1, vocab] (0..vocab-1).
+    Returns int64 [batch, vocab] in [0, 2**24): exactly representable in float32.
+    """
+    return mix32(mix32(row_seeds) ^ mix32(symbols + step * 65536 + 1)) >> 8
+
+
+def to_unit_interval(bits24):
+    """Map 24 random bits to the open interval (0, 1); `bits24` is a float array/tensor."""
+    return (bits24 + 0.5) * (1.0 / 16777216.0)

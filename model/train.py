@@ -1,0 +1,284 @@
+"""Batched training of the CharRNN on a name corpus.
+
+Each name is one padded row: input  <s> c1 .. cn, target c1 .. cn <s>; every position is
+teacher-forced and the cross-entropy is masked to the real positions (end token included).
+
+Usage: python -m model.train --corpus artifacts/corpus.txt --out artifacts/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from data.atomic import write_text_atomic
+from data.corpus import Entry, read_corpus, split
+from data.vocab import Vocab
+from model.charrnn import CELLS, CharRNN, ModelConfig
+from model.checkpoint import save_checkpoint
+
+IGNORE = -100
+COUNT_WEIGHTING = {"none": 0.0, "log": None, "sqrt": 0.5, "linear": 1.0}
+
+
+@dataclass
+class TrainConfig:
+    hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = "rnn"
+    dropout: float = 0.0
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 3e-3
+    lr_decay: float = 1.0  # multiplied into the learning rate after every epoch
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    patience: int = 20  # epochs without validation improvement before stopping; 0 = never
+    val_fraction: float = 0.1
+    count_weighting: str = "none"  # how corpus counts weight the sampling of names
+    seed: int = 0
+    max_seconds: float = 0.0  # wall-clock budget for the training loop; 0 = none
+    samples_per_epoch: int = 0  # names drawn per epoch; 0 = the training-set size
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    title_case: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    inputs: torch.Tensor  # int64 [N, T]
+    targets: torch.Tensor  # int64 [N, T], IGNORE past each name's end
+    lengths: torch.Tensor  # int64 [N], name length + 1 (the end token)
+
+
+def encode_names(names: list[str], vocab: Vocab) -> Encoded:
+    width = max(len(n) for n in names) + 1
+    inputs = torch.full((len(names), width), vocab.eos_id, dtype=torch.long)
+    targets = torch.full((len(names), width), IGNORE, dtype=torch.long)
+    for i, name in enumerate(names):
+        ids = torch.tensor(vocab.encode(name), dtype=torch.long)
+        inputs[i, 0] = vocab.bos_id
+        inputs[i, 1 : len(ids) + 1] = ids
+        targets[i, : len(ids)] = ids
+        targets[i, len(ids)] = vocab.eos_id
+    return Encoded(inputs, targets, torch.tensor([len(n) + 1 for n in names]))
+
+
+def sampling_weights(entries: list[Entry], mode: str) -> torch.Tensor | None:
+    if mode not in COUNT_WEIGHTING:
+        raise ValueError(f"count_weighting must be one of {sorted(COUNT_WEIGHTING)}, got {mode!r}")
+    if mode == "none":
+        return None
+    counts = torch.tensor([e.count for e in entries], dtype=torch.float64)
+    weights = torch.log1p(counts) if mode == "log" else counts ** COUNT_WEIGHTING[mode]
+    return weights / weights.sum()
+
+
+def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the real positions of the names at `index`, and their count."""
+    width = int(data.lengths[index].max())
+    inputs = data.inputs[index, :width].to(device)
+    targets = data.targets[index, :width].to(device)
+    logits, _ = model.forward_sequence(inputs)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum())
+
+
+@torch.no_grad()
+def evaluate(model: CharRNN, data: Encoded | None, device: torch.device, batch_size: int = 1024) -> float:
+    """Mean negative log-likelihood in nats per symbol (characters and end token)."""
+    if data is None:
+        return math.nan
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data.lengths), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(data.lengths)))
+        loss, n = batch_loss(model, data, index, device)
+        total, count = total + float(loss), count + n
+    return total / count
+
+
+def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
+          on_epoch=None) -> tuple[CharRNN, Vocab, dict, list[dict]]:
+    """Train on `entries`; return (best model, vocabulary, metrics, per-epoch history)."""
+    if cfg.cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cfg.cell!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    train_entries, val_entries = split(entries, cfg.val_fraction)
+    vocab = Vocab.from_names(e.name for e in entries)
+    train_data = encode_names([e.name for e in train_entries], vocab)
+    val_data = encode_names([e.name for e in val_entries], vocab) if val_entries else None
+    weights = sampling_weights(train_entries, cfg.count_weighting)
+
+    model = CharRNN(ModelConfig(len(vocab), cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    per_epoch = cfg.samples_per_epoch or len(train_entries)
+
+    best_state, best_val, best_epoch = None, math.inf, 0
+    history: list[dict] = []
+    started = time.perf_counter()
+    out_of_time = False
+    bar = _progress(cfg.epochs, progress)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        if weights is None:
+            order = torch.randperm(len(train_entries), generator=generator)
+            order = order.repeat(math.ceil(per_epoch / len(order)))[:per_epoch]
+        else:
+            order = torch.multinomial(weights, per_epoch, replacement=True, generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, per_epoch, cfg.batch_size):
+            loss_sum, n = batch_loss(model, train_data, order[start : start + cfg.batch_size], device)
+            optimizer.zero_grad(set_to_none=True)
+            (loss_sum / n).backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            total, count = total + float(loss_sum.detach()), count + n
+            if cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds:
+                out_of_time = True
+                break
+        scheduler.step()
+        train_loss = total / max(count, 1)
+        val_loss = evaluate(model, val_data, device)
+        score = val_loss if val_data is not None else train_loss
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+               "seconds": time.perf_counter() - started, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(row)
+        if score < best_val:
+            best_val, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if bar is not None:
+            bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
+            bar.update(1)
+        if on_epoch is not None:
+            on_epoch(row, model)
+        if out_of_time:
+            break
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            break
+    if bar is not None:
+        bar.close()
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    stopped = "max_seconds" if out_of_time else ("early_stopping" if epoch < cfg.epochs else "epochs")
+    metrics = {
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "best_val_loss": best_val if val_data is not None else math.nan,
+        "train_loss_at_best": history[best_epoch - 1]["train_loss"],
+        "seconds": time.perf_counter() - started,
+        "stopped_by": stopped,
+        "train_names": len(train_entries),
+        "val_names": len(val_entries),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return model.cpu(), vocab, metrics, history
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="epochs", unit="ep", dynamic_ncols=True)
+
+
+def write_history(out_dir: Path, history: list[dict]) -> None:
+    """history.csv, history.json and loss.png (training and validation loss per epoch)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(out_dir / "history.csv", buf.getvalue())
+    write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
+    plot_loss(out_dir / "loss.png", history)
+
+
+def plot_loss(path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.atomic import atomic_path
+
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+    if not all(math.isnan(r["val_loss"]) for r in history):
+        ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats / symbol)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description="Train a CharRNN on a name corpus.")
+    p.add_argument("--corpus", required=True, help="corpus file: one name per line, optionally name<TAB>count")
+    p.add_argument("--out", default="artifacts/checkpoint.pt", help="checkpoint to write (atomically)")
+    p.add_argument("--history-dir", default=None, help="where history.csv/json and loss.png go (default: beside --out)")
+    p.add_argument("--title-case", action="store_true", help="title-case names (e.g. for the uppercase IBGE list)")
+    p.add_argument("--hidden", type=int, default=d.hidden_size, dest="hidden_size")
+    p.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers")
+    p.add_argument("--cell", choices=CELLS, default=d.cell)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--clip", type=float, default=d.clip)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--count-weighting", choices=sorted(COUNT_WEIGHTING), default=d.count_weighting)
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds)
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**options)
+    entries = read_corpus(args.corpus, title_case=args.title_case)
+    model, vocab, metrics, history = train(entries, cfg, progress=not args.no_progress)
+    out = Path(args.out)
+    train_args = {**asdict(cfg), "corpus": str(args.corpus)}
+    save_checkpoint(out, model, vocab, metrics=metrics, history=history, train_args=train_args)
+    write_history(Path(args.history_dir) if args.history_dir else out.parent, history)
+    print(f"best validation loss {metrics['best_val_loss']:.4f} nats/symbol at epoch {metrics['best_epoch']} "
+          f"({metrics['epochs_run']} epochs, {metrics['seconds']:.1f}s, stopped by {metrics['stopped_by']}); wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
