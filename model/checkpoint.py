@@ -63,13 +63,19 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    # torch.save writes a zip archive; anything else is damaged (or a foreign pickle, refused too)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: not a zip archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused: the checkpoint holds objects other than tensors and plain data ({first})") from None
+        reason = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                      "unsupported content")
+        raise CheckpointError(f"{path}: refused: the checkpoint holds objects other than tensors and plain data "
+                              f"({reason})") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
+                              f"{_first_line(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a CharRNN checkpoint (missing format marker {FORMAT!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
@@ -78,6 +84,11 @@ def read_checkpoint(path: str | Path) -> dict:
         if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint field {key!r} is missing or not a dict")
     return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
@@ -94,7 +105,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model config: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: weights do not fit the model config: {_first_line(exc)}") from None
     expected = ckpt.get("fingerprint")
     if expected is not None and expected != model_fingerprint(model, vocab):
         raise CheckpointError(f"{path}: fingerprint mismatch: the weights or vocabulary were altered")

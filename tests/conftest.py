@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models trained in seconds, so no test depends on a previous `make` run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.corpus import Entry
+from model.checkpoint import save_checkpoint
+from model.train import TrainConfig, train
+
+NAMES = ["Ana", "Antônio", "Beatriz", "Bruno", "Carla", "Cauã", "Davi", "Débora", "Eduardo", "Elisa",
+         "Fábio", "Fernanda", "Gabriel", "Giovana", "Heitor", "Helena", "Igor", "Isabela", "João",
+         "Júlia", "Kaique", "Larissa", "Lucas", "Maitê", "Marcos", "Maria Clara", "Nicolas", "Olívia",
+         "Paulo", "Rafaela", "Samuel", "Sofia", "Thiago", "Valentina", "Vitor", "Yasmin", "Zoe"]
+
+
+@dataclass
+class Artifacts:
+    """A trained tiny model and its exports in a temporary folder."""
+
+    dir: Path
+    checkpoint: Path
+    vocab_json: Path
+    torchscript: Path
+    onnx: Path
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(hidden_size=24, num_layers=1, cell="rnn", epochs=25, batch_size=8, lr=0.01,
+                patience=0, val_fraction=0.15, seed=0, threads=1)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def build_artifacts(out_dir: Path, **overrides) -> Artifacts:
+    from export.__main__ import export_all
+
+    torch.manual_seed(0)
+    model, vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(**overrides), progress=False)
+    checkpoint = out_dir / "checkpoint.pt"
+    save_checkpoint(checkpoint, model, vocab, metrics=metrics, history=history)
+    export_all(checkpoint, out_dir)
+    return Artifacts(out_dir, checkpoint, out_dir / "vocab.json", out_dir / "charrnn.torchscript.pt",
+                     out_dir / "charrnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory) -> Artifacts:
+    """1-layer tanh RNN trained on NAMES, exported; shared by the whole session (read-only)."""
+    return build_artifacts(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_names() -> list[str]:
+    return list(NAMES)

@@ -1,0 +1,121 @@
+"""The torch decoding loop: prefixes, the stop rule, sampling, and batch independence."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from data.vocab import VocabError
+from model.checkpoint import load_checkpoint
+from model.decode import Start, decode
+from model.request import Row, make_rows
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_artifacts):
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    return model, vocab
+
+
+def run(loaded, rows, **kw):
+    model, vocab = loaded
+    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                  hidden_shape=(model.num_layers, model.hidden_size), **kw)
+
+
+def test_greedy_from_a_letter_starts_with_it_and_stops_by_itself(loaded):
+    model, vocab = loaded
+    rows = [Row(vocab.encode(ch), max_length=40) for ch in "ABCDGJLMS"]
+    for ids, row in zip(run(loaded, rows), rows):
+        assert ids[: len(row.prefix)] == list(row.prefix)
+        assert vocab.eos_id not in ids
+        assert 2 <= len(ids) < 40  # ended at the end token, not at the cap
+
+
+def test_the_stop_rule_is_the_first_end_token(loaded):
+    """Step the model by hand: the name is exactly the argmax chain up to the first end token."""
+    model, vocab = loaded
+    token, hidden, manual = torch.tensor([vocab.bos_id]), model.init_hidden(1), []
+    for t in range(30):
+        logits, hidden = model(token, hidden)
+        if t == 0:
+            logits[0, vocab.eos_id] = float("-inf")
+        token = logits.argmax(1)
+        if int(token) == vocab.eos_id:
+            break
+        manual.append(int(token))
+    assert run(loaded, [Row((), max_length=30)]) == [manual]
+
+
+def test_max_length_caps_the_name_including_the_prefix(loaded):
+    _, vocab = loaded
+    for cap in (1, 2, 3):
+        (ids,) = run(loaded, [Row(vocab.encode("M")[:cap], max_length=cap)])
+        assert len(ids) <= cap
+    with pytest.raises(ValueError, match="shorter than the prefix"):
+        Row(vocab.encode("Mari"), max_length=3)
+
+
+def test_a_row_decodes_the_same_alone_or_in_any_batch(loaded):
+    _, vocab = loaded
+    rows = [Row(vocab.encode(p), max_length=m, temperature=t, top_k=k, seed=s)
+            for p, m, t, k, s in [("", 12, 0, 0, 0), ("Ma", 5, 0.8, 0, 1), ("J", 20, 1.5, 3, 2),
+                                  ("Lu", 9, 0, 0, 3), ("", 15, 1.0, 0, 4)]]
+    together = run(loaded, rows)
+    assert together == [run(loaded, [r])[0] for r in rows]
+    assert together[::-1] == run(loaded, rows[::-1])
+
+
+def test_sampling_is_reproducible_and_depends_on_the_seed(loaded):
+    _, vocab = loaded
+    rows = make_rows(vocab, "", num=30, temperature=1.2, seed=7)
+    first = run(loaded, rows)
+    assert first == run(loaded, make_rows(vocab, "", num=30, temperature=1.2, seed=7))
+    assert first != run(loaded, make_rows(vocab, "", num=30, temperature=1.2, seed=8))
+    assert len({tuple(ids) for ids in first}) > 5
+
+
+def test_top_k_one_is_greedy(loaded):
+    _, vocab = loaded
+    greedy = run(loaded, [Row(vocab.encode(ch)) for ch in "ABC"])
+    assert run(loaded, [Row(vocab.encode(ch), temperature=2.0, top_k=1, seed=9) for ch in "ABC"]) == greedy
+
+
+def test_continuing_from_a_start_state_equals_decoding_the_whole_prefix(loaded):
+    model, vocab = loaded
+    prefix = vocab.encode("Ma")
+    (whole,) = run(loaded, [Row(prefix, max_length=20)])
+    with torch.inference_mode():
+        hidden = model.init_hidden(1)
+        for ch in [vocab.bos_id, prefix[0]]:
+            _, hidden = model(torch.tensor([ch]), hidden)
+    start = Start(token=torch.tensor([prefix[1]]), hidden=hidden, name_length=torch.tensor([2]))
+    (rest,) = run(loaded, [Row((), max_length=18)], start=start)
+    assert prefix + rest == whole
+
+
+def test_on_step_reports_each_character_as_it_is_chosen(loaded):
+    _, vocab = loaded
+    seen = []
+    (ids,) = run(loaded, [Row(vocab.encode("J"))], on_step=lambda t, tok, live: seen.append(int(tok[0])) if live[0] else None)
+    assert seen == ids
+
+
+def test_unknown_prefix_character_is_named(loaded):
+    _, vocab = loaded
+    with pytest.raises(VocabError, match=r"'#' \(U\+0023\)"):
+        make_rows(vocab, "A#")
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript", "onnx"])
+def test_generate_cli_runs_every_backend(tiny_artifacts, backend):
+    path = {"eager": tiny_artifacts.checkpoint, "torchscript": tiny_artifacts.torchscript, "onnx": tiny_artifacts.onnx}[backend]
+    out = subprocess.run([sys.executable, "-m", "model.generate", "--backend", backend, "--model", str(path),
+                          "--prefix", "Ma", "--prefix", "J", "-n", "2", "--temperature", "0.7", "--seed", "3"],
+                         capture_output=True, text=True, check=True)
+    names = out.stdout.splitlines()
+    assert len(names) == 4 and names[0].startswith("Ma") and names[3].startswith("J")
+    bad = subprocess.run([sys.executable, "-m", "model.generate", "--backend", backend, "--model", str(path),
+                          "--prefix", "A#"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "'#' (U+0023)" in bad.stderr and "Traceback" not in bad.stderr

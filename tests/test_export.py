@@ -1,0 +1,125 @@
+"""Eager, TorchScript and ONNX Runtime compute the same step, and the artifacts agree."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export import manifest
+from export.__main__ import export_all
+from export.errors import ArtifactError
+from export.parity import ExportMismatch, random_inputs
+from export.runtime import NameGenerator, OnnxStep
+from export.torchscript import load_torchscript
+from model.checkpoint import load_checkpoint
+from model.generate import TorchGenerator
+from model.request import Row
+from tests.conftest import build_artifacts
+
+CONFIGS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def artifacts(request, tmp_path_factory, tiny_artifacts):
+    if request.param == "rnn-1":
+        return tiny_artifacts
+    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **CONFIGS[request.param])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_step_parity_eager_torchscript_onnx(artifacts, batch):
+    model, _, _ = load_checkpoint(artifacts.checkpoint)
+    scripted, _, _ = load_torchscript(artifacts.torchscript)
+    step = OnnxStep.from_path(artifacts.onnx)
+    char, hidden = random_inputs(model, batch, torch.Generator().manual_seed(batch))
+    hidden = hidden * 3  # well beyond the range seen in training: saturating tanh too
+    with torch.inference_mode():
+        want = [t.numpy() for t in model(char, hidden)]
+        script = [t.numpy() for t in scripted(char, hidden)]
+    onnx_out = step(char.numpy(), hidden.numpy())
+    for got in (script, onnx_out):
+        for w, g in zip(want, got):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+
+
+def test_greedy_names_from_every_first_letter_agree_across_backends(artifacts):
+    eager = TorchGenerator.from_checkpoint(artifacts.checkpoint)
+    script = TorchGenerator.from_torchscript(artifacts.torchscript)
+    ort = NameGenerator(artifacts.onnx)
+    rows = [Row(eager.vocab.encode(ch)) for ch in eager.vocab.characters] + [Row(())]
+    names = eager.generate_rows(rows)
+    assert script.generate_rows(rows) == names
+    assert ort.generate_rows(rows) == names
+    assert all(name.startswith(eager.vocab.decode(row.prefix)) for name, row in zip(names, rows))
+
+
+def test_seeded_sampling_agrees_across_backends(tiny_artifacts):
+    eager = TorchGenerator.from_checkpoint(tiny_artifacts.checkpoint)
+    ort = NameGenerator(tiny_artifacts.onnx)
+    rows = [Row(eager.vocab.encode("A"), temperature=1.0, top_k=k, seed=s) for s in range(20) for k in (0, 5)]
+    assert eager.generate_rows(rows) == ort.generate_rows(rows)
+
+
+def test_artifacts_share_one_vocabulary_and_fingerprint(artifacts):
+    on_disk = json.loads(artifacts.vocab_json.read_text())
+    _, vocab, ckpt = load_checkpoint(artifacts.checkpoint)
+    _, _, ts_meta = load_torchscript(artifacts.torchscript)
+    proto = onnx.load(str(artifacts.onnx))
+    onnx_meta = json.loads({p.key: p.value for p in proto.metadata_props}[manifest.VOCAB_KEY])
+    assert on_disk == ts_meta == onnx_meta
+    assert on_disk["symbols"] == list(vocab.symbols)
+    assert on_disk["bos_id"] == vocab.bos_id and on_disk["eos_id"] == vocab.eos_id
+    assert on_disk["fingerprint"] == ckpt["fingerprint"]
+
+
+def test_onnx_contract_names_dynamic_batch_and_checker(tiny_artifacts):
+    proto = onnx.load(str(tiny_artifacts.onnx))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["char", "hidden"]
+    assert [o.name for o in proto.graph.output] == ["logits", "hidden_out"]
+    char, hidden = proto.graph.input
+    assert char.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert hidden.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert char.type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    assert hidden.type.tensor_type.shape.dim[1].dim_param
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupted_exports_are_one_clear_error(tiny_artifacts, tmp_path, damage):
+    for source, loader in ((tiny_artifacts.onnx, OnnxStep.from_path), (tiny_artifacts.torchscript, load_torchscript)):
+        data = bytearray(source.read_bytes())
+        if damage == "truncate":
+            data = data[: len(data) // 3]
+        else:
+            data[: 64] = bytes(64)
+        bad = tmp_path / source.name
+        bad.write_bytes(bytes(data))
+        with pytest.raises(ArtifactError, match=str(bad)):
+            loader(bad)
+
+
+def test_onnx_without_vocabulary_metadata_is_refused(tiny_artifacts, tmp_path):
+    proto = onnx.load(str(tiny_artifacts.onnx))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ArtifactError, match="no 'vocab.json'"):
+        OnnxStep.from_path(tmp_path / "bare.onnx")
+
+
+def test_export_refuses_to_write_on_mismatch_and_keeps_previous_files(tiny_artifacts, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    export_all(tiny_artifacts.checkpoint, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    import export.parity
+
+    def always_off(model, run, *a, **k):
+        return 1.0
+
+    monkeypatch.setattr(export.parity, "max_difference", always_off)
+    with pytest.raises(ExportMismatch, match="not written"):
+        export_all(tiny_artifacts.checkpoint, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

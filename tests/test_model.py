@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from data.corpus import Entry
+from model.charrnn import CharRNN, ModelConfig
+from model.train import encode_names, sampling_weights, train, write_history
+from tests.conftest import NAMES, tiny_config
+
+
+@pytest.mark.parametrize("cell, layers", [("rnn", 1), ("rnn", 2), ("gru", 1)])
+def test_step_by_step_equals_whole_sequence(cell, layers):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, hidden_size=16, num_layers=layers, cell=cell)).eval()
+    chars = torch.randint(0, 11, (4, 7))
+    seq_logits, seq_hidden = model.forward_sequence(chars)
+    hidden = model.init_hidden(4)
+    for t in range(7):
+        logits, hidden = model(chars[:, t], hidden)
+        torch.testing.assert_close(logits, seq_logits[:, t], rtol=0, atol=1e-6)
+    torch.testing.assert_close(hidden, seq_hidden, rtol=0, atol=1e-6)
+
+
+def test_rnn_is_tanh_and_gru_is_an_option():
+    assert CharRNN(ModelConfig(5)).rnn.nonlinearity == "tanh"
+    assert isinstance(CharRNN(ModelConfig(5, cell="gru")).rnn, torch.nn.GRU)
+    with pytest.raises(ValueError, match="cell"):
+        ModelConfig(5, cell="lstm")
+
+
+def test_targets_end_with_the_end_token_and_padding_is_masked():
+    from data.vocab import Vocab
+
+    vocab = Vocab.from_names(["Ana", "Bo"])
+    enc = encode_names(["Ana", "Bo"], vocab)
+    assert enc.inputs[1, 0] == vocab.bos_id
+    assert enc.targets[1].tolist() == [*vocab.encode("Bo"), vocab.eos_id, -100]
+    assert enc.lengths.tolist() == [4, 3]
+
+
+def test_training_learns_and_keeps_the_best_validation_epoch():
+    model, vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(epochs=30), progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.5
+    best = min(history, key=lambda r: r["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["best_val_loss"] == pytest.approx(best["val_loss"])
+    assert metrics["train_names"] + metrics["val_names"] == len(NAMES) and metrics["val_names"] > 0
+
+
+def test_training_is_reproducible_with_a_seed():
+    entries = [Entry(n) for n in NAMES]
+    a = train(entries, tiny_config(epochs=3), progress=False)[0].state_dict()
+    b = train(entries, tiny_config(epochs=3), progress=False)[0].state_dict()
+    c = train(entries, tiny_config(epochs=3, seed=1), progress=False)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_early_stopping_and_time_budget_stop_training():
+    entries = [Entry(n) for n in NAMES]
+    _, _, metrics, history = train(entries, tiny_config(epochs=500, patience=3, lr=0.05), progress=False)
+    assert metrics["stopped_by"] == "early_stopping" and len(history) < 500
+    _, _, metrics, _ = train(entries, tiny_config(epochs=100000, max_seconds=0.5), progress=False)
+    assert metrics["stopped_by"] == "max_seconds" and metrics["seconds"] < 5
+
+
+def test_count_weighting_samples_frequent_names_more():
+    entries = [Entry("Maria", 1000), Entry("Zé", 1)]
+    linear = sampling_weights(entries, "linear")
+    sqrt = sampling_weights(entries, "sqrt")
+    assert sampling_weights(entries, "none") is None
+    assert linear[0] / linear[1] == pytest.approx(1000) and sqrt[0] / sqrt[1] == pytest.approx(math.sqrt(1000))
+    _, _, metrics, _ = train([Entry(n, i + 1) for i, n in enumerate(NAMES)],
+                             tiny_config(epochs=2, count_weighting="sqrt"), progress=False)
+    assert metrics["epochs_run"] == 2
+
+
+def test_history_files_are_written(tmp_path):
+    history = [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.1, "seconds": 0.1, "lr": 0.01},
+               {"epoch": 2, "train_loss": 1.5, "val_loss": 1.9, "seconds": 0.2, "lr": 0.01}]
+    write_history(tmp_path, history)
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,train_loss,val_loss,seconds,lr"
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
