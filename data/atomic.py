@@ -40,3 +40,32 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, e.g. while renaming several files that
+    must change together; a signal that arrived meanwhile is delivered right after."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `atomic_path` cleans up its temporary file.
+
+    Python's default SIGTERM action kills the process at once, skipping `finally` blocks; the
+    previous artifact would survive anyway (the rename never happened) but a temp file would not
+    be removed. Call this at the start of a command-line entry point.
+    """
+    import signal
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)

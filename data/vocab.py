@@ -38,7 +38,7 @@ class Vocab:
         object.__setattr__(self, "_index", {s: i for i, s in enumerate(self.symbols)})
 
     @classmethod
-    def from_names(cls, names: Iterable[str]) -> "Vocab":
+    def from_names(cls, names: Iterable[str]) -> Vocab:
         chars = sorted({ch for name in names for ch in name})
         return cls((BOUNDARY, *chars))
 
@@ -82,7 +82,7 @@ class Vocab:
         return hashlib.sha256(json.dumps(self.symbols, ensure_ascii=False).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: object) -> "Vocab":
+    def from_dict(cls, data: object) -> Vocab:
         if not isinstance(data, dict):
             raise VocabError("vocabulary must be a JSON object")
         symbols = data.get("symbols")

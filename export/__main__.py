@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from data.atomic import write_text_atomic
+from data.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
 from export import manifest
 from export.onnx_step import export_onnx
 from export.torchscript import export_torchscript
@@ -37,8 +37,9 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
             "torchscript": export_torchscript(model, text, staging / ARTIFACTS["torchscript"]),
             "onnx": export_onnx(model, text, staging / ARTIFACTS["onnx"]),
         }
-        for name in ARTIFACTS.values():
-            os.replace(staging / name, out_dir / name)
+        with signals_deferred():  # the set changes together or not at all
+            for name in ARTIFACTS.values():
+                os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return diffs
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", default="artifacts/checkpoint.pt")
     p.add_argument("--out-dir", default="artifacts")
     args = p.parse_args(argv)
+    exit_on_sigterm()
     try:
         diffs = export_all(args.checkpoint, args.out_dir)
     except CheckpointError as exc:

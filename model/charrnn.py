@@ -34,7 +34,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         return cls(**{k: data[k] for k in ("vocab_size", "hidden_size", "num_layers", "cell", "dropout") if k in data})
 
 

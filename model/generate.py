@@ -28,14 +28,14 @@ class TorchGenerator:
         self.step, self.vocab, self.hidden_shape, self.device = step, vocab, hidden_shape, device
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu") -> "TorchGenerator":
+    def from_checkpoint(cls, path, device: str = "cpu") -> TorchGenerator:
         from model.checkpoint import load_checkpoint
 
         model, vocab, _ = load_checkpoint(path, device)
         return cls(model, vocab, (model.num_layers, model.hidden_size), device)
 
     @classmethod
-    def from_torchscript(cls, path, device: str = "cpu") -> "TorchGenerator":
+    def from_torchscript(cls, path, device: str = "cpu") -> TorchGenerator:
         from export.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(path, device)

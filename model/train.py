@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data.atomic import write_text_atomic
+from data.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import Entry, read_corpus, split
 from data.vocab import Vocab
 from model.charrnn import CELLS, CharRNN, ModelConfig
@@ -28,6 +28,8 @@ from model.checkpoint import save_checkpoint
 
 IGNORE = -100
 COUNT_WEIGHTING = {"none": 0.0, "log": None, "sqrt": 0.5, "linear": 1.0}
+LR_SCHEDULES = ("exp", "cosine")
+COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
 
 
 @dataclass
@@ -39,7 +41,10 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 32
     lr: float = 3e-3
-    lr_decay: float = 1.0  # multiplied into the learning rate after every epoch
+    lr_decay: float = 1.0  # multiplied into the learning rate after every epoch ("exp" schedule)
+    # "exp": lr * lr_decay**epoch. "cosine": from lr down to COSINE_FLOOR * lr over the
+    # max_seconds budget (wall clock), or over all epochs when there is no budget; lr_decay unused.
+    lr_schedule: str = "exp"
     weight_decay: float = 0.0
     clip: float = 1.0
     patience: int = 20  # epochs without validation improvement before stopping; 0 = never
@@ -108,11 +113,25 @@ def evaluate(model: CharRNN, data: Encoded | None, device: torch.device, batch_s
     return total / count
 
 
+def cosine_factor(progress: float) -> float:
+    """Learning-rate multiplier of the cosine schedule at `progress` in [0, 1]."""
+    progress = min(max(progress, 0.0), 1.0)
+    return COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
-          on_epoch=None) -> tuple[CharRNN, Vocab, dict, list[dict]]:
-    """Train on `entries`; return (best model, vocabulary, metrics, per-epoch history)."""
+          on_epoch=None, on_step=None) -> tuple[CharRNN, Vocab, dict, list[dict]]:
+    """Train on `entries`; return (best model, vocabulary, metrics, per-epoch history).
+
+    on_epoch(row, model) is called after each epoch's validation with its history row;
+    on_step(info, model) after each optimiser step, with info = {"epoch", "step", "targets"
+    (symbols in that batch), "seconds" (wall clock since training started, the max_seconds
+    clock)}: e.g. for throughput or for snapshots at fixed times.
+    """
     if cfg.cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cfg.cell!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -129,8 +148,11 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
 
     model = CharRNN(ModelConfig(len(vocab), cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     per_epoch = cfg.samples_per_epoch or len(train_entries)
+    cosine = cfg.lr_schedule == "cosine"
+    scheduler = None if cosine else torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    total_steps = cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
+    step = 0
 
     best_state, best_val, best_epoch = None, math.inf, 0
     history: list[dict] = []
@@ -146,6 +168,10 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
             order = torch.multinomial(weights, per_epoch, replacement=True, generator=generator)
         total, count = 0.0, 0
         for start in range(0, per_epoch, cfg.batch_size):
+            if cosine:
+                done = (time.perf_counter() - started) / cfg.max_seconds if cfg.max_seconds else step / total_steps
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * cosine_factor(done)
             loss_sum, n = batch_loss(model, train_data, order[start : start + cfg.batch_size], device)
             optimizer.zero_grad(set_to_none=True)
             (loss_sum / n).backward()
@@ -153,10 +179,15 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             optimizer.step()
             total, count = total + float(loss_sum.detach()), count + n
+            step += 1
+            if on_step is not None:
+                on_step({"epoch": epoch, "step": step, "targets": n, "seconds": time.perf_counter() - started},
+                        model)
             if cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds:
                 out_of_time = True
                 break
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         train_loss = total / max(count, 1)
         val_loss = evaluate(model, val_data, device)
         score = val_loss if val_data is not None else train_loss
@@ -251,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-decay", type=float, default=d.lr_decay)
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-epoch factor of the exp schedule")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="exp: per-epoch decay by --lr-decay (default); cosine: down to 1%% of --lr over "
+                        "--max-seconds (or over --epochs without a budget)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--clip", type=float, default=d.clip)
     p.add_argument("--patience", type=int, default=d.patience)
@@ -268,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    exit_on_sigterm()
     options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**options)
     entries = read_corpus(args.corpus, title_case=args.title_case)

@@ -30,13 +30,14 @@ class Artifacts:
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    base = dict(hidden_size=24, num_layers=1, cell="rnn", epochs=25, batch_size=8, lr=0.01,
-                patience=0, val_fraction=0.15, seed=0, threads=1)
+    base = {"hidden_size": 24, "num_layers": 1, "cell": "rnn", "epochs": 25, "batch_size": 8, "lr": 0.01,
+                "patience": 0, "val_fraction": 0.15, "seed": 0, "threads": 1}
     base.update(overrides)
     return TrainConfig(**base)
 
 
 def build_artifacts(out_dir: Path, **overrides) -> Artifacts:
+    out_dir.mkdir(parents=True, exist_ok=True)
     from export.__main__ import export_all
 
     torch.manual_seed(0)

@@ -60,7 +60,7 @@ def test_split_is_deterministic_and_stable_when_names_are_added():
     train, val = split(names, 0.1)
     assert 120 < len(val) < 280 and len(train) + len(val) == 2000
     more = names + [Entry(f"Extra{i}") for i in range(500)]
-    train2, val2 = split(more, 0.1)
+    _train2, val2 = split(more, 0.1)
     assert {e.name for e in val} == {e.name for e in val2 if e.name.startswith("Name")}
     assert split(list(reversed(names)), 0.1)[1] == list(reversed(val))
 

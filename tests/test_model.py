@@ -40,7 +40,7 @@ def test_targets_end_with_the_end_token_and_padding_is_masked():
 
 
 def test_training_learns_and_keeps_the_best_validation_epoch():
-    model, vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(epochs=30), progress=False)
+    _model, _vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(epochs=30), progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.5
     best = min(history, key=lambda r: r["val_loss"])
     assert metrics["best_epoch"] == best["epoch"]
