@@ -40,7 +40,7 @@ SOURCES_DATA  := $(wildcard data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 
-.PHONY: all setup data train export generate test lint clean distclean check-java FORCE
+.PHONY: all setup data train export verify generate test lint clean distclean check-java FORCE
 
 all: export
 
@@ -79,6 +79,10 @@ export: $(EXPORTS)
 
 $(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
 	$(PY) -m export --checkpoint $(CHECKPOINT) --out-dir $(ART)
+
+# Do the artifacts in $(ART) load, and do they come from one training run?
+verify: $(EXPORTS)
+	$(PY) -m export.verify --dir $(ART)
 
 # make generate BACKEND=onnx PREFIX=L NUM=5 [TEMPERATURE=0.8 SEED=1]
 BACKEND ?= eager
