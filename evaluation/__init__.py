@@ -1,0 +1,1 @@
+"""Model-quality report for a checkpoint (`make eval` -> artifacts/report/)."""

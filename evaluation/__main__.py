@@ -1,0 +1,79 @@
+"""Write the model-quality report of a checkpoint: report.md, report.json, samples.txt, PNG figures.
+
+Usage: python -m evaluation --checkpoint artifacts/checkpoint.pt --out-dir artifacts/report
+
+The corpus, title-casing and validation fraction come from the checkpoint's train_args (the
+split it was trained on); --corpus, --title-case/--no-title-case and --val-fraction override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from data.atomic import exit_on_sigterm, write_text_atomic
+from data.corpus import CorpusError
+from evaluation import figures, markdown
+from evaluation.report import EvalError, build_report, load_inputs
+from model.checkpoint import CheckpointError
+
+
+def write_report(rep: dict, out_dir: Path, *, command: str, generated: str | None = None) -> Path:
+    """Write every file of the report into `out_dir`; return the path of report.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated = generated or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    dist = rep["distributions"]
+    corpus_label = "corpus (weighted as in training)" if rep["corpus"]["count_weighting"] != "none" else "corpus"
+    figures.compare_bars(out_dir / markdown.FIGURES["lengths"], dist["length"]["samples"],
+                         dist["length"]["corpus"], xlabel="name length (characters)",
+                         title="Length of sampled names and corpus names", corpus_label=corpus_label)
+    figures.compare_bars(out_dir / markdown.FIGURES["first_letters"], dist["first_letter"]["samples"],
+                         dist["first_letter"]["corpus"], xlabel="first letter",
+                         title="First letter of sampled names and corpus names", corpus_label=corpus_label)
+    if rep["history"]:
+        figures.loss_curves(out_dir / markdown.FIGURES["loss"], rep["history"],
+                            rep["likelihood"]["bigram"]["val"]["nats_per_symbol"])
+    write_text_atomic(out_dir / "samples.txt", "".join(f"{s}\n" for s in rep["_samples"]))
+    public = {k: v for k, v in rep.items() if not k.startswith("_")}
+    public["generated"], public["command"] = generated, command
+    write_text_atomic(out_dir / "report.json", json.dumps(public, indent=1, ensure_ascii=False) + "\n")
+    path = out_dir / "report.md"
+    write_text_atomic(path, markdown.render(rep, generated=generated, command=command))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
+    p = argparse.ArgumentParser(description="Model-quality report of a CharRNN checkpoint.")
+    p.add_argument("--checkpoint", default="artifacts/checkpoint.pt")
+    p.add_argument("--out-dir", default=None, help="default: report/ beside the checkpoint")
+    p.add_argument("--corpus", default=None, help="default: the corpus in the checkpoint's train_args")
+    p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: as the checkpoint was trained")
+    p.add_argument("--val-fraction", type=float, default=None, help="default: as the checkpoint was trained")
+    p.add_argument("--samples", type=int, default=1000, help="names sampled at --temperature")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = p.parse_args(argv)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "report"
+    try:
+        inputs = load_inputs(args.checkpoint, args.corpus, args.title_case, args.val_fraction)
+        rep = build_report(inputs, num_samples=args.samples, seed=args.seed, temperature=args.temperature)
+    except (EvalError, CheckpointError, CorpusError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    command = "python -m evaluation " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    path = write_report(rep, out_dir, command=command.strip())
+    mv, bv = rep["likelihood"]["model"]["val"], rep["likelihood"]["bigram"]["val"]
+    nov = rep["samples"]["novelty"]
+    print(f"validation NLL {mv['nats_per_symbol']:.4f} nats/symbol ({mv['bits_per_char']:.3f} bits/char); "
+          f"bigram {bv['nats_per_symbol']:.4f} ({bv['bits_per_char']:.3f}); samples: "
+          f"{nov['train_share']:.1%} training copies, {nov['val_share']:.1%} validation copies, "
+          f"{nov['new_share']:.1%} new; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

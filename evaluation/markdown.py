@@ -1,0 +1,103 @@
+"""report.md from the numbers of evaluation.report.build_report."""
+
+from __future__ import annotations
+
+from data.vocab import BOUNDARY
+
+FIGURES = {"lengths": "lengths.png", "first_letters": "first_letters.png", "loss": "loss_curves.png"}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _nll_row(label: str, r: dict) -> list:
+    return [label, f"{r['nats_per_symbol']:.4f}", f"{r['bits_per_symbol']:.4f}", f"{r['bits_per_char']:.4f}",
+            f"{r['bits_per_name']:.2f}"]
+
+
+def render(rep: dict, *, generated: str, command: str) -> str:
+    m, c, t, s = rep["model"], rep["corpus"], rep["training"], rep["samples"]
+    lik, nov = rep["likelihood"], s["novelty"]
+    mv, bv = lik["model"]["val"], lik["bigram"]["val"]
+    gain = bv["nats_per_symbol"] - mv["nats_per_symbol"]
+    title_case = ", title-cased" if c["title_case"] else ""
+    out = [
+        "# Model-quality report",
+        "",
+        f"Generated {generated} by `{command}`.",
+        "",
+        (f"- Checkpoint: `{rep['checkpoint']}` (fingerprint `{rep['fingerprint']}`): {m['cell'].upper()}, "
+        f"hidden {m['hidden_size']}, {m['num_layers']} layer(s), {m['parameters']:,} parameters."),
+        (f"- Corpus: `{c['path']}`{title_case}: {c['names']:,} distinct names, split by name hash into "
+        f"{c['train_names']:,} training and {c['val_names']:,} validation names (val_fraction "
+        f"{c['val_fraction']}, the split the checkpoint was trained on); count weighting in training: "
+        f"{c['count_weighting']}."),
+        (f"- Training: best epoch {t['best_epoch']} of {t['epochs_run']}, {_secs(t['seconds'])}, "
+        f"stopped by {t['stopped_by']}."),
+        "",
+        "## Likelihood",
+        "",
+        (f"**Validation NLL: {mv['nats_per_symbol']:.4f} nats/symbol ({mv['bits_per_char']:.3f} bits/character); "
+        f"bigram baseline {bv['nats_per_symbol']:.4f} nats/symbol ({bv['bits_per_char']:.3f} bits/character); "
+        f"the model is {gain:.4f} nats/symbol {'below' if gain >= 0 else 'ABOVE'} the bigram.**"),
+        "",
+        table(["model, split", "nats/symbol", "bits/symbol", "bits/character", "bits/name"], [
+            _nll_row("CharRNN, validation", mv), _nll_row("bigram, validation", bv),
+            _nll_row("CharRNN, training", lik["model"]["train"]),
+            _nll_row("bigram, training", lik["bigram"]["train"])]),
+        "",
+        (f"A symbol is a character or the end token (`{BOUNDARY}`), so nats/symbol is the training loss "
+        f"(mean over {mv['symbols']:,} validation symbols in {mv['names']:,} names, each distinct name "
+        "once). bits/character is a name's whole cost, end token included, divided by its characters."),
+        "",
+        (f"Bigram baseline: P(next | previous) over the same symbols, `{BOUNDARY}` as begin and end, "
+        f"add-α smoothed, fitted on the training split (each distinct name once); α = {rep['bigram']['alpha']} "
+        f"chosen from {rep['bigram']['alpha_grid']} by validation NLL (this flatters the baseline)."),
+        "",
+        f"## Samples: {s['num']:,} names at temperature {s['temperature']:g}, seed {s['seed']}",
+        "",
+        table(["kind", "samples", "share", "distinct names"], [
+            ["copies of training names", nov["train"], f"{nov['train_share']:.1%}", nov["train_distinct"]],
+            ["copies of validation names", nov["val"], f"{nov['val_share']:.1%}", nov["val_distinct"]],
+            ["new names", nov["new"], f"{nov['new_share']:.1%}", nov["new_distinct"]],
+            ["all", nov["samples"], "100.0%", nov["distinct"]]]),
+        "",
+        (f"Sampled with `model.request.make_rows` + `model.decode.decode`; {s['at_length_cap']} sample(s) "
+        f"reached the {s['max_length']}-character cap."),
+        "",
+        f"The {len(nov['top_new'])} most frequent new names:",
+        "",
+        table(["new name", "times sampled"], nov["top_new"]) if nov["top_new"] else "(none)",
+        "",
+        "## Distributions",
+        "",
+        (f"Corpus: every distinct name{', weighted as in training' if c['count_weighting'] != 'none' else ''}. "
+        f"Total variation distance between samples and corpus: length {s['length_tv']:.3f}, "
+        f"first letter {s['first_letter_tv']:.3f}."),
+        "",
+        f"![length distribution]({FIGURES['lengths']})",
+        "",
+        f"![first-letter distribution]({FIGURES['first_letters']})",
+        "",
+        "## Loss curves",
+        "",
+        f"![training and validation loss]({FIGURES['loss']})" if rep["history"] else
+        "(the checkpoint holds no training history)",
+        "",
+        "## Greedy names by first letter",
+        "",
+        table(["first letter", "greedy name", "in the corpus"],
+              [[letter, name, "new" if kind == "new" else f"yes ({kind})"] for letter, name, kind in rep["greedy"]]),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _secs(value) -> str:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) else "? s"
