@@ -42,7 +42,7 @@ SOURCES_EXPORT := $(wildcard export/*.py)
 
 .PHONY: all setup data train export verify generate test lint clean distclean check-java FORCE
 
-all: export
+all: export archive
 
 # ---- set-up: a venv with the exact pins of pyproject.toml ----
 setup: $(STAMP)
@@ -92,6 +92,38 @@ TEMPERATURE ?= 0
 generate: $(EXPORTS)
 	$(PY) -m model.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
 		$(if $(SEED_GEN),--seed $(SEED_GEN),)
+
+# ---- serving: TorchServe archives, server, GPU check (README.md "Serving") ----
+MODEL_STORE     ?= $(ART)/model_store
+SERVE_DIR       ?= $(ART)/serve
+INFERENCE_PORT  ?= 8080
+MANAGEMENT_PORT ?= 8081
+METRICS_PORT    ?= 8082
+SERVE_TIMEOUT   ?= 120
+ARCHIVES        := $(MODEL_STORE)/charrnn.mar $(MODEL_STORE)/charrnn_session.mar
+SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/handler.py serve/archive.py $(wildcard serve/config/*.yaml)
+
+.PHONY: archive serve stop gpu-check require-java
+
+archive: $(ARCHIVES)
+
+$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) | $(STAMP)
+	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json --out $(MODEL_STORE)
+
+require-java: | $(STAMP)
+	@$(PY) -m serve.server check-java >/dev/null
+
+# Starts TorchServe in the background from $(SERVE_DIR) and returns once the workers are READY.
+serve: require-java $(ARCHIVES)
+	$(PY) -m serve.server start --dir $(SERVE_DIR) --model-store $(MODEL_STORE) --timeout $(SERVE_TIMEOUT) \
+		--inference-port $(INFERENCE_PORT) --management-port $(MANAGEMENT_PORT) --metrics-port $(METRICS_PORT)
+
+stop: | $(STAMP)
+	$(PY) -m serve.server stop --dir $(SERVE_DIR)
+
+# On a CUDA machine: GPU vs CPU names and batched names/s (needs only PyTorch; skips without CUDA).
+gpu-check: | $(STAMP)
+	$(PY) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
 
 # ---- quality ----
 test: $(STAMP) check-java

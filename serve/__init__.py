@@ -1,0 +1,1 @@
+"""Serving: the TorchServe-free decoding engine, the TorchServe handler, archive/serve tools."""

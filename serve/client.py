@@ -1,0 +1,166 @@
+"""A small Python client for the served CharRNN (reads the token from TorchServe's key file).
+
+    from serve.client import Client
+    c = Client()                                   # http://127.0.0.1:8080, artifacts/serve/key_file.json
+    c.generate("L")                                # ['Luiz ...']
+    c.generate("Ma", num=3, temperature=0.8, seed=7)
+    for event in c.stream("Jo"): print(event)      # {"index": 0, "char": "J"} ... {"names": [...], "done": true}
+    with c.session() as s:                         # interactive completion, state kept server-side
+        s.type("Lu")                               # {"text": "Lu", "next": [{"char": "i", "p": ...}], "completion": ...}
+        s.append("c")
+
+Command line: python -m serve.client --prefix L [-n 3 --temperature 0.8 --seed 7 --stream]
+              python -m serve.client --session Lu --session Luc     (one session, several requests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Self
+
+import requests
+
+SEQUENCE_ID = "ts_request_sequence_id"
+
+
+class ClientError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+class Client:
+    def __init__(self, url: str = "http://127.0.0.1:8080", key_file: str | Path = "artifacts/serve/key_file.json",
+                 management_url: str | None = "http://127.0.0.1:8081", model: str = "charrnn",
+                 session_model: str = "charrnn_session", timeout: float = 30.0):
+        self.url, self.key_file, self.management_url = url.rstrip("/"), Path(key_file), management_url
+        self.model, self.session_model, self.timeout = model, session_model, timeout
+        self.http = requests.Session()
+        self._key: str | None = None
+
+    # -- token
+    def _read_key(self) -> str:
+        try:
+            return json.loads(self.key_file.read_text())["inference"]["key"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ClientError(0, f"cannot read the inference key from {self.key_file} ({exc}); "
+                                 "is TorchServe running (make serve)?") from None
+
+    def _refresh_key(self) -> None:
+        """Keys expire (60 min): re-read the file; if unchanged, ask for a new one with the API key."""
+        old, self._key = self._key, self._read_key()
+        if self._key == old and self.management_url:
+            api = json.loads(self.key_file.read_text())["API"]["key"]
+            resp = self.http.post(f"{self.management_url}/token", params={"type": "inference"},
+                                  headers={"Authorization": f"Bearer {api}"}, timeout=self.timeout)
+            if resp.ok:
+                self._key = self._read_key()
+
+    def _post(self, model: str, body: dict, headers: dict | None = None, stream: bool = False) -> requests.Response:
+        if self._key is None:
+            self._key = self._read_key()
+        for attempt in (0, 1):
+            hdrs = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json", **(headers or {})}
+            resp = self.http.post(f"{self.url}/predictions/{model}", data=json.dumps(body).encode(),
+                                  headers=hdrs, timeout=self.timeout, stream=stream)
+            if resp.status_code == 400 and attempt == 0 and b"InvalidKeyException" in resp.content[:300]:
+                self._refresh_key()
+                continue
+            break
+        if resp.status_code >= 400:
+            try:
+                data = resp.json()
+                message = data.get("error") or data.get("message") or resp.text
+            except ValueError:
+                message = resp.text
+            raise ClientError(resp.status_code, message)
+        return resp
+
+    # -- one-shot
+    def generate(self, prefix: str = "", **fields) -> list[str]:
+        """Names for `prefix`; fields: max_length, num, temperature, top_k, seed."""
+        return self._post(self.model, {"prefix": prefix, **fields}).json()["names"]
+
+    def stream(self, prefix: str = "", **fields) -> Iterator[dict]:
+        """NDJSON events as the server generates: {"index", "char"}..., then {"names", "done"}."""
+        resp = self._post(self.model, {"prefix": prefix, **fields, "stream": True}, stream=True)
+        with resp:
+            for line in resp.iter_lines():
+                if line:
+                    yield json.loads(line)
+
+    # -- sessions
+    def session(self, **defaults) -> Session:
+        return Session(self, defaults)
+
+
+class Session:
+    """One interactive session: the first request opens it, `close()` (or leaving `with`) ends it."""
+
+    def __init__(self, client: Client, defaults: dict):
+        self.client, self.defaults, self.id = client, defaults, None
+
+    def _send(self, body: dict) -> dict:
+        headers = {SEQUENCE_ID: self.id} if self.id else {}
+        resp = self.client._post(self.client.session_model, {**self.defaults, **body}, headers)
+        self.id = resp.headers.get(SEQUENCE_ID, self.id)
+        return resp.json()
+
+    def type(self, text: str, **fields) -> dict:
+        """Send everything typed so far (edits and backspaces are fine)."""
+        return self._send({"text": text, **fields})
+
+    def append(self, chars: str, **fields) -> dict:
+        """Send only the newly typed characters."""
+        return self._send({"append": chars, **fields})
+
+    def close(self) -> None:
+        if self.id:
+            self.client._post(self.client.session_model, {"close": True}, {SEQUENCE_ID: self.id})
+            self.id = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Ask the served CharRNN for names.")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--key-file", default="artifacts/serve/key_file.json")
+    p.add_argument("--prefix", default="")
+    p.add_argument("-n", "--num", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stream", action="store_true")
+    p.add_argument("--session", action="append", default=None, metavar="TEXT",
+                   help="text typed so far; repeat to send several requests in one session")
+    args = p.parse_args(argv)
+    client = Client(args.url, args.key_file)
+    try:
+        if args.session:
+            with client.session() as s:
+                for text in args.session:
+                    print(json.dumps(s.type(text), ensure_ascii=False))
+            return
+        fields = {k: v for k, v in (("num", args.num), ("max_length", args.max_length),
+                                    ("temperature", args.temperature), ("top_k", args.top_k),
+                                    ("seed", args.seed)) if v is not None}
+        if args.stream:
+            for event in client.stream(args.prefix, **fields):
+                print(json.dumps(event, ensure_ascii=False), flush=True)
+        else:
+            print("\n".join(client.generate(args.prefix, **fields)))
+    except (ClientError, requests.RequestException) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

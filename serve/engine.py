@@ -1,0 +1,542 @@
+"""The serving engine: strict request validation, batched one-shot generation, streaming and
+per-session hidden state, all over the one torch decoding loop (`model.decode.decode`).
+
+TorchServe-free on purpose: `serve/handler.py` is a thin adapter over this module, tests host it
+in-process, and another server could host it later.
+
+- `parse_generate` / `parse_session` turn a request body (bytes, str or an already-parsed
+  object) into a typed request or raise `RequestError` naming the field: unknown fields, wrong
+  types (a bool is not an integer), NaN/inf, out-of-range numbers, over-long text and
+  characters outside the vocabulary are all refused.
+- `generate` decodes every request of a batch in ONE `decode` call (each request's `num` names
+  become rows via `model.request.make_rows`, with their own prefix, length, temperature, top-k
+  and seed), then splits the names back per request. Rows never influence each other, so a
+  request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+- `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
+  feeds the newly typed characters and returns the next-character distribution and the greedy
+  completion, again in one `decode` call per batch (continuing from decode's `Start`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from data.vocab import Vocab, VocabError
+from export import manifest
+from export.errors import ArtifactError
+from export.torchscript import load_torchscript
+from model.decode import Start, decode
+from model.noise import MAX_SEED
+from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+
+NDJSON = "application/x-ndjson"
+
+
+class RequestError(ValueError):
+    """A refused request. `status` is the HTTP status to answer; the message names the problem
+    (it may hold any character: send it in the body, never in a status phrase)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one request may ask for (requests over them are refused, not clipped)."""
+
+    max_prefix: int = 32  # characters of a prefix, or of a session's whole text
+    max_length: int = 64  # largest accepted max_length
+    max_num: int = 64  # names per one-shot request
+    max_temperature: float = 10.0
+    max_candidates: int = 20  # next-character candidates per session answer
+    max_body_bytes: int = 16384  # a raw body larger than this is refused with 413
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> Limits:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown limits {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prefix: str = ""  # NFC-normalised, every character in the vocabulary
+    max_length: int = DEFAULT_MAX_LENGTH
+    num: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = all symbols
+    seed: int | None = None  # None: a fresh seed per request (sampling only)
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    text: str | None = None  # everything typed so far (replaces the session's text)
+    append: str | None = None  # only the newly typed characters
+    top_k: int = 5  # next-character candidates to return
+    max_length: int = DEFAULT_MAX_LENGTH  # length cap of the greedy completion
+    close: bool = False
+
+
+GENERATE_FIELDS = frozenset(f.name for f in fields(GenerateRequest))
+SESSION_FIELDS = frozenset(f.name for f in fields(SessionRequest))
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _reject_constant(name: str):
+    raise RequestError(f"body is not valid JSON: {name} is not a number (numbers must be finite)")
+
+
+def parse_body(payload: object, max_bytes: int) -> dict:
+    """A JSON object from raw bytes/str, or an object TorchServe already parsed."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        if len(payload) > max_bytes:
+            raise RequestError(f"body is {len(payload)} bytes; the limit is {max_bytes}", 413)
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"body is not UTF-8 text (byte {exc.start})") from None
+    if isinstance(payload, str):
+        if len(payload) > max_bytes:
+            raise RequestError(f"body is {len(payload)} characters; the limit is {max_bytes}", 413)
+        if not payload.strip():
+            payload = None
+        else:
+            try:
+                payload = json.loads(payload, parse_constant=_reject_constant)
+            except json.JSONDecodeError as exc:
+                raise RequestError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                   f"column {exc.colno}") from None
+            except RecursionError:
+                raise RequestError("body is not valid JSON: nested too deeply") from None
+    if payload is None:
+        raise RequestError('request body is empty: send a JSON object, e.g. {"prefix": "L"}')
+    if not isinstance(payload, dict):
+        raise RequestError(f"body must be a JSON object, got {_json_type(payload)}")
+    return payload
+
+
+def _check_fields(body: dict, allowed: frozenset) -> None:
+    unknown = [k for k in body if k not in allowed]
+    if unknown:
+        names = ", ".join(repr(k) for k in sorted(unknown, key=str))
+        raise RequestError(f"unknown field(s) {names}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _int(body: dict, key: str, default, lo: int, hi: int, *, nullable: bool = False):
+    if key not in body:
+        return default
+    value = body[key]
+    if value is None and nullable:
+        return None
+    if type(value) is not int:  # a bool is not an integer, nor is 3.0
+        raise RequestError(f"{key!r} must be an integer, got {_json_type(value)}")
+    if not lo <= value <= hi:
+        raise RequestError(f"{key!r} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+    if key not in body:
+        return default
+    value = body[key]
+    if type(value) not in (int, float):
+        raise RequestError(f"{key!r} must be a number, got {_json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(f"{key!r} must be a finite number, got {value}")
+    if not lo <= value <= hi:
+        raise RequestError(f"{key!r} must be between {lo} and {hi}, got {value}")
+    return float(value)
+
+
+def _bool(body: dict, key: str, default: bool) -> bool:
+    if key not in body:
+        return default
+    value = body[key]
+    if type(value) is not bool:
+        raise RequestError(f"{key!r} must be true or false, got {_json_type(value)}")
+    return value
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass
+class SessionState:
+    text: str  # what the person has typed (NFC)
+    length: int  # symbols in `text`
+    token: int  # next input token: the last typed symbol, or begin-of-name
+    hidden: torch.Tensor  # [layers, hidden] on the engine's device: `text` minus its last symbol fed
+    used: float = 0.0
+
+
+class SessionStore:
+    """Per-session state, bounded: at most `max_sessions` (least recently used evicted first) and
+    none idle longer than `idle_seconds`. TorchServe expires its sequences without telling the
+    handler, so this store must bound itself."""
+
+    def __init__(self, max_sessions: int = 128, idle_seconds: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_sessions < 1 or not idle_seconds > 0:
+            raise ValueError("max_sessions must be >= 1 and idle_seconds > 0")
+        self.max_sessions, self.idle_seconds, self.clock = max_sessions, idle_seconds, clock
+        self._states: OrderedDict[str, SessionState] = OrderedDict()
+        self.evicted = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self._states
+
+    def expire(self) -> None:
+        horizon = self.clock() - self.idle_seconds
+        while self._states:
+            oldest = next(iter(self._states.values()))
+            if oldest.used >= horizon:
+                break
+            self._states.popitem(last=False)
+            self.expired += 1
+
+    def get(self, sid: str) -> SessionState | None:
+        self.expire()
+        state = self._states.get(sid)
+        if state is not None:
+            state.used = self.clock()
+            self._states.move_to_end(sid)
+        return state
+
+    def put(self, sid: str, state: SessionState) -> None:
+        state.used = self.clock()
+        self._states[sid] = state
+        self._states.move_to_end(sid)
+        while len(self._states) > self.max_sessions:
+            self._states.popitem(last=False)
+            self.evicted += 1
+
+    def pop(self, sid: str) -> bool:
+        return self._states.pop(sid, None) is not None
+
+
+class _Recorder:
+    """Wraps the step to keep each step's logits and hidden output (on the device, no sync):
+    a session needs the state after its own number of fed characters."""
+
+    def __init__(self, step):
+        self.step, self.logits, self.hidden = step, [], []
+
+    def __call__(self, token, hidden):
+        logits, hidden = self.step(token, hidden)
+        self.logits.append(logits)
+        self.hidden.append(hidden)
+        return logits, hidden
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class Engine:
+    """Validates requests and decodes them in batches with `model.decode.decode` on `device`."""
+
+    def __init__(self, step, vocab: Vocab, hidden_shape: tuple[int, int], *, device: str | torch.device = "cpu",
+                 limits: Limits | None = None, sessions: SessionStore | None = None,
+                 fingerprint: str | None = None):
+        self.step, self.vocab, self.hidden_shape = step, vocab, tuple(hidden_shape)
+        self.device = torch.device(device)
+        self.limits = limits or Limits()
+        self.sessions = sessions or SessionStore()
+        self.fingerprint = fingerprint
+        self._symbols = vocab.symbols
+        self._max_top_k = len(vocab)
+        self._max_candidates = min(self.limits.max_candidates, len(vocab))
+        if self.device.type == "cuda":
+            # parity with CPU results over speed: TF32 could flip a near-tie argmax
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
+
+    @classmethod
+    def from_artifacts(cls, torchscript: str | Path, vocab_json: str | Path | None = None, *,
+                       device: str | torch.device = "cpu", limits: Limits | None = None,
+                       sessions: SessionStore | None = None) -> Engine:
+        """Load the TorchScript step. With `vocab_json` (the copy shipped beside it, e.g. in the
+        .mar), refuse to start unless it matches the vocabulary inside the TorchScript file."""
+        module, vocab, meta = load_torchscript(torchscript, device)
+        if vocab_json is not None:
+            check_vocab_file(vocab_json, vocab, meta, torchscript)
+        return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device=device,
+                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"))
+
+    # ------------------------------------------------------------ one-shot requests
+
+    def _text(self, body: dict, key: str) -> str:
+        value = body[key]
+        if type(value) is not str:
+            raise RequestError(f"{key!r} must be a string, got {_json_type(value)}")
+        limit = self.limits.max_prefix
+        if len(value) > 4 * limit:  # cheap guard before normalising
+            raise RequestError(f"{key!r} is {len(value)} characters long; the limit is {limit}")
+        value = unicodedata.normalize("NFC", value)
+        if len(value) > limit:
+            raise RequestError(f"{key!r} is {len(value)} characters long; the limit is {limit}")
+        try:
+            self.vocab.encode(value)
+        except VocabError as exc:
+            raise RequestError(f"{key!r} has {exc}") from None
+        return value
+
+    def parse_generate(self, payload: object) -> GenerateRequest:
+        body = parse_body(payload, self.limits.max_body_bytes)
+        _check_fields(body, GENERATE_FIELDS)
+        lim = self.limits
+        prefix = self._text(body, "prefix") if "prefix" in body else ""
+        max_length = _int(body, "max_length", DEFAULT_MAX_LENGTH, 1, lim.max_length)
+        if max_length < len(prefix):
+            raise RequestError(f"'max_length' ({max_length}) is shorter than the prefix "
+                               f"({len(prefix)} characters)")
+        return GenerateRequest(
+            prefix=prefix,
+            max_length=max_length,
+            num=_int(body, "num", 1, 1, lim.max_num),
+            temperature=_number(body, "temperature", 0.0, 0.0, lim.max_temperature),
+            top_k=_int(body, "top_k", 0, 0, self._max_top_k),
+            seed=_int(body, "seed", None, 0, MAX_SEED, nullable=True),
+            stream=_bool(body, "stream", False),
+        )
+
+    def generate(self, requests: Sequence[GenerateRequest],
+                 on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None) -> list[list[str]]:
+        """Names per request, all requests decoded together in one `decode` call.
+
+        on_chars(request_index, [(name_index, character), ...]) is called after every step for
+        each request with `stream` set (streaming reads the step's ids on the host: one sync per
+        step, so it is only installed when a request streams).
+        """
+        rows: list[Row] = []
+        spans: list[tuple[int, int]] = []
+        for r in requests:
+            spans.append((len(rows), r.num))
+            rows.extend(make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
+                                  temperature=r.temperature, top_k=r.top_k, seed=r.seed))
+        on_step = None
+        if on_chars is not None:
+            streamed = [(i, s, n) for i, (r, (s, n)) in enumerate(zip(requests, spans)) if r.stream]
+            if streamed:
+                on_step = self._streamer(streamed, on_chars)
+        ids = decode(self.step, rows, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id,
+                     hidden_shape=self.hidden_shape, device=self.device, on_step=on_step)
+        names = [self.vocab.decode(row) for row in ids]
+        return [names[s:s + n] for s, n in spans]
+
+    def _streamer(self, streamed, on_chars):
+        symbols = self._symbols
+
+        def on_step(t: int, ids: torch.Tensor, active: torch.Tensor) -> None:
+            ids_h, active_h = ids.tolist(), active.tolist()
+            for request_index, start, num in streamed:
+                chars = [(j, symbols[ids_h[start + j]]) for j in range(num) if active_h[start + j]]
+                if chars:
+                    on_chars(request_index, chars)
+
+        return on_step
+
+    # ------------------------------------------------------------ sessions
+
+    def parse_session(self, payload: object) -> SessionRequest:
+        body = parse_body(payload, self.limits.max_body_bytes)
+        _check_fields(body, SESSION_FIELDS)
+        if "text" in body and "append" in body:
+            raise RequestError("send either 'text' (everything typed so far) or 'append' "
+                               "(the new characters), not both")
+        close = _bool(body, "close", False)
+        if close and len(body) > 1:
+            raise RequestError("'close' must be sent alone")
+        return SessionRequest(
+            text=self._text(body, "text") if "text" in body else None,
+            append=self._text(body, "append") if "append" in body else None,
+            top_k=_int(body, "top_k", 5, 0, self._max_candidates),
+            max_length=_int(body, "max_length", DEFAULT_MAX_LENGTH, 1, self.limits.max_length),
+            close=close,
+        )
+
+    def session(self, items: Sequence[tuple[str, SessionRequest, bool]]) -> list[dict | RequestError]:
+        """Answer session requests (session id, request, opens-the-session) in order.
+
+        Each answer is {"session", "text", "next": [{"char", "p"}...], "completion"} ("char" ""
+        is end-of-name), {"session", "closed": true}, or a RequestError (404: the session is
+        unknown or expired and the request cannot rebuild it; 400: the text got too long).
+        A session appearing twice in one batch is answered in two passes, in order.
+        """
+        results: list = [None] * len(items)
+        pending = list(range(len(items)))
+        while pending:
+            seen: set[str] = set()
+            wave, later = [], []
+            for i in pending:
+                (later if items[i][0] in seen else wave).append(i)
+                seen.add(items[i][0])
+            self._session_wave(items, wave, results)
+            pending = later
+        return results
+
+    @torch.inference_mode()
+    def _session_wave(self, items, wave: list[int], results: list) -> None:
+        store, vocab = self.sessions, self.vocab
+        store.expire()
+        jobs = []  # (result index, sid, request, base state or None, text, fed ids)
+        for i in wave:
+            sid, req, opens = items[i]
+            if req.close:
+                store.pop(sid)
+                results[i] = {"session": sid, "closed": True}
+                continue
+            state = None if opens else store.get(sid)
+            if req.text is not None:  # the whole text: continue if it extends the session's text
+                text = req.text
+                if state is not None and text.startswith(state.text):
+                    feed = text[len(state.text):]
+                else:
+                    state, feed = None, text  # new, forgotten, or edited (backspace): rebuild
+            else:
+                if state is None and not opens:
+                    results[i] = RequestError(f"session {sid!r} is unknown or expired: open a new "
+                                              "session, or send the whole 'text'", 404)
+                    continue
+                feed = req.append or ""
+                text = (state.text if state is not None else "") + feed
+            if len(text) > self.limits.max_prefix:
+                results[i] = RequestError(f"the session's text would be {len(text)} characters "
+                                          f"long; the limit is {self.limits.max_prefix}")
+                continue
+            jobs.append((i, sid, req, state, text, vocab.encode(feed)))
+        if not jobs:
+            return
+
+        batch = len(jobs)
+        device = self.device
+        base_hidden = torch.stack([s.hidden if s is not None else self._zero_hidden
+                                   for _, _, _, s, _, _ in jobs])  # [B, L, H]
+        start = Start(
+            token=torch.tensor([s.token if s is not None else vocab.bos_id for _, _, _, s, _, _ in jobs],
+                               dtype=torch.long, device=device),
+            hidden=base_hidden.transpose(0, 1).contiguous(),
+            name_length=torch.tensor([s.length if s is not None else 0 for _, _, _, s, _, _ in jobs],
+                                     dtype=torch.long, device=device),
+        )
+        # each row forces its new characters, then decodes the greedy completion (>= 1 step, so
+        # the step after the last typed character, whose logits we need, always runs)
+        rows = [Row(tuple(fed), len(fed) + max(1, req.max_length - len(text)))
+                for _, _, req, _, text, fed in jobs]
+        recorder = _Recorder(self.step)
+        ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                     hidden_shape=self.hidden_shape, device=device, start=start)
+
+        fed_count = torch.tensor([len(fed) for *_, fed in jobs], dtype=torch.long, device=device)
+        rows_index = torch.arange(batch, device=device)
+        logits = torch.stack(recorder.logits)[fed_count, rows_index]  # [B, V] after the whole text
+        empty = torch.tensor([not text for *_, text, _ in jobs], device=device)
+        eos = torch.arange(logits.shape[1], device=device) == vocab.eos_id
+        logits = logits.masked_fill(empty.unsqueeze(1) & eos.unsqueeze(0), float("-inf"))
+        k = max(req.top_k for _, _, req, _, _, _ in jobs)
+        top = torch.softmax(logits, dim=1).topk(k, dim=1) if k else None
+        # hidden after feeding all but the last new character: stays on the device
+        recorded = torch.stack(recorder.hidden)  # [T, L, B, H]
+        after = recorded[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H]
+        after = torch.where((fed_count == 0).view(batch, 1, 1), base_hidden, after)
+        if top is not None:  # one copy to the host for probabilities and symbols together
+            top_host = torch.cat([top.values, top.indices.to(top.values.dtype)], dim=1).tolist()
+
+        for row, (i, sid, req, state, text, fed) in enumerate(jobs):
+            token = fed[-1] if fed else (state.token if state is not None else vocab.bos_id)
+            length = (state.length if state is not None else 0) + len(fed)
+            store.put(sid, SessionState(text, length, token, after[row]))
+            completion = (text + vocab.decode(ids[row][len(fed):]))[: max(req.max_length, len(text))]
+            candidates = []
+            if top is not None:
+                probs, symbols = top_host[row][:k], top_host[row][k:]
+                for p, s in zip(probs[: req.top_k], symbols[: req.top_k]):
+                    s = int(s)
+                    candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s],
+                                       "p": round(p, 6)})
+            results[i] = {"session": sid, "text": text, "next": candidates, "completion": completion}
+
+    # ------------------------------------------------------------ misc
+
+    def warm_up(self) -> None:
+        """Run each path once, so the first real request does not pay TorchScript's profiling."""
+        for _ in range(3):
+            self.generate([GenerateRequest(num=2), GenerateRequest(prefix=self.vocab.characters[0],
+                                                                   temperature=1.0, top_k=3, seed=1)])
+            sid = "\0warm-up"
+            self.session([(sid, SessionRequest(text=self.vocab.characters[0]), True)])
+            self.session([(sid, SessionRequest(append=self.vocab.characters[0]), False)])
+            self.sessions.pop(sid)
+
+
+def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscript: str | Path) -> None:
+    """Refuse a vocab.json that is not the one inside the TorchScript file (different run)."""
+    path = Path(vocab_json)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read the vocabulary file ({exc})") from None
+    try:
+        file_vocab, file_meta = manifest.parse(text, str(path))
+    except VocabError as exc:
+        raise ArtifactError(str(exc)) from None
+    ours, theirs = file_meta.get("fingerprint"), meta.get("fingerprint")
+    if ours != theirs or file_vocab != vocab:
+        raise ArtifactError(f"{path} (fingerprint {ours}) does not match the vocabulary inside "
+                            f"{torchscript} (fingerprint {theirs}): the artifacts come from "
+                            "different training runs; rebuild the archive (make archive)")
+
+
+def names_json(names: list[str]) -> str:
+    return json.dumps({"names": names}, ensure_ascii=False)
+
+
+def error_json(message: str) -> str:
+    return json.dumps({"error": message}, ensure_ascii=False)
+
+
+def stream_lines(chars: list[tuple[int, str]]) -> bytes:
+    """NDJSON lines for one step of a streamed request: {"index": name index, "char": c}."""
+    return "".join(json.dumps({"index": j, "char": c}, ensure_ascii=False) + "\n"
+                   for j, c in chars).encode("utf-8")
+
+
+def stream_end(names: list[str]) -> bytes:
+    return (json.dumps({"names": names, "done": True}, ensure_ascii=False) + "\n").encode("utf-8")

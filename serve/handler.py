@@ -1,0 +1,186 @@
+"""TorchServe handler: a thin adapter from TorchServe's batch API to `serve.engine.Engine`.
+
+TorchServe allows exactly one class in a handler module, so everything else lives in modules
+shipped beside it in the archive (data/, model/, export/, serve/engine.py: see serve/archive.py).
+
+Modes (the `handler.mode` key of the archive's model-config.yaml):
+- `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream"}
+  -> {"names": [...]}, or NDJSON lines when "stream": true. The whole TorchServe batch is
+  decoded in one engine call.
+- `session`: TorchServe sequence batching; the sequence id (header ts_request_sequence_id) is
+  the session id, the engine keeps its hidden state on the device.
+
+Every refused request gets its own 4xx status (with an ASCII phrase: a non-ASCII one kills the
+worker) and a JSON body {"error": ...}; the other requests of the batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the repository
+    if os.path.isfile(os.path.join(_root, "serve", "engine.py")) and _root not in sys.path:
+        sys.path.insert(0, _root)
+        break
+
+from serve.engine import (
+    NDJSON,
+    Engine,
+    Limits,
+    RequestError,
+    SessionStore,
+    error_json,
+    names_json,
+    stream_end,
+    stream_lines,
+)
+
+logger = logging.getLogger(__name__)
+
+PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}  # ASCII only
+DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
+JSON = "application/json"
+
+
+class CharRNNHandler:
+    """initialize(context) builds the engine; handle(data, context) answers one batch."""
+
+    def __init__(self):
+        self.engine: Engine | None = None
+        self.mode = "generate"
+        self.initialized = False
+        self._send_intermediate = None
+
+    # ------------------------------------------------------------ start-up
+
+    def initialize(self, context) -> None:
+        props = context.system_properties
+        model_dir = props.get("model_dir") or "."
+        config = dict((getattr(context, "model_yaml_config", None) or {}).get("handler") or {})
+        self.mode = config.get("mode", "generate")
+        if self.mode not in ("generate", "session"):
+            raise ValueError(f"handler.mode must be 'generate' or 'session', got {self.mode!r}")
+        # 2 cores, 2 workers: one intra-op thread each (more only adds hand-off latency)
+        torch.set_num_threads(int(config.get("threads", 1)))
+        gpu_id = props.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
+            device = torch.device(f"cuda:{int(gpu_id)}")
+        else:
+            device = torch.device("cpu")
+        manifest = getattr(context, "manifest", None) or {}
+        serialized = (manifest.get("model") or {}).get("serializedFile") or DEFAULT_SERIALIZED
+        sessions = config.get("sessions") or {}
+        started = time.perf_counter()
+        self.engine = Engine.from_artifacts(
+            os.path.join(model_dir, serialized),
+            os.path.join(model_dir, "vocab.json"),  # refuses to start on a fingerprint mismatch
+            device=device,
+            limits=Limits.from_dict(config.get("limits")),
+            sessions=SessionStore(int(sessions.get("max", 128)), float(sessions.get("idle_seconds", 120))),
+        )
+        self.engine.warm_up()
+        self.initialized = True
+        logger.info("charrnn %s handler ready on %s (fingerprint %s) in %.2f s", self.mode, device,
+                    self.engine.fingerprint, time.perf_counter() - started)
+
+    # ------------------------------------------------------------ requests
+
+    def handle(self, data, context):
+        if self.mode == "session":
+            return self._handle_sessions(data, context)
+        return self._handle_generate(data, context)
+
+    @staticmethod
+    def _payload(row):
+        if not isinstance(row, dict):
+            return row
+        value = row.get("data")
+        if value is None:
+            value = row.get("body")
+        if value is None and row:  # e.g. curl -d without a JSON content type
+            raise RequestError("the body arrived as form fields: send it as JSON with the header "
+                               "'Content-Type: application/json'")
+        return value
+
+    @staticmethod
+    def _refuse(context, i: int, exc: RequestError) -> str:
+        context.set_response_status(exc.status, PHRASES.get(exc.status, "Bad Request"), idx=i)
+        context.set_response_content_type(i, JSON)
+        return error_json(exc.message)
+
+    def _handle_generate(self, data, context) -> list:
+        engine = self.engine
+        out: list = [None] * len(data)
+        requests, where = [], []
+        for i, row in enumerate(data):
+            try:
+                requests.append(engine.parse_generate(self._payload(row)))
+                where.append(i)
+            except RequestError as exc:
+                out[i] = self._refuse(context, i, exc)
+        if not requests:
+            return out
+        on_chars = None
+        if any(r.stream for r in requests):
+            for i, r in zip(where, requests):
+                if r.stream:
+                    context.set_response_content_type(i, NDJSON)
+            on_chars = self._stream_sender(context, where)
+        for i, r, names in zip(where, requests, engine.generate(requests, on_chars=on_chars)):
+            if r.stream:
+                out[i] = stream_end(names)  # the last chunk
+            else:
+                context.set_response_content_type(i, JSON)
+                out[i] = names_json(names)
+        return out
+
+    def _stream_sender(self, context, where: list[int]):
+        """on_chars for the engine: one HTTP chunk of NDJSON lines per step and request."""
+        send = getattr(context, "send_intermediate", None)  # the stand-in context (tests)
+        if send is None:
+            from ts.handler_utils.utils import send_intermediate_predict_response
+
+            def send(i: int, chunk: bytes) -> None:
+                send_intermediate_predict_response({i: chunk}, {i: context.request_ids[i]},
+                                                   "Intermediate Prediction success", 200, context)
+
+        def on_chars(request_index: int, chars) -> None:
+            send(where[request_index], stream_lines(chars))
+
+        return on_chars
+
+    def _handle_sessions(self, data, context) -> list:
+        engine = self.engine
+        out: list = [None] * len(data)
+        items, where = [], []
+        for i, row in enumerate(data):
+            sid = context.get_sequence_id(i)
+            if not sid:
+                out[i] = self._refuse(context, i, RequestError(
+                    "no session id: this model runs under TorchServe sequence batching"))
+                continue
+            context.set_response_header(i, context.header_key_sequence_id, sid)
+            opens = str(context.get_request_header(i, context.header_key_sequence_start) or "").lower() == "true"
+            try:
+                items.append((sid, engine.parse_session(self._payload(row)), opens))
+                where.append(i)
+            except RequestError as exc:
+                out[i] = self._refuse(context, i, exc)
+        for i, (sid, _, _), result in zip(where, items, engine.session(items) if items else []):
+            if isinstance(result, RequestError):
+                out[i] = self._refuse(context, i, result)
+                if result.status == 404:  # nothing left to continue: free TorchServe's slot too
+                    context.set_response_header(i, context.header_key_sequence_end, sid)
+                continue
+            if result.get("closed"):
+                context.set_response_header(i, context.header_key_sequence_end, sid)
+            context.set_response_content_type(i, JSON)
+            out[i] = json.dumps(result, ensure_ascii=False)
+        return out

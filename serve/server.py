@@ -1,0 +1,262 @@
+"""Start, wait for, and stop a TorchServe instance serving the CharRNN archives.
+
+Usage (what `make serve` / `make stop` run):
+  python -m serve.server start --dir artifacts/serve --model-store artifacts/model_store \
+      [--inference-port 8080 --management-port 8081 --metrics-port 8082]
+  python -m serve.server stop --dir artifacts/serve
+
+`start` writes <dir>/config.properties (loopback-only addresses, token authorization on, the
+model register/unregister API off, allowed_urls restricted to the model store), starts
+TorchServe in the background from <dir> (so the token file is <dir>/key_file.json and the logs
+go to <dir>/logs), and returns only when every model's workers are READY (/ping answers before
+the models can). Everything instance-specific (pid file, worker sockets, Java temp files) lives
+under <dir>/tmp, so several instances (tests) can run side by side on other ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS = ("charrnn", "charrnn_session")
+KEY_FILE = "key_file.json"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ports:
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+
+
+def check_java() -> str:
+    """The `java -version` line; ServerError with a clear message unless Java >= 17 is there."""
+    java = shutil.which("java") if not os.environ.get("JAVA_HOME") else \
+        os.path.join(os.environ["JAVA_HOME"], "bin", "java")
+    if not java or not os.path.exists(java):
+        raise ServerError("Java 17 or newer is required by TorchServe but `java` was not found. "
+                          "Install it (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME.")
+    out = subprocess.run([java, "-version"], check=False, capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < 17:
+        raise ServerError(f"Java 17 or newer is required by TorchServe, found: "
+                          f"{out.strip().splitlines()[0] if out.strip() else 'unknown'}")
+    return out.strip().splitlines()[0]
+
+
+def render_config(model_store: Path, ports: Ports) -> str:
+    store = model_store.resolve()
+    return f"""\
+# Written by `python -m serve.server start` (make serve); see README.md "Serving".
+# Loopback only: nothing here is reachable from another machine.
+inference_address=http://127.0.0.1:{ports.inference}
+management_address=http://127.0.0.1:{ports.management}
+metrics_address=http://127.0.0.1:{ports.metrics}
+# Token authorization stays ON: every inference/management call needs
+# "Authorization: Bearer <key>" from key_file.json beside this file.
+disable_token_authorization=false
+# The model register/unregister API stays OFF (no loading archives from URLs at run time).
+enable_model_api=false
+# Only archives inside the model store may ever be loaded (ShellTorch SSRF, CVE-2023-43654).
+allowed_urls=file://{store}/[^/]*[.]mar
+model_store={store}
+# Hand the handler raw request bytes: it parses them strictly itself (NaN/Infinity refused).
+decode_input_request=false
+# Bodies are a few dozen bytes; refuse big ones in the frontend (413).
+max_request_size=65536
+default_response_timeout=30
+# No per-minute system-metrics subprocess competing for the 2 cores.
+disable_system_metrics=true
+async_logging=true
+install_py_dep_per_model=false
+"""
+
+
+def _instance_env(run_dir: Path) -> dict:
+    tmp = run_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
+    env.update(TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(run_dir / "logs"),
+               METRICS_LOCATION=str(run_dir / "logs"))
+    return env
+
+
+def _torchserve() -> str:
+    exe = shutil.which("torchserve", path=str(Path(sys.executable).parent)) or shutil.which("torchserve")
+    if exe is None:
+        raise ServerError("torchserve not found (run `make setup`)")
+    return exe
+
+
+def read_keys(run_dir: Path) -> dict:
+    """{"inference": key, "management": key, "API": key} from <run_dir>/key_file.json."""
+    data = json.loads((Path(run_dir) / KEY_FILE).read_text())
+    return {kind: entry["key"] for kind, entry in data.items() if isinstance(entry, dict) and "key" in entry}
+
+
+def _get(url: str, key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def ready_workers(run_dir: Path, ports: Ports, model: str) -> tuple[int, int]:
+    """(READY workers, expected workers) of `model`, asked of the management API."""
+    status, body = _get(f"http://127.0.0.1:{ports.management}/models/{model}",
+                        read_keys(run_dir)["management"])
+    if status != 200:
+        return 0, 1
+    info = json.loads(body)[0]
+    workers = info.get("workers") or []
+    expected = max(1, int(info.get("minWorkers") or 1))
+    return sum(w.get("status") == "READY" for w in workers), expected
+
+
+def is_ready(run_dir: Path, ports: Ports, model: str) -> bool:
+    ready, expected = ready_workers(run_dir, ports, model)
+    return ready >= expected
+
+
+def _pid(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / "tmp" / ".model_server.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own exited child) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def log_tail(run_dir: Path, lines: int = 40) -> str:
+    out = []
+    for name in ("ts_log.log", "model_log.log", "stdout.log"):
+        path = run_dir / "logs" / name
+        if path.is_file():
+            out.append(f"--- {path} (last {lines} lines)")
+            out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+    return "\n".join(out)
+
+
+def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
+          models: tuple[str, ...] = MODELS, timeout: float = 120.0) -> None:
+    """Start TorchServe and wait until every model has all its workers READY."""
+    run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
+    check_java()
+    missing = [m for m in models if not (model_store / f"{m}.mar").is_file()]
+    if missing:
+        raise ServerError(f"{model_store}: missing {', '.join(m + '.mar' for m in missing)} (run `make archive`)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _alive(_pid(run_dir)):
+        raise ServerError(f"TorchServe already runs from {run_dir} (pid {_pid(run_dir)}): `make stop` first")
+    (run_dir / "logs").mkdir(exist_ok=True)
+    (run_dir / KEY_FILE).unlink(missing_ok=True)
+    config = run_dir / "config.properties"
+    config.write_text(render_config(model_store, ports))
+    env = _instance_env(run_dir)
+    with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
+        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
+                        "--model-store", str(model_store),
+                        "--models", *[f"{m}={m}.mar" for m in models]],
+                       cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
+                       start_new_session=True)
+    deadline = time.monotonic() + timeout
+    pending = list(models)
+    while pending:
+        if not _alive(_pid(run_dir)):
+            raise ServerError(f"TorchServe exited during start-up\n{log_tail(run_dir)}")
+        if time.monotonic() > deadline:
+            stop(run_dir)
+            raise ServerError(f"models {pending} not READY after {timeout:.0f} s\n{log_tail(run_dir)}")
+        if (run_dir / KEY_FILE).is_file():
+            try:
+                pending = [m for m in pending if not is_ready(run_dir, ports, m)]
+            except (OSError, ValueError, KeyError, IndexError):
+                pass
+        if pending:
+            time.sleep(0.25)
+
+
+def stop(run_dir: str | Path, timeout: float = 30.0) -> bool:
+    """Stop the instance started from `run_dir`; True if one was running."""
+    run_dir = Path(run_dir).resolve()
+    pid = _pid(run_dir)
+    if not _alive(pid):
+        return False
+    subprocess.run([_torchserve(), "--stop"], check=False, cwd=run_dir, env=_instance_env(run_dir),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    (run_dir / KEY_FILE).unlink(missing_ok=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Start or stop TorchServe with the CharRNN archives.")
+    p.add_argument("action", choices=("start", "stop", "check-java"))
+    p.add_argument("--dir", default="artifacts/serve", help="working directory of the instance")
+    p.add_argument("--model-store", default="artifacts/model_store")
+    p.add_argument("--inference-port", type=int, default=8080)
+    p.add_argument("--management-port", type=int, default=8081)
+    p.add_argument("--metrics-port", type=int, default=8082)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for READY workers")
+    args = p.parse_args(argv)
+    ports = Ports(args.inference_port, args.management_port, args.metrics_port)
+    try:
+        if args.action == "check-java":
+            print(check_java())
+        elif args.action == "start":
+            start(args.dir, args.model_store, ports, timeout=args.timeout)
+            run_dir = Path(args.dir)
+            print(f"TorchServe is up (workers READY), serving {', '.join(MODELS)} from {run_dir}/\n"
+                  f"  inference:  http://127.0.0.1:{ports.inference}/predictions/charrnn"
+                  f"  and  /predictions/charrnn_session\n"
+                  f"  management: http://127.0.0.1:{ports.management}   metrics: http://127.0.0.1:{ports.metrics}/metrics\n"
+                  f"  token:      TOKEN=$(python3 -c \"import json; print(json.load(open('{run_dir}/{KEY_FILE}'))['inference']['key'])\")\n"
+                  f"  try:        curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+                  f"-d '{{\"prefix\": \"L\"}}' http://127.0.0.1:{ports.inference}/predictions/charrnn\n"
+                  f"  logs:       {run_dir}/logs/   stop: make stop")
+        else:
+            print("TorchServe stopped." if stop(args.dir) else f"No TorchServe running from {args.dir}.")
+    except ServerError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
