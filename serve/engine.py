@@ -277,7 +277,7 @@ class Engine:
         self.step, self.vocab, self.hidden_shape = step, vocab, tuple(hidden_shape)
         self.device = torch.device(device)
         self.limits = limits or Limits()
-        self.sessions = sessions or SessionStore()
+        self.sessions = sessions if sessions is not None else SessionStore()
         self.fingerprint = fingerprint
         self._symbols = vocab.symbols
         self._max_top_k = len(vocab)

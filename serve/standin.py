@@ -78,13 +78,17 @@ class StandInContext:
     # -- what a test calls
     def run(self, handler, bodies: list, headers: list[dict] | None = None) -> list[Response]:
         """One TorchServe batch: each body is what the worker passes as the row's "body"."""
-        n = len(bodies)
+        return self.run_rows(handler, [{"body": b} for b in bodies], headers)
+
+    def run_rows(self, handler, rows: list, headers: list[dict] | None = None) -> list[Response]:
+        """One TorchServe batch of raw rows (e.g. {"prefix": b"L"} for a form-encoded request)."""
+        n = len(rows)
         self.request_ids = {i: f"req-{next(self._ids)}" for i in range(n)}
         self._request_headers = [dict(h) for h in (headers or [{} for _ in range(n)])]
         self._status = [(200, None)] * n
         self._response_headers = [{} for _ in range(n)]
         self._chunks = [[] for _ in range(n)]
-        out = handler.handle([{"body": b} for b in bodies], self)
+        out = handler.handle(rows, self)
         if not isinstance(out, list) or len(out) != n:
             raise AssertionError(f"handler returned {type(out).__name__} of the wrong length")
         responses = []

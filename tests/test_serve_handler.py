@@ -1,0 +1,532 @@
+"""The serving engine and the TorchServe handler in-process, with a stand-in context (no Java).
+
+Greedy, seeded sampling, mixed batches (each request equals itself decoded alone), every class
+of bad input (4xx + JSON error, ASCII phrase, the others in the batch unaffected), streaming,
+sessions (answers equal decoding the typed text from scratch), the session store's bounds,
+the fingerprint check, the archive's contents and the served config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.errors import ArtifactError
+from model.generate import TorchGenerator
+from model.request import make_rows
+from serve.engine import (
+    Engine,
+    GenerateRequest,
+    Limits,
+    RequestError,
+    SessionState,
+    SessionStore,
+)
+from serve.handler import PHRASES, CharRNNHandler
+from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+
+NDJSON = "application/x-ndjson"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
+    """What TorchServe unpacks a .mar into: the TorchScript step beside vocab.json."""
+    d = tmp_path_factory.mktemp("model_dir")
+    shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
+    shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
+    return d
+
+
+def make_handler(model_dir: Path, mode: str = "generate", **handler_config) -> tuple[CharRNNHandler, StandInContext]:
+    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **handler_config}})
+    handler = CharRNNHandler()
+    handler.initialize(ctx)
+    return handler, ctx
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir):
+    return make_handler(model_dir, "generate")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_artifacts) -> TorchGenerator:
+    """The pipeline's own generator (model.generate) over the same TorchScript file."""
+    return TorchGenerator.from_torchscript(tiny_artifacts.torchscript)
+
+
+def body(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def names_of(response) -> list[str]:
+    assert response.status == 200, response.text
+    assert response.headers.get("content-type") == "application/json"
+    return json.loads(response.text)["names"]
+
+
+def one(handler_ctx, payload) -> object:
+    handler, ctx = handler_ctx
+    return ctx.run(handler, [payload])[0]
+
+
+# ---------------------------------------------------------------- one-shot
+
+
+def test_greedy_is_deterministic_and_matches_the_pipeline_generator(gen, reference):
+    for prefix in ("", "A", "Ma", "Jo"):
+        first = names_of(one(gen, body(prefix=prefix)))
+        assert first == names_of(one(gen, body(prefix=prefix)))
+        assert len(first) == 1 and first[0].startswith(prefix) and len(first[0]) > len(prefix) - 1
+        assert first == reference.generate_rows(make_rows(reference.vocab, prefix))
+
+
+def test_defaults_and_an_already_parsed_body(gen):
+    """{} is a valid request; TorchServe may also hand over an already-parsed JSON object."""
+    assert names_of(one(gen, b"{}")) == names_of(one(gen, {}))
+    assert names_of(one(gen, {"prefix": "A", "num": 2})) == names_of(one(gen, body(prefix="A", num=2)))
+
+
+def test_sampling_with_a_seed_is_reproducible(gen, reference):
+    req = {"prefix": "A", "num": 5, "temperature": 1.0, "seed": 1234}
+    names = names_of(one(gen, body(**req)))
+    assert names == names_of(one(gen, body(**req)))
+    assert len(names) == 5 and all(n.startswith("A") for n in names)
+    rows = make_rows(reference.vocab, "A", num=5, temperature=1.0, seed=1234)
+    assert names == reference.generate_rows(rows)
+    others = [names_of(one(gen, body(**{**req, "seed": s}))) for s in range(1, 6)]
+    assert any(o != names for o in others), "different seeds never changed a name"
+
+
+def test_top_k_1_is_greedy(gen):
+    greedy = names_of(one(gen, body(prefix="Ma", num=3)))
+    assert names_of(one(gen, body(prefix="Ma", num=3, temperature=1.5, top_k=1, seed=9))) == greedy
+
+
+def test_max_length_caps_the_name(gen):
+    for max_length in (1, 2, 3, 5):
+        names = names_of(one(gen, body(prefix="", max_length=max_length, num=4, temperature=2.0, seed=3)))
+        assert all(1 <= len(n) <= max_length for n in names)
+    assert names_of(one(gen, body(prefix="Ana", max_length=3))) == ["Ana"]
+
+
+MIXED = [
+    {"prefix": "A"},
+    {"prefix": "Jo", "num": 3, "temperature": 0.9, "seed": 7},
+    {"prefix": "", "max_length": 4, "num": 2},
+    {"prefix": "Ma", "temperature": 1.3, "top_k": 3, "seed": 42, "num": 4},
+    {"prefix": "Helena", "max_length": 6},
+    {"num": 2, "temperature": 0.5, "seed": 0},
+    {"prefix": "Z", "max_length": 30, "temperature": 2.0, "seed": 99},
+]
+
+
+def test_a_mixed_batch_equals_each_request_decoded_alone(gen):
+    handler, ctx = gen
+    batch = ctx.run(handler, [body(**r) for r in MIXED])
+    alone = [ctx.run(handler, [body(**r)])[0] for r in MIXED]
+    assert [names_of(r) for r in batch] == [names_of(r) for r in alone]
+    assert [len(names_of(r)) for r in batch] == [r.get("num", 1) for r in MIXED]
+
+
+def test_one_bad_request_does_not_fail_the_others(gen):
+    handler, ctx = gen
+    bodies = [body(**MIXED[0]), b"{nope", body(**MIXED[1]), body(prefix="A", num=True), body(**MIXED[3])]
+    out = ctx.run(handler, bodies)
+    assert [r.status for r in out] == [200, 400, 200, 400, 200]
+    good = [names_of(ctx.run(handler, [body(**r)])[0]) for r in (MIXED[0], MIXED[1], MIXED[3])]
+    assert [names_of(out[i]) for i in (0, 2, 4)] == good
+
+
+BAD = [  # (raw body, status, what the error must name)
+    (b"not json", 400, "not valid JSON"),
+    (b'{"prefix": "A",}', 400, "not valid JSON"),
+    (b"\xff\xfe{}", 400, "UTF-8"),
+    (b"", 400, "empty"),
+    (b"   ", 400, "empty"),
+    (b"[1, 2]", 400, "JSON object, got an array"),
+    (b'"A"', 400, "JSON object, got a string"),
+    (b"null", 400, "empty"),
+    (b"42", 400, "JSON object, got a number"),
+    (b'{"prefix": 1}', 400, "'prefix' must be a string"),
+    (b'{"prefix": null}', 400, "'prefix' must be a string"),
+    (b'{"num": "3"}', 400, "'num' must be an integer, got a string"),
+    (b'{"num": true}', 400, "'num' must be an integer, got a boolean"),
+    (b'{"num": 2.0}', 400, "'num' must be an integer, got a number"),
+    (b'{"max_length": [5]}', 400, "'max_length' must be an integer, got an array"),
+    (b'{"temperature": "hot"}', 400, "'temperature' must be a number"),
+    (b'{"temperature": false}', 400, "'temperature' must be a number, got a boolean"),
+    (b'{"stream": 1}', 400, "'stream' must be true or false"),
+    (b'{"seed": 1.5}', 400, "'seed' must be an integer"),
+    (b'{"colour": "blue"}', 400, "unknown field(s) 'colour'"),
+    (b'{"prefix": "A", "Prefix": "B"}', 400, "'Prefix'"),
+    (b'{"temperature": NaN}', 400, "NaN"),
+    (b'{"temperature": Infinity}', 400, "Infinity"),
+    (b'{"temperature": -Infinity}', 400, "-Infinity"),
+    (b'{"temperature": 1e999}', 400, "finite"),
+    (b'{"temperature": -0.5}', 400, "'temperature' must be between"),
+    (b'{"temperature": 10.5}', 400, "'temperature' must be between"),
+    (b'{"top_k": -1}', 400, "'top_k' must be between"),
+    (b'{"top_k": 100000}', 400, "'top_k' must be between"),
+    (b'{"seed": -1}', 400, "'seed' must be between"),
+    (b'{"seed": 4294967296}', 400, "'seed' must be between"),
+    (b'{"num": 0}', 400, "'num' must be between 1 and 64"),
+    (b'{"num": 65}', 400, "'num' must be between 1 and 64"),
+    (b'{"num": 100000000000000000000000}', 400, "'num' must be between"),
+    (b'{"max_length": 0}', 400, "'max_length' must be between 1 and 64"),
+    (b'{"max_length": 65}', 400, "'max_length' must be between 1 and 64"),
+    (b'{"prefix": "Ana", "max_length": 2}', 400, "shorter than the prefix"),
+    (json.dumps({"prefix": "A" * 33}).encode(), 400, "33 characters long; the limit is 32"),
+    (json.dumps({"prefix": "A" * 1000}).encode(), 400, "the limit is 32"),
+    (json.dumps({"prefix": "A€1"}).encode(), 400, "'1' (U+0031), '€' (U+20AC)"),
+    (json.dumps({"prefix": "An\na"}, ensure_ascii=False).encode(), 400, "'\\n' (U+000A)"),
+    (b'{"prefix": "\\ud800"}', 400, "U+D800"),
+    (b"[" * 5000, 400, "nested too deeply"),
+    (b'{"prefix": "' + b"A" * 20000 + b'"}', 413, "the limit is 16384"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "needle"), BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_input_is_refused_with_a_4xx_and_a_json_error(gen, raw, status, needle):
+    handler, ctx = gen
+    good = body(prefix="A")
+    out = ctx.run(handler, [good, raw, good])  # the stand-in raises on a non-ASCII phrase
+    assert out[1].status == status
+    assert out[1].phrase.isascii() and out[1].phrase
+    assert out[1].headers.get("content-type") == "application/json"
+    error = json.loads(out[1].text)["error"]
+    assert needle in error, error
+    assert out[0].status == out[2].status == 200 and names_of(out[0]) == names_of(out[2])
+
+
+def test_form_fields_instead_of_json_are_refused(gen):
+    handler, ctx = gen
+    out = ctx.run_rows(handler, [{'{"prefix": "A"}': b""}, {"body": body(prefix="A")}])
+    assert out[0].status == 400 and "Content-Type: application/json" in json.loads(out[0].text)["error"]
+    assert out[1].status == 200
+
+
+def test_an_already_parsed_nan_is_refused(gen):
+    """With decode_input_request on, TorchServe's json.loads turns NaN into a float."""
+    for value in (float("nan"), float("inf")):
+        r = one(gen, {"temperature": value})
+        assert r.status == 400 and "finite" in json.loads(r.text)["error"]
+
+
+def test_status_phrases_are_ascii():
+    assert all(p.isascii() and p for p in PHRASES.values())
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def parse_stream(response) -> tuple[dict[int, str], list[str]]:
+    lines = [json.loads(line) for line in response.streamed.decode("utf-8").splitlines()]
+    assert lines[-1]["done"] is True
+    text: dict[int, str] = {}
+    for line in lines[:-1]:
+        text[line["index"]] = text.get(line["index"], "") + line["char"]
+    return text, lines[-1]["names"]
+
+
+def test_streaming_sends_each_character_then_the_names(gen):
+    handler, ctx = gen
+    req = {"prefix": "Ma", "num": 3, "temperature": 1.0, "seed": 5}
+    streamed, plain = ctx.run(handler, [body(**req, stream=True), body(**req)])
+    assert streamed.status == 200 and streamed.headers["content-type"] == NDJSON
+    assert len(streamed.chunks) >= 3  # one chunk per step, not one at the end
+    text, names = parse_stream(streamed)
+    assert names == names_of(plain) and not plain.chunks
+    assert [text[i] for i in range(3)] == names
+
+
+def test_a_streamed_request_in_a_batch_leaves_the_others_alone(gen):
+    handler, ctx = gen
+    out = ctx.run(handler, [body(prefix="A"), body(prefix="Jo", stream=True), b"{", body(prefix="Jo")])
+    assert [r.status for r in out] == [200, 200, 400, 200]
+    assert not out[0].chunks and not out[2].chunks and not out[3].chunks
+    assert parse_stream(out[1])[1] == names_of(out[3])
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@pytest.fixture(scope="module")
+def sess(model_dir):
+    return make_handler(model_dir, "session")
+
+
+def session_call(handler_ctx, sid: str, payload: dict | bytes, opens: bool = False):
+    handler, ctx = handler_ctx
+    headers = {SEQUENCE_ID: sid, **({SEQUENCE_START: "true"} if opens else {})}
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return ctx.run(handler, [raw], [headers])[0]
+
+
+@torch.inference_mode()
+def scratch_next(engine: Engine, text: str, k: int) -> list[tuple[str, float]]:
+    """Next-character distribution after `text`, by running the step over it from scratch."""
+    ids = engine.vocab.encode(text)
+    hidden = torch.zeros(engine.hidden_shape[0], 1, engine.hidden_shape[1])
+    token = engine.vocab.bos_id
+    for i in ids:
+        _, hidden = engine.step(torch.tensor([token]), hidden)
+        token = i
+    logits, _ = engine.step(torch.tensor([token]), hidden)
+    if not text:
+        logits[0, engine.vocab.eos_id] = float("-inf")
+    top = torch.softmax(logits[0], 0).topk(k)
+    return [("" if s == engine.vocab.eos_id else engine.vocab.symbols[s], p)
+            for p, s in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def check_answer(engine: Engine, answer: dict, text: str, k: int = 5, max_length: int = 24) -> None:
+    assert answer["text"] == text
+    scratch = engine.generate([GenerateRequest(prefix=text, max_length=max(max_length, len(text)))])[0][0]
+    assert answer["completion"] == scratch
+    expected = scratch_next(engine, text, k)
+    assert [c["char"] for c in answer["next"]] == [c for c, _ in expected]
+    assert [c["p"] for c in answer["next"]] == pytest.approx([p for _, p in expected], abs=2e-6)
+
+
+def test_a_session_typed_character_by_character_matches_decoding_from_scratch(sess):
+    handler, _ = sess
+    r = session_call(sess, "s-typing", {"text": "M"}, opens=True)
+    assert r.status == 200 and r.headers[SEQUENCE_ID] == "s-typing" and SEQUENCE_END not in r.headers
+    check_answer(handler.engine, json.loads(r.text), "M")
+    text = "M"
+    for ch in "aria C":
+        text += ch
+        r = session_call(sess, "s-typing", {"append": ch})
+        assert r.status == 200, r.text
+        check_answer(handler.engine, json.loads(r.text), text)
+    # the whole text again, extended: only the new characters are fed
+    r = session_call(sess, "s-typing", {"text": text + "l", "top_k": 3, "max_length": 30})
+    check_answer(handler.engine, json.loads(r.text), text + "l", k=3, max_length=30)
+    # an edit (backspaces): rebuilt from the new text
+    r = session_call(sess, "s-typing", {"text": "Mar"})
+    check_answer(handler.engine, json.loads(r.text), "Mar")
+    # no text at all: the current state's answer again
+    r = session_call(sess, "s-typing", {})
+    check_answer(handler.engine, json.loads(r.text), "Mar")
+
+
+def test_an_empty_session_suggests_first_letters(sess):
+    handler, _ = sess
+    answer = json.loads(session_call(sess, "s-empty", {}, opens=True).text)
+    check_answer(handler.engine, answer, "")
+    assert all(c["char"] for c in answer["next"])  # no end-of-name before the first letter
+    probs = [c["p"] for c in answer["next"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+
+def test_end_of_name_is_an_empty_char(sess):
+    answer = json.loads(session_call(sess, "s-end", {"text": "Ana", "top_k": 20}, opens=True).text)
+    assert "" in [c["char"] for c in answer["next"]]  # "Ana" is a complete name in the corpus
+
+
+def test_sessions_in_one_batch_and_the_same_session_twice(sess):
+    handler, ctx = sess
+    heads = [{SEQUENCE_ID: "b1", SEQUENCE_START: "true"}, {SEQUENCE_ID: "b2", SEQUENCE_START: "true"}]
+    ctx.run(handler, [body(text="Jo"), body(text="Ra")], heads)
+    out = ctx.run(handler, [body(append="a"), body(append="f"), body(append="o"), b"{", body(append="a")],
+                  [{SEQUENCE_ID: "b1"}, {SEQUENCE_ID: "b2"}, {SEQUENCE_ID: "b1"}, {SEQUENCE_ID: "b2"},
+                   {SEQUENCE_ID: "b2"}])
+    assert [r.status for r in out] == [200, 200, 200, 400, 200]
+    texts = [json.loads(r.text)["text"] for r in out if r.status == 200]
+    assert texts == ["Joa", "Raf", "Joao", "Rafa"]  # in order, per session
+    for r in out:
+        if r.status == 200:
+            answer = json.loads(r.text)
+            check_answer(handler.engine, answer, answer["text"])
+
+
+def test_unknown_session_close_and_reopen(sess):
+    r = session_call(sess, "s-never-opened", {"append": "a"})
+    assert r.status == 404 and r.phrase == "Not Found" and "unknown or expired" in json.loads(r.text)["error"]
+    assert r.headers[SEQUENCE_END] == "s-never-opened"  # frees TorchServe's sequence slot too
+    r = session_call(sess, "s-never-opened", {"text": "Lu"})  # the whole text rebuilds it
+    assert r.status == 200 and json.loads(r.text)["text"] == "Lu"
+    r = session_call(sess, "s-never-opened", {"close": True})
+    assert r.status == 200 and json.loads(r.text) == {"session": "s-never-opened", "closed": True}
+    assert r.headers[SEQUENCE_END] == "s-never-opened"
+    assert session_call(sess, "s-never-opened", {"append": "c"}).status == 404
+
+
+SESSION_BAD = [
+    ({"text": "A", "append": "b"}, "not both"),
+    ({"close": True, "text": "A"}, "'close' must be sent alone"),
+    ({"close": "yes"}, "'close' must be true or false"),
+    ({"text": 5}, "'text' must be a string"),
+    ({"append": "€"}, "'€' (U+20AC)"),
+    ({"top_k": 21}, "'top_k' must be between 0 and 20"),
+    ({"top_k": True}, "'top_k' must be an integer"),
+    ({"max_length": 0}, "'max_length' must be between"),
+    ({"prefix": "A"}, "unknown field(s) 'prefix'"),
+    ({"text": "A" * 33}, "the limit is 32"),
+]
+
+
+@pytest.mark.parametrize(("payload", "needle"), SESSION_BAD, ids=[f"bad{i}" for i in range(len(SESSION_BAD))])
+def test_bad_session_requests_are_refused_and_the_session_lives_on(sess, payload, needle):
+    sid = f"s-bad-{needle[:8]}"
+    assert session_call(sess, sid, {"text": "Ma"}, opens=True).status == 200
+    r = session_call(sess, sid, payload)
+    assert r.status == 400 and needle in json.loads(r.text)["error"]
+    r = session_call(sess, sid, {"append": "r"})
+    assert r.status == 200 and json.loads(r.text)["text"] == "Mar"
+
+
+def test_a_session_cannot_grow_past_the_limit(sess):
+    assert session_call(sess, "s-long", {"text": "A" * 30}, opens=True).status == 200
+    r = session_call(sess, "s-long", {"append": "aaa"})
+    assert r.status == 400 and "would be 33 characters" in json.loads(r.text)["error"]
+    assert json.loads(session_call(sess, "s-long", {"append": "aa"}).text)["text"] == "A" * 30 + "aa"
+
+
+def test_a_session_request_without_a_sequence_id_is_refused(sess):
+    handler, ctx = sess
+    r = ctx.run(handler, [body(text="A")], [{}])[0]
+    assert r.status == 400 and "session id" in json.loads(r.text)["error"]
+
+
+def test_session_state_stays_on_the_engine_device(sess):
+    handler, _ = sess
+    session_call(sess, "s-device", {"text": "Jo"}, opens=True)
+    state = handler.engine.sessions.get("s-device")
+    assert state.hidden.device == handler.engine.device
+    assert tuple(state.hidden.shape) == handler.engine.hidden_shape
+
+
+def test_the_session_store_is_bounded_by_count_and_idle_time():
+    now = [0.0]
+    store = SessionStore(max_sessions=2, idle_seconds=10, clock=lambda: now[0])
+    state = lambda: SessionState("a", 1, 3, torch.zeros(1, 4))
+    store.put("a", state())
+    now[0] = 1
+    store.put("b", state())
+    now[0] = 2
+    assert store.get("a") is not None  # a is now the most recently used
+    store.put("c", state())
+    assert "b" not in store and "a" in store and "c" in store and store.evicted == 1
+    now[0] = 11.5  # a was used at 2, c at 2: both idle 9.5 s, still alive
+    assert len(store) == 2
+    now[0] = 12.5
+    assert store.get("a") is None and len(store) == 0 and store.expired == 2
+    with pytest.raises(ValueError):
+        SessionStore(max_sessions=0)
+
+
+def test_the_handler_bounds_its_sessions(model_dir):
+    handler, ctx = make_handler(model_dir, "session", sessions={"max": 3, "idle_seconds": 60})
+    for i in range(5):
+        ctx.run(handler, [body(text="A")], [{SEQUENCE_ID: f"s{i}", SEQUENCE_START: "true"}])
+    assert len(handler.engine.sessions) == 3 and "s0" not in handler.engine.sessions
+    r = ctx.run(handler, [body(append="n")], [{SEQUENCE_ID: "s0"}])[0]
+    assert r.status == 404
+
+
+# ---------------------------------------------------------------- start-up and packaging
+
+
+def test_a_vocab_json_from_another_run_refuses_to_start(model_dir, tmp_path):
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    data = json.loads((bad / "vocab.json").read_text())
+    data["fingerprint"] = "0123456789abcdef"
+    (bad / "vocab.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="does not match"):
+        Engine.from_artifacts(bad / "charrnn.torchscript.pt", bad / "vocab.json")
+    with pytest.raises(ArtifactError, match="different training runs"):
+        make_handler(bad)
+    data["fingerprint"] = json.loads((model_dir / "vocab.json").read_text())["fingerprint"]
+    data["symbols"] = data["symbols"][:-1]  # same fingerprint field, different vocabulary
+    (bad / "vocab.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError):
+        make_handler(bad)
+    (bad / "vocab.json").unlink()
+    with pytest.raises(ArtifactError, match="cannot read"):
+        make_handler(bad)
+
+
+def test_limits_and_mode_come_from_the_model_config(model_dir):
+    handler, ctx = make_handler(model_dir, limits={"max_num": 2, "max_prefix": 3})
+    assert handler.engine.limits == Limits(max_num=2, max_prefix=3)
+    assert json.loads(ctx.run(handler, [body(num=3)])[0].text)["error"].endswith("got 3")
+    with pytest.raises(ValueError, match="unknown limits"):
+        make_handler(model_dir, limits={"max_nmu": 2})
+    with pytest.raises(ValueError, match="handler.mode"):
+        make_handler(model_dir, "stream")
+
+
+def test_request_error_carries_its_status():
+    assert RequestError("x").status == 400 and RequestError("y", 404).status == 404
+
+
+def test_the_generate_engine_is_torchserve_free():
+    import serve.engine
+
+    source = Path(serve.engine.__file__).read_text()
+    assert "import ts" not in source and "from ts" not in source
+
+
+def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path):
+    from serve.archive import build_archives, shipped_modules
+
+    shipped = {str(p) for p in shipped_modules()}
+    assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "model/request.py",
+            "data/vocab.py", "export/torchscript.py"} <= shipped
+    assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
+    mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path, models=("charrnn",))
+    with zipfile.ZipFile(mars[0]) as z:
+        names = set(z.namelist())
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        config = z.read("model-config.yaml").decode()
+    assert {"handler.py", "charrnn.torchscript.pt", "vocab.json", "model-config.yaml",
+            "serve/engine.py", "model/decode.py"} <= names
+    assert manifest["model"]["handler"] == "handler.py"
+    assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
+    assert manifest["model"]["configFile"] == "model-config.yaml"
+    assert "batchSize: 8" in config and "maxBatchDelay: 5" in config
+
+
+def test_the_session_config_uses_sequence_batching():
+    import yaml
+
+    config = yaml.safe_load((Path("serve/config/charrnn_session.yaml")).read_text())
+    assert config["sequenceBatching"] and config["continuousBatching"]
+    assert config["maxNumSequence"] <= config["maxWorkers"] * config["batchSize"]
+    assert config["handler"]["sessions"]["idle_seconds"] * 1000 > config["sequenceMaxIdleMSec"]
+    assert config["maxBatchDelay"] >= 1
+    one_shot = yaml.safe_load((Path("serve/config/charrnn.yaml")).read_text())
+    assert one_shot["maxBatchDelay"] >= 1 and one_shot["handler"]["threads"] == 1
+
+
+def test_the_served_config_is_loopback_token_on_model_api_off(tmp_path):
+    from serve.server import Ports, render_config
+
+    text = render_config(tmp_path / "store", Ports(18080, 18081, 18082))
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert props["inference_address"] == "http://127.0.0.1:18080"
+    assert props["management_address"] == "http://127.0.0.1:18081"
+    assert props["metrics_address"] == "http://127.0.0.1:18082"
+    assert props["disable_token_authorization"] == "false"
+    assert props["enable_model_api"] == "false"
+    assert props["allowed_urls"] == f"file://{(tmp_path / 'store').resolve()}/[^/]*[.]mar"
+
+
+def test_gpu_check_skips_cleanly_without_cuda(capsys, tiny_artifacts):
+    from serve import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: run `make gpu-check` instead")
+    assert gpu_check.main(["--model", str(tiny_artifacts.torchscript), "--vocab", str(tiny_artifacts.vocab_json)]) == 0
+    assert "SKIPPED" in capsys.readouterr().out
+    assert gpu_check.main(["--model", str(tiny_artifacts.torchscript), "--vocab", str(tiny_artifacts.vocab_json),
+                           "--dry-run-on-cpu", "--seconds", "0.05"]) == 0
+    assert "gpu-check passed" in capsys.readouterr().out
