@@ -1,9 +1,11 @@
-"""Export the checkpoint's step to TorchScript and ONNX, with vocab.json beside and inside both.
+"""Export the checkpoint's step to TorchScript and ONNX, with vocab.json beside and inside both,
+plus charrnn_generate.onnx: the whole greedy loop in one ONNX graph (export.generate_graph).
 
 Usage: python -m export --checkpoint artifacts/checkpoint.pt --out-dir artifacts
 
-All three files are built and checked against eager in a staging folder first, then moved into
-place together: a failed export leaves the previous set untouched and never mixes two runs.
+All files are built and checked (the steps against eager, the one-graph loop against the ONNX
+step loop) in a staging folder first, then moved into place together: a failed export leaves
+the previous set untouched and never mixes two runs.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from pathlib import Path
 
 from data.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
 from export import manifest
+from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
 from export.torchscript import export_torchscript
 from model.checkpoint import CheckpointError, load_checkpoint
 
-ARTIFACTS = {"vocab": "vocab.json", "torchscript": "charrnn.torchscript.pt", "onnx": "charrnn.onnx"}
+ARTIFACTS = {"vocab": "vocab.json", "torchscript": "charrnn.torchscript.pt", "onnx": "charrnn.onnx",
+             "generate": "charrnn_generate.onnx"}
 
 
 def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
@@ -37,6 +41,8 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
             "torchscript": export_torchscript(model, text, staging / ARTIFACTS["torchscript"]),
             "onnx": export_onnx(model, text, staging / ARTIFACTS["onnx"]),
         }
+        # the one-graph greedy loop, built from the checked step and compared with its loop
+        export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"])
         with signals_deferred():  # the set changes together or not at all
             for name in ARTIFACTS.values():
                 os.replace(staging / name, out_dir / name)

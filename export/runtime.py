@@ -5,6 +5,10 @@ all an application ships. The decoding loop mirrors model.decode (which must sta
 device for the server): same rows, same greedy rule, same counter-based sampling noise, so a
 seeded request gives the same names on every backend.
 
+charrnn_generate.onnx (export.generate_graph) runs the whole greedy loop in one session.run;
+give it to NameGenerator (or --generate-model) and greedy batches use it, sampling keeps the
+step loop.
+
 CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5
 """
 
@@ -25,12 +29,19 @@ from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
 
 INPUTS = ("char", "hidden")
 OUTPUTS = ("logits", "hidden_out")
+GENERATE_INPUTS = ("prefix", "prefix_length", "max_length")
+GENERATE_OUTPUTS = ("ids", "length")
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
-    """A step is a few 1xH by HxV matrix products: thread hand-offs cost more than they save,
-    so run single-threaded and sequential; full graph optimisation fuses the small ops once at
-    load time."""
+    """Options for a tiny model on few cores.
+
+    A step is a few [B, H] x [H, H] products: thread hand-offs cost more than they save, so one
+    intra-op thread, sequential. Measured on 2 shared cores (H=128, both ONNX models): 2 threads
+    gave nothing at batch 1 and halved names/s at batch 256 (the pool's spinning threads fight
+    for the cores). The optimisation level made no measurable difference (the exported graphs
+    are already plain ops); ORT_ENABLE_ALL stays, as it costs only load time. For more cores,
+    run one session per core (threads=1 each) rather than threads > 1."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -40,16 +51,21 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return opts
 
 
-class OnnxStep:
-    """charrnn.onnx as a step callable `(char [B] int64, hidden [L, B, H] float32) -> (logits, hidden_out)`."""
+class _OnnxModel:
+    """A CPU session over one of our ONNX files: checks its input/output names and reads the
+    vocabulary from its metadata."""
+
+    INPUTS: tuple[str, ...] = ()
+    OUTPUTS: tuple[str, ...] = ()
 
     def __init__(self, session: ort.InferenceSession, source: str):
         self.session = session
         self.source = source
         names_in = tuple(i.name for i in session.get_inputs())
         names_out = tuple(o.name for o in session.get_outputs())
-        if names_in != INPUTS or names_out != OUTPUTS:
-            raise ArtifactError(f"{source}: expected inputs {INPUTS} and outputs {OUTPUTS}, got {names_in} and {names_out}")
+        if names_in != self.INPUTS or names_out != self.OUTPUTS:
+            raise ArtifactError(f"{source}: expected inputs {self.INPUTS} and outputs {self.OUTPUTS}, "
+                                f"got {names_in} and {names_out}")
         text = session.get_modelmeta().custom_metadata_map.get(manifest.VOCAB_KEY)
         if not text:
             raise ArtifactError(f"{source}: no {manifest.VOCAB_KEY!r} in the model metadata")
@@ -60,20 +76,26 @@ class OnnxStep:
         self.hidden_shape = (self.meta["num_layers"], self.meta["hidden_size"])
 
     @classmethod
-    def from_path(cls, path: str | Path, threads: int = 1) -> "OnnxStep":
+    def from_path(cls, path: str | Path, threads: int = 1):
         path = Path(path)
         if not path.is_file():
             raise ArtifactError(f"{path}: ONNX model not found")
         return cls.from_bytes(path.read_bytes(), str(path), threads)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1) -> "OnnxStep":
+    def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1):
         try:
             session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
             raise ArtifactError(f"{source}: not a loadable ONNX model (truncated or corrupted?): "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
         return cls(session, source)
+
+
+class OnnxStep(_OnnxModel):
+    """charrnn.onnx as a step callable `(char [B] int64, hidden [L, B, H] float32) -> (logits, hidden_out)`."""
+
+    INPUTS, OUTPUTS = INPUTS, OUTPUTS
 
     def __call__(self, char: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, hidden_out = self.session.run(None, {"char": np.asarray(char, dtype=np.int64),
@@ -138,15 +160,54 @@ def decode(step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape:
     return result
 
 
-class NameGenerator:
-    """Generate names from charrnn.onnx: `NameGenerator("charrnn.onnx").generate("L", num=3)`."""
+class OnnxGreedy(_OnnxModel):
+    """charrnn_generate.onnx: `(prefix [B, P], prefix_length [B], max_length []) -> (ids [B, max_length],
+    length [B])`, the whole greedy loop in one session.run (contract: export.generate_graph)."""
 
-    def __init__(self, model_path: str | Path, threads: int = 1):
+    INPUTS, OUTPUTS = GENERATE_INPUTS, GENERATE_OUTPUTS
+
+    def __call__(self, prefix: np.ndarray, prefix_length: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, length = self.session.run(None, {"prefix": np.asarray(prefix, dtype=np.int64),
+                                              "prefix_length": np.asarray(prefix_length, dtype=np.int64),
+                                              "max_length": np.array(max_length, dtype=np.int64)})
+        return ids, length
+
+    def decode(self, rows: Sequence[Row]) -> list[list[int]]:
+        """Same result as `decode(step, rows, ...)` for greedy rows: ids per row, end token excluded.
+        One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent)."""
+        if any(r.temperature > 0 for r in rows):
+            raise ValueError("the one-graph model decodes greedily only (temperature 0)")
+        if not rows:
+            return []
+        prefix = np.full((len(rows), max(1, max(len(r.prefix) for r in rows))), self.vocab.eos_id, dtype=np.int64)
+        for i, r in enumerate(rows):
+            prefix[i, : len(r.prefix)] = r.prefix
+        ids, length = self(prefix, [len(r.prefix) for r in rows], max(r.max_length for r in rows))
+        return [row[: min(n, r.max_length)] for row, n, r in zip(ids.tolist(), length.tolist(), rows)]
+
+
+class NameGenerator:
+    """Generate names from charrnn.onnx: `NameGenerator("charrnn.onnx").generate("L", num=3)`.
+
+    With `generate_model` (charrnn_generate.onnx of the same export), greedy batches run in one
+    session.run each; sampled ones always use the step loop."""
+
+    def __init__(self, model_path: str | Path, threads: int = 1, generate_model: str | Path | None = None):
         self.step = OnnxStep.from_path(model_path, threads)
         self.vocab: Vocab = self.step.vocab
+        self.greedy: OnnxGreedy | None = None
+        if generate_model is not None:
+            self.greedy = OnnxGreedy.from_path(generate_model, threads)
+            if self.greedy.meta.get("fingerprint") != self.step.meta.get("fingerprint"):
+                raise ArtifactError(f"{generate_model}: not from the same export as {model_path} "
+                                    "(vocab.json fingerprints differ)")
 
     def generate_rows(self, rows: Sequence[Row]) -> list[str]:
-        ids = decode(self.step, rows, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id, hidden_shape=self.step.hidden_shape)
+        if self.greedy is not None and all(r.temperature == 0 for r in rows):
+            ids = self.greedy.decode(rows)
+        else:
+            ids = decode(self.step, rows, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id,
+                         hidden_shape=self.step.hidden_shape)
         return [self.vocab.decode(i) for i in ids]
 
     def generate(self, prefixes: str | Sequence[str] = "", *, num: int = 1, max_length: int = DEFAULT_MAX_LENGTH,
@@ -162,6 +223,8 @@ class NameGenerator:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Generate names with ONNX Runtime (no PyTorch needed).")
     p.add_argument("--model", default="artifacts/charrnn.onnx")
+    p.add_argument("--generate-model", default=None,
+                   help="charrnn_generate.onnx: greedy names in one session.run per batch")
     p.add_argument("--prefix", action="append", default=None, help="start of the name; repeat for several")
     p.add_argument("-n", "--num", type=int, default=1, help="names per prefix")
     p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
@@ -170,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=None)
     args = p.parse_args(argv)
     try:
-        gen = NameGenerator(args.model)
+        gen = NameGenerator(args.model, generate_model=args.generate_model)
         names = gen.generate(args.prefix or [""], num=args.num, max_length=args.max_length,
                              temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     except (ArtifactError, VocabError, ValueError) as exc:

@@ -1,0 +1,106 @@
+"""charrnn_generate.onnx: the whole greedy loop in one graph gives the step loop's names, for
+RNN, 2-layer RNN and GRU; its contract; export refuses a graph that disagrees."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export.__main__ import export_all
+from export.generate_graph import INPUTS, OUTPUTS, drop_squeeze_pairs, tabulate_char_inputs
+from export.parity import ExportMismatch
+from export.runtime import NameGenerator, OnnxGreedy, OnnxStep, decode
+from model.generate import TorchGenerator
+from model.request import Row
+from tests.conftest import build_artifacts
+
+CONFIGS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def artifacts(request, tmp_path_factory, tiny_artifacts):
+    if request.param == "rnn-1":
+        return tiny_artifacts
+    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **CONFIGS[request.param])
+
+
+def generate_path(artifacts):
+    return artifacts.dir / "charrnn_generate.onnx"
+
+
+def step_loop(step: OnnxStep, rows):
+    return decode(step, rows, bos_id=step.vocab.bos_id, eos_id=step.vocab.eos_id, hidden_shape=step.hidden_shape)
+
+
+def test_every_first_letter_gives_the_eager_and_step_loop_names(artifacts):
+    eager = TorchGenerator.from_checkpoint(artifacts.checkpoint)
+    one_graph = NameGenerator(artifacts.onnx, generate_model=generate_path(artifacts))
+    rows = [Row(())] + [Row(eager.vocab.encode(ch)) for ch in eager.vocab.characters]
+    names = eager.generate_rows(rows)
+    assert one_graph.generate_rows(rows) == names
+    assert [one_graph.generate_rows([row])[0] for row in rows] == names  # batch 1 too
+
+
+def test_mixed_prefixes_and_length_caps_in_one_batch(artifacts, tiny_names):
+    step, greedy = OnnxStep.from_path(artifacts.onnx), OnnxGreedy.from_path(generate_path(artifacts))
+    prefixes = ["", "A", "Ma", "João", "Maria Cl", "Z", "Valentina"] + [n[:3] for n in tiny_names]
+    rows = [Row(step.vocab.encode(p), max_length=max(1, len(p)) + extra)
+            for i, p in enumerate(prefixes) for extra in (0, 1, 2 + i % 5, 30)]
+    want = step_loop(step, rows)
+    assert greedy.decode(rows) == want
+    assert greedy.decode(rows[::-1]) == want[::-1]
+
+
+def test_contract_names_types_metadata_and_padding(tiny_artifacts):
+    proto = onnx.load(str(generate_path(tiny_artifacts)))
+    onnx.checker.check_model(proto, full_check=True)
+    types = {v.name: v.type.tensor_type for v in [*proto.graph.input, *proto.graph.output]}
+    assert tuple(i.name for i in proto.graph.input) == INPUTS
+    assert tuple(o.name for o in proto.graph.output) == OUTPUTS
+    assert all(t.elem_type == onnx.TensorProto.INT64 for t in types.values())
+    assert [len(types[n].shape.dim) for n in INPUTS + OUTPUTS] == [2, 1, 0, 2, 1]
+    step_meta = {p.key: p.value for p in onnx.load(str(tiny_artifacts.onnx)).metadata_props}
+    assert {p.key: p.value for p in proto.metadata_props} == step_meta  # the same vocab.json
+
+    greedy = OnnxGreedy.from_path(generate_path(tiny_artifacts))
+    eos = greedy.vocab.eos_id
+    prefix = np.array([greedy.vocab.encode("Ma"), [eos, eos]], dtype=np.int64)
+    ids, length = greedy(prefix, np.array([2, 0]), 24)
+    assert ids.dtype == length.dtype == np.int64 and ids.shape[0] == 2 and ids.shape[1] <= 24
+    for row, n in zip(ids.tolist(), length.tolist()):
+        assert n >= 1 and eos not in row[:n] and all(i == eos for i in row[n:])
+    assert greedy.vocab.decode(ids[0]).startswith("Ma")
+    # an empty [batch, 0] prefix and a cap of one character
+    ids, length = greedy(np.zeros((3, 0), dtype=np.int64), np.zeros(3), 1)
+    assert ids.shape == (3, 1) and length.tolist() == [1, 1, 1]
+
+
+def test_the_step_simplifications_are_exact(artifacts):
+    """The inlined step: the char-only part as lookup tables, Squeeze/Unsqueeze round trips
+    gone, fewer nodes, and the same outputs bit for bit."""
+    step = onnx.load(str(artifacts.onnx))
+    vocab_size = OnnxStep.from_path(artifacts.onnx).meta["vocab_size"]
+    simple = drop_squeeze_pairs(tabulate_char_inputs(step, vocab_size))
+    assert len(simple.graph.node) <= len(step.graph.node) - 5
+    onnx.checker.check_model(simple, full_check=True)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (step, simple)]
+    rng = np.random.default_rng(0)
+    layers, _, size = (d.dim_value for d in step.graph.input[1].type.tensor_type.shape.dim)
+    for batch in (1, 5, 64):
+        feed = {"char": rng.integers(0, vocab_size, batch), "hidden": rng.normal(0, 2, (layers, batch, size)).astype(np.float32)}
+        want, got = (s.run(None, feed) for s in sessions)
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_export_refuses_a_one_graph_model_that_disagrees(tiny_artifacts, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    export_all(tiny_artifacts.checkpoint, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "charrnn_generate.onnx" in before
+
+    original = OnnxGreedy.decode
+    monkeypatch.setattr(OnnxGreedy, "decode", lambda self, rows: [[*ids, 1] for ids in original(self, rows)])
+    with pytest.raises(ExportMismatch, match="one-graph ONNX export .* not written"):
+        export_all(tiny_artifacts.checkpoint, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

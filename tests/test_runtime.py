@@ -1,0 +1,116 @@
+"""The torch-free ONNX Runtime path: no torch import, the vocabulary from the model alone,
+batched greedy and seeded sampling, the one-graph model for greedy batches, the CLI."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from export import manifest
+from export.errors import ArtifactError
+from export.runtime import NameGenerator, session_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs with `import torch` made impossible: the runtime must neither import nor need it.
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, NoTorch())
+import export.runtime, export.generate_graph
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+step, out = sys.argv[1], sys.argv[2]
+export.generate_graph.main(["--step", step, "--out", out])
+export.runtime.main(["--model", step, "--generate-model", out, "--prefix", "A", "--prefix", "", "-n", "2"])
+export.runtime.main(["--model", step, "--prefix", "B", "-n", "2", "--temperature", "1", "--seed", "3"])
+"""
+
+
+def generate_path(artifacts) -> Path:
+    return artifacts.dir / "charrnn_generate.onnx"
+
+
+def test_runtime_and_graph_builder_work_with_torch_unimportable(tiny_artifacts, tmp_path):
+    out = tmp_path / "gen.onnx"
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_artifacts.onnx), str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {out}")
+    gen = NameGenerator(tiny_artifacts.onnx)
+    assert lines[1:5] == gen.generate(["A", ""], num=2)
+    assert lines[5:7] == gen.generate("B", num=2, temperature=1.0, seed=3)
+
+
+def test_the_onnx_file_alone_is_enough(tiny_artifacts, tmp_path):
+    for name in ("charrnn.onnx", "charrnn_generate.onnx"):
+        shutil.copy(tiny_artifacts.dir / name, tmp_path / name)  # no vocab.json beside them
+    alone = NameGenerator(tmp_path / "charrnn.onnx", generate_model=tmp_path / "charrnn_generate.onnx")
+    assert alone.vocab == NameGenerator(tiny_artifacts.onnx).vocab
+    assert alone.generate("Ma", num=1) == NameGenerator(tiny_artifacts.onnx).generate("Ma", num=1)
+
+
+def test_batched_prefixes_equal_one_call_per_prefix(tiny_artifacts):
+    gen = NameGenerator(tiny_artifacts.onnx, generate_model=generate_path(tiny_artifacts))
+    prefixes = ["", "A", "Ma", "João", "Z"]
+    batched = gen.generate(prefixes, num=2)
+    assert batched == [name for p in prefixes for name in gen.generate(p, num=2)]
+    assert all(name.startswith(p) for name, p in zip(batched, [p for p in prefixes for _ in range(2)]))
+
+
+def test_seeded_sampling_is_reproducible_and_ignores_the_one_graph_model(tiny_artifacts):
+    step_only = NameGenerator(tiny_artifacts.onnx)
+    both = NameGenerator(tiny_artifacts.onnx, generate_model=generate_path(tiny_artifacts))
+    kwargs = {"num": 8, "temperature": 1.0, "seed": 11}
+    names = step_only.generate(["A", "L"], **kwargs)
+    assert both.generate(["A", "L"], **kwargs) == names  # sampling always takes the step loop
+    assert step_only.generate(["A", "L"], **kwargs) == names
+    assert step_only.generate(["A", "L"], num=8, temperature=1.0, seed=12) != names
+
+
+def test_one_graph_model_of_another_export_is_refused(tiny_artifacts, tmp_path):
+    proto = onnx.load(str(generate_path(tiny_artifacts)))
+    _, meta = manifest.parse(proto.metadata_props[0].value, "test")
+    meta["fingerprint"] = "0" * 16
+    onnx.helper.set_model_props(proto, {manifest.VOCAB_KEY: manifest.dumps(meta)})
+    onnx.save(proto, str(tmp_path / "other.onnx"))
+    with pytest.raises(ArtifactError, match="not from the same export"):
+        NameGenerator(tiny_artifacts.onnx, generate_model=tmp_path / "other.onnx")
+
+
+def test_step_and_one_graph_models_are_not_interchangeable(tiny_artifacts):
+    with pytest.raises(ArtifactError, match="expected inputs"):
+        NameGenerator(generate_path(tiny_artifacts))
+    with pytest.raises(ArtifactError, match="expected inputs"):
+        NameGenerator(tiny_artifacts.onnx, generate_model=tiny_artifacts.onnx)
+
+
+def test_session_options_are_single_threaded_and_fully_optimised():
+    import onnxruntime as ort
+
+    opts = session_options()
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (1, 1)
+    assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_cli_greedy_and_errors(tiny_artifacts):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "export.runtime", "--model", str(tiny_artifacts.onnx), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    plain = cli("--prefix", "L", "--prefix", "Ma", "-n", "2")
+    one_graph = cli("--generate-model", str(generate_path(tiny_artifacts)), "--prefix", "L", "--prefix", "Ma", "-n", "2")
+    assert plain.returncode == one_graph.returncode == 0, plain.stderr + one_graph.stderr
+    assert plain.stdout == one_graph.stdout
+    assert plain.stdout.splitlines() == NameGenerator(tiny_artifacts.onnx).generate(["L", "Ma"], num=2)
+    bad = cli("--prefix", "L€")
+    assert bad.returncode != 0 and "U+20AC" in bad.stderr
