@@ -1,0 +1,263 @@
+"""Against a real TorchServe: started by the fixture on free loopback ports in a temporary
+directory, with archives built from a tiny freshly trained model, and always stopped.
+
+Skipped (with the reason) only when Java 17 is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+from serve.archive import build_archives
+from serve.client import Client, ClientError
+from serve.engine import Engine, GenerateRequest, SessionRequest
+from serve.server import Ports, ServerError, check_java, is_ready, read_keys, start, stop
+
+SEQUENCE_ID = "ts_request_sequence_id"
+SEQUENCE_END = "ts_request_sequence_end"
+JSON = {"Content-Type": "application/json"}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Served:
+    run_dir: Path
+    ports: Ports
+
+    @property
+    def inference(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inference}"
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.ports.management}"
+
+    def auth(self, kind: str = "inference") -> dict:
+        return {"Authorization": f"Bearer {read_keys(self.run_dir)[kind]}"}
+
+    def client(self) -> Client:
+        return Client(self.inference, self.run_dir / "key_file.json", self.management)
+
+    def post(self, model: str, data: bytes, headers: dict | None = None, **kw) -> requests.Response:
+        return requests.post(f"{self.inference}/predictions/{model}", data=data,
+                             headers={**self.auth(), **JSON, **(headers or {})}, timeout=30, **kw)
+
+    def worker_pids(self, model: str) -> list[int]:
+        info = requests.get(f"{self.management}/models/{model}", headers=self.auth("management"), timeout=10).json()
+        return sorted(w["pid"] for w in info[0]["workers"])
+
+
+@pytest.fixture(scope="module")
+def served(tiny_artifacts, tmp_path_factory) -> Iterator[Served]:
+    try:
+        check_java()
+    except ServerError as exc:
+        pytest.skip(f"TorchServe integration tests need Java 17: {exc}")
+    root = tmp_path_factory.mktemp("torchserve")
+    store = root / "model_store"
+    build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, store)
+    ports = Ports(*free_ports(3))
+    run_dir = root / "run"
+    try:
+        start(run_dir, store, ports, timeout=180)
+        yield Served(run_dir, ports)
+    finally:
+        stop(run_dir)
+
+
+@contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_artifacts) -> Engine:
+    """The same engine in-process: what every served answer must equal."""
+    return Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
+
+
+def expected_names(engine: Engine, **fields) -> list[str]:
+    with one_thread():
+        return engine.generate([GenerateRequest(**fields)])[0]
+
+
+def test_ready_means_every_worker_is_ready(served):
+    for model in ("charrnn", "charrnn_session"):
+        assert is_ready(served.run_dir, served.ports, model)
+    assert len(served.worker_pids("charrnn")) == 2 and len(served.worker_pids("charrnn_session")) == 1
+    ping = requests.get(f"{served.inference}/ping", headers=served.auth(), timeout=10)
+    assert ping.status_code == 200 and ping.json()["status"] == "Healthy"
+
+
+def test_requests_without_the_token_are_refused(served):
+    url = f"{served.inference}/predictions/charrnn"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": served.auth("management")["Authorization"]}):
+        r = requests.post(url, data=b'{"prefix": "A"}', headers={**JSON, **headers}, timeout=10)
+        assert r.status_code == 400 and "InvalidKeyException" in r.text
+    r = requests.get(f"{served.management}/models", timeout=10)
+    assert r.status_code == 400 and "InvalidKeyException" in r.text
+    # the model register API is off even with the management key
+    r = requests.post(f"{served.management}/models", params={"url": "charrnn.mar"},
+                      headers=served.auth("management"), timeout=10)
+    assert r.status_code == 405
+
+
+def test_greedy_and_sampled_requests(served, engine):
+    client = served.client()
+    assert client.generate("A") == expected_names(engine, prefix="A")
+    assert client.generate("A") == client.generate("A")
+    assert client.generate() == expected_names(engine)
+    sampled = client.generate("Ma", num=4, temperature=0.9, top_k=5, seed=7)
+    assert sampled == expected_names(engine, prefix="Ma", num=4, temperature=0.9, top_k=5, seed=7)
+    assert sampled == client.generate("Ma", num=4, temperature=0.9, top_k=5, seed=7)
+    r = served.post("charrnn", b'{"prefix": "Jo"}')
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+
+
+def test_50_concurrent_requests_are_all_correct(served, engine):
+    letters = "ABCDEFGHIJKLMNOPRSTVYZ"
+    reqs = []
+    for i in range(50):
+        fields = {"prefix": letters[i % len(letters)] if i % 5 else "", "num": 1 + i % 3}
+        if i % 2:
+            fields.update(temperature=0.5 + (i % 4) * 0.4, seed=1000 + i, top_k=i % 6)
+        if i % 7 == 0:
+            fields["max_length"] = 3 + i % 9
+        reqs.append(fields)
+
+    def call(fields):
+        r = requests.post(f"{served.inference}/predictions/charrnn", data=json.dumps(fields).encode(),
+                          headers={**served.auth(), **JSON}, timeout=60)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(call, reqs))
+    assert all(status == 200 for status, _ in answers), answers
+    got = [body["names"] for _, body in answers]
+    assert got == [expected_names(engine, **fields) for fields in reqs]
+
+
+def session_expected(engine: Engine, sid: str, request: SessionRequest, opens: bool) -> dict:
+    with one_thread():
+        return engine.session([(sid, request, opens)])[0]
+
+
+def assert_same_answer(got: dict, want: dict) -> None:
+    assert got["text"] == want["text"] and got["completion"] == want["completion"]
+    assert [c["char"] for c in got["next"]] == [c["char"] for c in want["next"]]
+    assert [c["p"] for c in got["next"]] == pytest.approx([c["p"] for c in want["next"]], abs=2e-6)
+
+
+def test_a_session_of_several_requests_matches_in_process_decoding(served, engine):
+    client = served.client()
+    steps = [("type", "M"), ("append", "a"), ("append", "r"), ("type", "Mari"), ("append", "a C"), ("type", "Mar")]
+    with client.session() as s:
+        for i, (kind, text) in enumerate(steps):
+            got = s.type(text) if kind == "type" else s.append(text)
+            assert s.id and s.id.startswith("ts-seq-") and got["session"] == s.id
+            req = SessionRequest(text=text) if kind == "type" else SessionRequest(append=text)
+            assert_same_answer(got, session_expected(engine, "local", req, opens=i == 0))
+        sid = s.id
+    # closed (the handler set ts_request_sequence_end): its state is gone
+    r = served.post("charrnn_session", b'{"append": "a"}', {SEQUENCE_ID: sid})
+    assert r.status_code == 404 and "unknown or expired" in r.json()["error"]
+
+
+def test_interleaved_sessions_keep_their_own_state(served):
+    client = served.client()
+    a, b = client.session(), client.session()
+    a.type("Jo")
+    b.type("Ra")
+    for ch in "ao":
+        assert a.append(ch)["text"].startswith("Jo")
+        assert b.append(ch)["text"].startswith("Ra")
+    assert a.append("")["text"] == "Joao" and b.append("")["text"] == "Raao"
+    a.close()
+    b.close()
+
+
+def test_a_streamed_response(served, engine):
+    r = served.post("charrnn", b'{"prefix": "Ma", "num": 2, "temperature": 1.0, "seed": 11, "stream": true}',
+                    stream=True)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    assert r.headers.get("transfer-encoding") == "chunked"
+    lines = [json.loads(line) for line in r.iter_lines() if line]
+    want = expected_names(engine, prefix="Ma", num=2, temperature=1.0, seed=11)
+    assert lines[-1] == {"names": want, "done": True}
+    assert ["".join(x["char"] for x in lines[:-1] if x["index"] == i) for i in range(2)] == want
+    assert list(served.client().stream("Jo"))[-1]["names"] == expected_names(engine, prefix="Jo")
+
+
+BAD = [
+    (b"not json", 400, "not valid JSON"),
+    (b"", 400, "empty"),
+    (b"[1]", 400, "JSON object"),
+    (b'{"prefix": 5}', 400, "'prefix' must be a string"),
+    (b'{"num": true}', 400, "got a boolean"),
+    (b'{"colour": "blue"}', 400, "unknown field(s) 'colour'"),
+    (b'{"temperature": NaN}', 400, "NaN"),
+    (b'{"temperature": Infinity}', 400, "Infinity"),
+    (b'{"temperature": -1}', 400, "'temperature' must be between"),
+    (b'{"num": 1000}', 400, "'num' must be between 1 and 64"),
+    (b'{"max_length": 1000}', 400, "'max_length' must be between 1 and 64"),
+    (json.dumps({"prefix": "A" * 40}).encode(), 400, "the limit is 32"),
+    (json.dumps({"prefix": "Ö€"}, ensure_ascii=False).encode(), 400, "'Ö' (U+00D6), '€' (U+20AC)"),
+    (b"[" * 5000, 400, "nested too deeply"),
+    (b"\xff", 400, "UTF-8"),
+]
+
+
+def test_bad_inputs_get_4xx_and_the_server_stays_healthy(served):
+    pids = served.worker_pids("charrnn")
+    for raw, status, needle in BAD:
+        r = served.post("charrnn", raw)
+        assert r.status_code == status, (raw[:40], r.status_code, r.text)
+        assert r.reason.isascii()
+        assert needle in r.json()["error"], (raw[:40], r.text)
+    # form-encoded instead of JSON, and a body over max_request_size (refused by the frontend)
+    r = requests.post(f"{served.inference}/predictions/charrnn", data={"prefix": "A"}, headers=served.auth(), timeout=10)
+    assert r.status_code == 400 and "application/json" in r.json()["error"]
+    r = served.post("charrnn", b'{"prefix": "' + b"A" * 70000 + b'"}')
+    assert r.status_code == 413
+    # session model: bad input and an unknown session
+    r = served.post("charrnn_session", b'{"text": "A", "append": "b"}')
+    assert r.status_code == 400 and "not both" in r.json()["error"]
+    r = served.post("charrnn_session", b'{"append": "b"}', {SEQUENCE_ID: "ts-seq-made-up"})
+    assert r.status_code == 404 and r.headers.get(SEQUENCE_END) == "ts-seq-made-up"
+    # still healthy: same workers (none died and restarted), good requests answered
+    assert served.worker_pids("charrnn") == pids
+    assert requests.get(f"{served.inference}/ping", headers=served.auth(), timeout=10).json()["status"] == "Healthy"
+    assert served.client().generate("A")
+
+
+def test_the_client_reports_errors(served):
+    with pytest.raises(ClientError) as info:
+        served.client().generate("A", num=0)
+    assert info.value.status == 400 and "'num'" in info.value.message
