@@ -125,6 +125,24 @@ stop: | $(STAMP)
 gpu-check: | $(STAMP)
 	$(PY) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
 
+# ---- embedding: torch-free ONNX Runtime, the Node.js example (README.md "Embedding") ----
+NODE_DIR := export/node
+
+.PHONY: node-setup node-generate
+
+node-setup: $(NODE_DIR)/node_modules/.installed
+
+# onnxruntime-node's postinstall downloads CUDA binaries (and fails offline); the CPU binary ships
+# inside the package, so skip it both ways.
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found (the Node.js example needs Node.js 18+)"; exit 1; }
+	cd $(NODE_DIR) && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+# make node-generate PREFIX=L
+node-generate: node-setup $(EXPORTS)
+	node $(NODE_DIR)/generate.mjs --model $(ART)/charrnn.onnx '$(PREFIX)'
+
 # ---- quality ----
 test: $(STAMP) check-java
 	$(PY) -m pytest $(PYTEST_ARGS)
