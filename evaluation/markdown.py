@@ -71,7 +71,7 @@ def render(rep: dict, *, generated: str, command: str) -> str:
         (f"Sampled with `model.request.make_rows` + `model.decode.decode`; {s['at_length_cap']} sample(s) "
         f"reached the {s['max_length']}-character cap."),
         "",
-        f"The {len(nov['top_new'])} most frequent new names:",
+        f"The {len(nov['top_new'])} most frequent new names (ties in the order first sampled):",
         "",
         table(["new name", "times sampled"], nov["top_new"]) if nov["top_new"] else "(none)",
         "",

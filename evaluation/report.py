@@ -124,7 +124,8 @@ def novelty(samples: Sequence[str], train_names: Iterable[str], val_names: Itera
         out[kind] = sum(c for s, c in counts.items() if test(s))
         out[f"{kind}_distinct"] = sum(1 for s in counts if test(s))
         out[f"{kind}_share"] = out[kind] / len(samples) if samples else math.nan
-    new = sorted(((s, c) for s, c in counts.items() if kinds["new"](s)), key=lambda sc: (-sc[1], sc[0]))
+    # most frequent first; ties in the order they were first sampled (a random order, unlike A-Z)
+    new = sorted(((s, c) for s, c in counts.items() if kinds["new"](s)), key=lambda sc: -sc[1])
     out["top_new"] = [[s, c] for s, c in new[:top]]
     return out
 
