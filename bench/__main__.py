@@ -1,0 +1,168 @@
+"""`make bench`: training throughput, time to quality, generation and serving, in one run.
+
+Usage: python -m bench [--sections training,quality,generation,serving] [--out-dir artifacts/bench]
+
+Prints the machine first, then runs the chosen sections in order and writes bench.json and
+bench.md into --out-dir. A run of some sections replaces those sections in bench.json and keeps
+the others from earlier runs; every section records when and on what machine it was measured.
+Every figure is the median of several repetitions with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench.common import machine_info, machine_line
+from bench.presets import PRESET_DIR
+from data.atomic import exit_on_sigterm, write_text_atomic
+
+SECTIONS = ("training", "quality", "generation", "serving")
+TITLES = {"training": "Training throughput", "quality": "Time to quality",
+          "generation": "Generation", "serving": "Serving"}
+
+
+class NotWired(RuntimeError):
+    """A section whose benchmark is not connected to the harness yet."""
+
+
+def run_training(args) -> dict:
+    import torch
+
+    from bench import training
+    from data.corpus import read_corpus
+    from model.train import TrainConfig
+
+    corpus = args.train_corpus or str(Path(args.art_dir) / "corpus.txt")
+    entries = read_corpus(corpus)
+    cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, lr=0.003, threads=args.threads,
+                      val_fraction=0.1)
+    torch.set_num_threads(args.threads)
+    result = training.measure(entries, cfg, batch_sizes=tuple(int(b) for b in args.train_batches.split(",")),
+                              seconds=args.train_seconds, repeats=args.repeats)
+    return {"data": {**result, "corpus": corpus}, "markdown": training.markdown(result, corpus)}
+
+
+def run_quality(args) -> dict:
+    from bench import quality
+    from bench.presets import load_preset
+
+    presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
+    milestones = [float(m) for m in args.milestones.split(",")]
+    result = quality.measure_presets(presets, milestones, repeats=args.quality_repeats, threads=args.threads,
+                                     log=lambda s: print(f"  {s}", flush=True))
+    return {"data": result, "markdown": quality.markdown(result)}
+
+
+def run_generation(args) -> dict:
+    # Hook for the runtime benchmark (bench/runtime.py, `make bench-runtime`): its table, as is.
+    try:
+        from bench import runtime
+    except ImportError as exc:
+        raise NotWired(f"bench/runtime.py is not there yet ({exc})") from None
+    result = runtime.measure(args.art_dir, repeats=args.gen_repeats, batch=args.gen_batch)
+    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)}
+
+
+def run_serving(args) -> dict:
+    # HOOK (serving, to be wired): a bench/serving.py with `section(args) -> {"data": dict, "markdown": str}`
+    # that starts a real TorchServe, drives it on loopback with 1, 8 and 32 concurrent clients
+    # (one-shot greedy and session endpoints: req/s, p50, p99, errors; median/min/max of repeats).
+    try:
+        from bench import serving
+    except ImportError:
+        raise NotWired("the serving benchmark (bench/serving.py) is not wired into `make bench` yet") from None
+    return serving.section(args)
+
+
+RUNNERS = {"training": run_training, "quality": run_quality, "generation": run_generation,
+           "serving": run_serving}
+
+
+def render(results: dict) -> str:
+    out = ["# Benchmarks", "",
+           ("Written by `make bench` (`python -m bench`); each section says when and on what machine it "
+           "was measured. Figures: median (min–max, n) of repeated measurements."), ""]
+    for name in SECTIONS:
+        section = results.get(name)
+        if section is None:
+            continue
+        out += [f"## {TITLES[name]}", "", (f"Measured {machine_line(section['machine'])}; "
+                f"{section['seconds']:.0f} s; command `{section['command']}`."), ""]
+        if section["status"] == "ok":
+            out.append(section["markdown"])
+        else:
+            out.append(f"**{section['status']}**: {section['error']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Training, quality, generation and serving benchmarks.")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--out-dir", default="artifacts/bench")
+    p.add_argument("--art-dir", default="artifacts", help="the pipeline's artifacts (corpus, exports)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the training sections")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of the training-throughput figures")
+    g = p.add_argument_group("training throughput")
+    g.add_argument("--train-corpus", default=None, help="default: ART_DIR/corpus.txt")
+    g.add_argument("--train-seconds", type=float, default=5.0, help="measured seconds per loop and repetition")
+    g.add_argument("--train-batches", default="32,128", help="batch sizes of the project's loop")
+    g.add_argument("--train-hidden", type=int, default=128)
+    g.add_argument("--train-cell", default="rnn")
+    g = p.add_argument_group("time to quality")
+    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.mk to train")
+    g.add_argument("--preset-dir", default=str(PRESET_DIR))
+    g.add_argument("--milestones", default="60,180,300", help="seconds; the last is each run's budget")
+    g.add_argument("--quality-repeats", type=int, default=3)
+    g = p.add_argument_group("generation (bench/runtime.py)")
+    g.add_argument("--gen-repeats", type=int, default=20)
+    g.add_argument("--gen-batch", type=int, default=256)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    exit_on_sigterm()
+    args = build_parser().parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"error: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    machine = machine_info()
+    print(f"machine: {machine_line(machine)}", flush=True)
+    out = Path(args.out_dir)
+    results: dict = {}
+    if (out / "bench.json").is_file():
+        try:
+            results = json.loads((out / "bench.json").read_text(encoding="utf-8")).get("sections", {})
+        except (ValueError, AttributeError):
+            results = {}
+    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    failed = []
+    for name in (s for s in SECTIONS if s in chosen):
+        print(f"== {TITLES[name]}", flush=True)
+        started = time.perf_counter()
+        section = {"machine": machine_info(), "command": command.strip()}
+        try:
+            section.update(RUNNERS[name](args), status="ok")
+        except NotWired as exc:
+            section.update(status="not wired", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one failing section must not lose the others
+            traceback.print_exc()
+            section.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            failed.append(name)
+        section["seconds"] = time.perf_counter() - started
+        results[name] = section
+        print(section.get("markdown") or f"{section['status']}: {section['error']}", flush=True)
+        write_text_atomic(out / "bench.json", json.dumps({"sections": results}, indent=1) + "\n")
+        write_text_atomic(out / "bench.md", render(results))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Time to quality: validation NLL after fixed wall-clock times of one training run.
+
+One model.train.train run with max_seconds = the last milestone; its on_step hook copies the
+weights when the training clock (the max_seconds clock, validation between epochs included)
+passes each milestone, and the copies are scored on the validation split after the run, by
+model.train.evaluate, against the bigram baseline fitted on the same split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+
+from data.corpus import Entry, split
+from data.vocab import Vocab
+from evaluation.bigram import Bigram, choose_alpha
+from model.charrnn import CharRNN
+from model.train import TrainConfig, encode_names, evaluate, train
+
+
+def bigram_baseline(entries: list[Entry], val_fraction: float) -> dict:
+    """Validation NLL (nats/symbol) of the add-alpha bigram fitted on the training split."""
+    train_entries, val_entries = split(entries, val_fraction)
+    vocab = Vocab.from_names(e.name for e in entries)
+    train_names, val_names = [e.name for e in train_entries], [e.name for e in val_entries]
+    alpha, _ = choose_alpha(train_names, val_names, vocab)
+    total, n = Bigram.fit(train_names, vocab, alpha).nll(val_names, vocab)
+    return {"val_nll": total / n, "alpha": alpha}
+
+
+class Snapshots:
+    """on_step hook: the weights at the first step at or past each milestone (seconds). The last
+    milestone is the run's budget, so near it every step is kept: the run may stop between two
+    steps that straddle it."""
+
+    def __init__(self, milestones: list[float]):
+        self.milestones = sorted(milestones)
+        self.states: dict[float, tuple[float, dict]] = {}
+        self.last_seconds = 0.0
+        self.step_seconds = 0.0
+        self.steps = 0
+        self.targets = 0
+
+    def __call__(self, info: dict, model) -> None:
+        seconds = info["seconds"]
+        self.step_seconds = max(self.step_seconds, seconds - self.last_seconds) if self.steps else 0.0
+        self.last_seconds, self.steps, self.targets = seconds, self.steps + 1, self.targets + info["targets"]
+        final = self.milestones[-1]
+        for m in self.milestones:
+            due = seconds >= m if m != final else seconds >= m - 3 * self.step_seconds
+            if due and (m not in self.states or (m == final and self.states[m][0] < m)):
+                self.states[m] = (seconds, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def time_to_quality(entries: list[Entry], cfg: TrainConfig, milestones: list[float]) -> dict:
+    """Validation NLL at each milestone of one run of `cfg` (trained until the last milestone)."""
+    snaps = Snapshots(milestones)
+    run = replace(cfg, max_seconds=max(milestones), epochs=10**6, patience=0)
+    model, vocab, metrics, _history = train(entries, run, progress=False, on_step=snaps)
+    val_data = encode_names([e.name for e in split(entries, cfg.val_fraction)[1]], vocab)
+    probe = CharRNN(model.config)
+    at = {}
+    for m in snaps.milestones:
+        if m not in snaps.states:
+            at[str(m)] = {"val_nll": math.nan, "seconds": math.nan}
+            continue
+        seconds, state = snaps.states[m]
+        probe.load_state_dict(state)
+        at[str(m)] = {"val_nll": evaluate(probe, val_data, torch.device("cpu")), "seconds": seconds}
+    return {"milestones": at, "best_val_loss": metrics["best_val_loss"], "epochs": metrics["epochs_run"],
+            "steps": snaps.steps, "targets_per_s": snaps.targets / max(snaps.last_seconds, 1e-9),
+            "parameters": metrics["parameters"], "seconds": metrics["seconds"]}
+
+
+def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threads: int = 2,
+                    log=print) -> dict:
+    """time_to_quality of each preset `repeats` times (seeds seed, seed+1, ...), with the bigram
+    baseline of each corpus split. `presets`: bench.presets.Preset objects."""
+    from bench.common import summary
+    from data.corpus import read_corpus
+
+    corpora: dict = {}
+    out = {"milestones": milestones, "repeats": repeats, "threads": threads, "presets": {}}
+    for preset in presets:
+        key = (preset.corpus, preset.config.title_case, preset.config.val_fraction)
+        if key not in corpora:
+            entries = read_corpus(preset.corpus, title_case=preset.config.title_case)
+            corpora[key] = (entries, bigram_baseline(entries, preset.config.val_fraction))
+        entries, bigram = corpora[key]
+        runs = []
+        for i in range(repeats):
+            cfg = replace(preset.config, threads=threads, seed=preset.config.seed + i)
+            runs.append(time_to_quality(entries, cfg, milestones))
+            log(f"{preset.name} run {i + 1}/{repeats}: " + ", ".join(
+                f"{m}s {r['val_nll']:.4f}" for m, r in runs[-1]["milestones"].items()))
+        c = preset.config
+        out["presets"][preset.name] = {
+            "corpus": preset.corpus, "title_case": c.title_case, "bigram": bigram,
+            "config": {k: getattr(c, k) for k in ("cell", "hidden_size", "num_layers", "batch_size", "lr",
+                                                   "lr_schedule", "lr_decay", "count_weighting", "val_fraction")},
+            "parameters": runs[0]["parameters"],
+            "val_nll": {str(m): summary([r["milestones"][str(m)]["val_nll"] for r in runs]) for m in milestones},
+            "targets_per_s": summary([r["targets_per_s"] for r in runs]),
+            "runs": runs,
+        }
+    return out
+
+
+def markdown(result: dict) -> str:
+    from bench.common import fmt, table
+    from bench.sweep import describe
+
+    milestones = result["milestones"]
+    rows, notes = [], []
+    for name, p in result["presets"].items():
+        rows.append([f"`PRESET={name}`", describe(p["config"]), f"{p['parameters']:,}",
+                     *[fmt(p["val_nll"][str(m)], ".4f") for m in milestones],
+                     f"{p['bigram']['val_nll']:.4f}"])
+        gap = p["bigram"]["val_nll"] - p["val_nll"][str(milestones[-1])]["median"]
+        notes.append(f"{name}: {gap:.4f} nats/symbol below the bigram at {milestones[-1]:g} s")
+    corpus = {p["corpus"] for p in result["presets"].values()}
+    return "\n".join([
+        (f"Corpus {', '.join(f'`{c}`' for c in sorted(corpus))}; {result['threads']} torch thread(s); "
+        f"validation NLL in nats/symbol, median (min–max, n) of {result['repeats']} runs (seeds differ), "
+        "each run one training with the weights scored when its clock passed each time "
+        "(validation between epochs counted in the clock)."),
+        "",
+        table(["preset", "settings", "parameters", *[f"val NLL @ {m:g} s" for m in milestones],
+               "bigram (same split)"], rows),
+        "",
+        "; ".join(notes) + ".",
+    ])

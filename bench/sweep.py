@@ -1,0 +1,146 @@
+"""Hyper-parameter sweep for time to quality on a corpus: one run per configuration, validation
+NLL at each milestone (bench.quality.time_to_quality), written as sweep.json and sweep.md.
+
+The configurations vary one knob at a time around a base (batch size, learning rate and its
+schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
+last milestone is the candidate for presets/ibge.mk (GRU) and presets/ibge-rnn.mk (RNN).
+
+Usage (the real sweep, about 17 configurations x (300 s + ~10 s set-up) = ~90 min on 2 cores):
+  python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \
+      --milestones 60,180,300 --threads 2 --out-dir artifacts/bench
+A quick check of the code: --milestones 10,20 --threads 1 --only gru-base,rnn-base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import machine_info, machine_line, table
+from bench.quality import bigram_baseline, time_to_quality
+from data.atomic import exit_on_sigterm, write_text_atomic
+from data.corpus import read_corpus
+from model.train import TrainConfig
+
+GRU_BASE = {"cell": "gru", "hidden_size": 64, "num_layers": 1, "batch_size": 64, "lr": 0.01, "lr_schedule": "cosine",
+                "lr_decay": 1.0, "count_weighting": "none"}
+RNN_BASE = dict(GRU_BASE, cell="rnn", hidden_size=128, lr=0.003)
+
+# name -> the TrainConfig fields it sets (one knob changed from its base, except the *-base rows)
+CONFIGS: dict[str, dict] = {
+    "gru-base": GRU_BASE,
+    "gru-batch32": dict(GRU_BASE, batch_size=32),
+    "gru-batch128": dict(GRU_BASE, batch_size=128),
+    "gru-batch256": dict(GRU_BASE, batch_size=256),
+    "gru-lr0.003": dict(GRU_BASE, lr=0.003),
+    "gru-lr0.02": dict(GRU_BASE, lr=0.02),
+    "gru-constant-lr": dict(GRU_BASE, lr_schedule="exp", lr_decay=1.0),
+    "gru-make-defaults": dict(GRU_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
+    "gru-hidden48": dict(GRU_BASE, hidden_size=48),
+    "gru-hidden96": dict(GRU_BASE, hidden_size=96),
+    "gru-2layers-h40": dict(GRU_BASE, hidden_size=40, num_layers=2),
+    "gru-count-log": dict(GRU_BASE, count_weighting="log"),
+    "gru-count-sqrt": dict(GRU_BASE, count_weighting="sqrt"),
+    "rnn-base": RNN_BASE,
+    "rnn-lr0.01": dict(RNN_BASE, lr=0.01),
+    "rnn-batch32": dict(RNN_BASE, batch_size=32),
+    "rnn-make-defaults": dict(RNN_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
+}
+
+
+def run_sweep(entries, base: TrainConfig, configs: dict[str, dict], milestones: list[float],
+              log=print) -> list[dict]:
+    rows = []
+    for name, fields in configs.items():
+        cfg = replace(base, **fields)
+        started = time.perf_counter()
+        result = time_to_quality(entries, cfg, milestones)
+        rows.append({"name": name, "config": {k: getattr(cfg, k) for k in fields}, **result})
+        finals = ", ".join(f"{m}s {r['val_nll']:.4f}" for m, r in result["milestones"].items())
+        log(f"{name}: {finals} ({result['parameters']:,} parameters, {time.perf_counter() - started:.0f} s)")
+    return rows
+
+
+def describe(config: dict) -> str:
+    schedule = ("cosine" if config["lr_schedule"] == "cosine"
+                else "constant" if config["lr_decay"] == 1.0 else f"×{config['lr_decay']}/epoch")
+    layers = f"{config['num_layers']}×" if config["num_layers"] > 1 else ""
+    return (f"{config['cell'].upper()} {layers}{config['hidden_size']}, batch {config['batch_size']}, "
+            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}")
+
+
+def markdown(result: dict) -> str:
+    milestones = result["milestones"]
+    last = str(milestones[-1])
+    rows = sorted(result["rows"], key=lambda r: (r["config"]["cell"], _nan_last(r["milestones"][last]["val_nll"])))
+    best = {cell: next(r["name"] for r in rows if r["config"]["cell"] == cell)
+            for cell in sorted({r["config"]["cell"] for r in rows})}
+    header = ["configuration", "settings", "parameters",
+              *[f"val NLL @ {m:g} s" for m in milestones], "steps", "symbols/s"]
+    body = [[f"**{r['name']}**" if r["name"] in best.values() else r["name"], describe(r["config"]),
+             f"{r['parameters']:,}", *[f"{r['milestones'][str(m)]['val_nll']:.4f}" for m in milestones],
+             f"{r['steps']:,}", f"{r['targets_per_s']:,.0f}"] for r in rows]
+    b = result["bigram"]
+    return "\n".join([
+        "# Time-to-quality sweep",
+        "",
+        f"Machine: {machine_line(result['machine'])}.",
+        (f"Corpus `{result['corpus']}`{' (title-cased)' if result['title_case'] else ''}; "
+        f"{result['threads']} torch thread(s); one run per configuration (seed {result['seed']}), "
+        "validation NLL in nats/symbol of the weights when the training clock passed each time "
+        "(validation between epochs included in the clock)."),
+        f"Bigram baseline on the same split: {b['val_nll']:.4f} nats/symbol (α = {b['alpha']}).",
+        "",
+        table(header, body),
+        "",
+        "Best per cell (bold): " + ", ".join(f"{cell.upper()} {name}" for cell, name in best.items()) + ". "
+        f"symbols/s: training target symbols per second of wall clock. Command: `{result['command']}`.",
+    ])
+
+
+def _nan_last(x: float) -> float:
+    return math.inf if math.isnan(x) else x
+
+
+def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
+    p = argparse.ArgumentParser(description="Time-to-quality sweep of training configurations.")
+    p.add_argument("--corpus", default="../shared/data/ibge_names_train.tsv")
+    p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--milestones", default="60,180,300", help="seconds, comma-separated; the last is the budget")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    p.add_argument("--out-dir", default="artifacts/bench")
+    args = p.parse_args(argv)
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"error: unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    milestones = [float(m) for m in args.milestones.split(",")]
+    machine = machine_info()
+    print(f"machine: {machine_line(machine)}", flush=True)
+    entries = read_corpus(args.corpus, title_case=args.title_case)
+    base = TrainConfig(val_fraction=args.val_fraction, threads=args.threads, seed=args.seed,
+                       title_case=args.title_case)
+    bigram = bigram_baseline(entries, args.val_fraction)
+    print(f"bigram baseline: {bigram['val_nll']:.4f} nats/symbol", flush=True)
+    rows = run_sweep(entries, base, {n: CONFIGS[n] for n in names}, milestones,
+                     log=lambda s: print(s, flush=True))
+    argv_text = " ".join(argv) if argv is not None else " ".join(__import__("sys").argv[1:])
+    result = {"machine": machine, "corpus": args.corpus, "title_case": args.title_case, "threads": args.threads,
+              "seed": args.seed, "milestones": milestones, "bigram": bigram, "rows": rows,
+              "command": f"python -m bench.sweep {argv_text}".strip()}
+    out = Path(args.out_dir)
+    write_text_atomic(out / "sweep.json", json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out / "sweep.md", markdown(result) + "\n")
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+# PRESET=ibge-rnn: the tanh-RNN counterpart of PRESET=ibge (~30k parameters), 5 minutes on 2 cores,
+# built into artifacts/ibge-rnn/. PROVISIONAL until the full 300 s sweep has run (see ibge.mk).
+ART             ?= artifacts/ibge-rnn
+CORPUS          ?= ../shared/data/ibge_names_train.tsv
+TITLE_CASE      ?= 1
+CELL            ?= rnn
+HIDDEN          ?= 128
+LAYERS          ?= 1
+BATCH           ?= 64
+LR              ?= 0.003
+LR_SCHEDULE     ?= cosine
+LR_DECAY        ?= 1.0
+COUNT_WEIGHTING ?= none
+MAX_SECONDS     ?= 300
+EPOCHS          ?= 100000
+PATIENCE        ?= 0
+VAL_FRACTION    ?= 0.1
+SEED            ?= 0

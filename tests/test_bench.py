@@ -1,0 +1,146 @@
+"""`make bench` harness: summaries, presets, the notebook baseline, time to quality, the sweep,
+section selection. Tiny corpora and sub-second budgets: these check the code, not the figures."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import quality, sweep, training
+from bench.__main__ import main as bench_main
+from bench.common import fmt, summary
+from bench.presets import KNOBS, PresetError, load_preset
+from data.corpus import Entry, split
+from data.vocab import Vocab
+from model.charrnn import CharRNN, ModelConfig
+from model.train import batch_loss, encode_names
+from tests.conftest import NAMES, tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_summary_is_median_min_max():
+    s = summary([3.0, 1.0, 10.0, 2.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4)
+    assert fmt(summary([1000.0, 2000.0, 1500.0])) == "1,500 (1,000–2,000, n=3)"
+    with pytest.raises(ValueError):
+        summary([])
+
+
+@pytest.mark.parametrize("name", ["ibge", "ibge-rnn"])
+def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
+    preset = load_preset(name)
+    assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case
+    assert preset.config.cell == ("gru" if name == "ibge" else "rnn") and preset.config.max_seconds == 300
+    makefile = (ROOT / "Makefile").read_text()
+    for var in KNOBS:  # every preset knob is a make knob that reaches model.train
+        assert re.search(rf"^{var}\s+\?=", makefile, re.MULTILINE), var
+    assert "include presets/$(PRESET).mk" in makefile
+
+
+def test_preset_files_are_checked(tmp_path):
+    good = (ROOT / "presets" / "ibge.mk").read_text()
+    (tmp_path / "a.mk").write_text(good.replace("HIDDEN          ?= 64", "HIDDEN ?= $(X)"))
+    (tmp_path / "b.mk").write_text(good + "BOGUS ?= 1\n")
+    (tmp_path / "c.mk").write_text(good.replace("LR_SCHEDULE", "# LR_SCHEDULE"))
+    for stem, message in (("a", "plain value"), ("b", "unknown variable BOGUS"), ("c", "must set LR_SCHEDULE"),
+                          ("zzz", "no preset")):
+        with pytest.raises(PresetError, match=message):
+            load_preset(stem, tmp_path)
+
+
+def test_notebook_loop_computes_the_training_loss_of_one_name():
+    vocab = Vocab.from_names(NAMES)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(len(vocab), 16))
+    inputs, target = training.notebook_tensors("Maitê", vocab)
+    assert inputs.shape == (6, 1, 1, len(vocab)) and target.view(-1).tolist()[-1] == vocab.eos_id
+    expected, n = batch_loss(model, encode_names(["Maitê"], vocab), torch.tensor([0]), torch.device("cpu"))
+    assert n == 6
+    torch.testing.assert_close(training.notebook_name_loss(model, inputs, target), expected)
+
+
+def test_training_throughput_measures_both_loops():
+    entries = [Entry(n) for n in NAMES]
+    result = training.measure(entries, tiny_config(hidden_size=16), batch_sizes=(4, 8), seconds=0.3, repeats=2)
+    assert result["notebook"]["n"] == 2 and result["notebook"]["median"] > 0
+    for b in ("4", "8"):
+        ratios = [bt / nb for bt, nb in zip(result["batched"][b]["values"], result["notebook"]["values"],
+                                            strict=True)]
+        assert result["speedup"][b]["values"] == pytest.approx(ratios)
+    md = training.markdown(result, "names.txt")
+    assert "batch 8" in md and "notebook baseline" in md and "Target ≥ 50×" in md
+
+
+class _Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+
+def test_snapshots_take_the_first_step_past_each_milestone_and_the_last_step_near_the_end():
+    snaps, model = quality.Snapshots([1.0, 2.0]), _Model()
+    for step, seconds in enumerate([0.4, 0.8, 1.2, 1.6, 1.95], 1):
+        with torch.no_grad():
+            model.w.fill_(step)
+        snaps({"seconds": seconds, "targets": 10}, model)
+    assert snaps.states[1.0][0] == 1.2 and float(snaps.states[1.0][1]["w"]) == 3
+    # the run may stop after 1.95 s (its clock passed 2 s just after): the last step stands for 2 s
+    assert snaps.states[2.0][0] == 1.95 and float(snaps.states[2.0][1]["w"]) == 5
+    assert snaps.steps == 5 and snaps.targets == 50
+
+
+def test_time_to_quality_scores_snapshots_against_the_bigram():
+    entries = [Entry(n) for n in NAMES]
+    result = quality.time_to_quality(entries, tiny_config(hidden_size=16), [0.3, 0.6])
+    for m in ("0.3", "0.6"):
+        assert 0 < result["milestones"][m]["val_nll"] < math.log(60)
+        assert result["milestones"][m]["seconds"] >= float(m) - 0.2
+    assert result["steps"] > 0 and result["targets_per_s"] > 0
+    bigram = quality.bigram_baseline(entries, 0.15)
+    assert 0 < bigram["val_nll"] < math.log(60) and bigram["alpha"] > 0
+    assert len(split(entries, 0.15)[1]) > 0
+
+
+def test_sweep_runs_configurations_and_marks_the_best(tmp_path):
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("".join(f"{n}\n" for n in NAMES))
+    configs = {"a": dict(sweep.GRU_BASE, hidden_size=8), "b": dict(sweep.GRU_BASE, hidden_size=12, lr=0.03)}
+    from unittest import mock
+
+    with mock.patch.dict(sweep.CONFIGS, configs, clear=True):
+        sweep.main(["--corpus", str(corpus), "--no-title-case", "--val-fraction", "0.15", "--milestones", "0.2,0.4",
+                    "--threads", "1", "--out-dir", str(tmp_path / "out")])
+        with pytest.raises(SystemExit, match="unknown configuration"):
+            sweep.main(["--only", "nope"])
+    result = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["a", "b"]
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "val NLL @ 0.4 s" in md and md.count("**") == 2 and "Bigram baseline" in md
+
+
+def test_sections_run_alone_and_keep_the_others(tmp_path):
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("".join(f"{n}\n" for n in NAMES))
+    preset = (ROOT / "presets" / "ibge.mk").read_text()
+    preset = re.sub(r"CORPUS\s+\?= \S+", f"CORPUS ?= {corpus}", preset)
+    preset = re.sub(r"HIDDEN\s+\?= \d+", "HIDDEN ?= 8", preset).replace("TITLE_CASE      ?= 1", "TITLE_CASE ?= 0")
+    (tmp_path / "tiny.mk").write_text(preset)
+    out = tmp_path / "bench"
+    common = ["--out-dir", str(out), "--threads", "1", "--repeats", "1"]
+    assert bench_main(["--sections", "training", *common, "--train-corpus", str(corpus), "--train-seconds", "0.2",
+                       "--train-batches", "8", "--train-hidden", "8"]) == 0
+    assert bench_main(["--sections", "quality,serving", *common, "--presets", "tiny", "--preset-dir",
+                       str(tmp_path), "--milestones", "0.2,0.4", "--quality-repeats", "2"]) == 0
+    sections = json.loads((out / "bench.json").read_text())["sections"]
+    assert sections["training"]["status"] == "ok" and sections["quality"]["status"] == "ok"
+    assert sections["serving"]["status"] == "not wired"
+    assert sections["quality"]["data"]["presets"]["tiny"]["val_nll"]["0.4"]["n"] == 2
+    md = (out / "bench.md").read_text()
+    assert md.index("## Training throughput") < md.index("## Time to quality") < md.index("## Serving")
+    assert "`PRESET=tiny`" in md and "not wired" in md and "Measured " in md
+    with pytest.raises(SystemExit, match="unknown section"):
+        bench_main(["--sections", "trainig", *common])
