@@ -8,6 +8,11 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+# A preset (presets/NAME.mk, README.md "Results") sets the knobs below; command-line values still win.
+PRESET      ?=
+ifneq ($(PRESET),)
+include presets/$(PRESET).mk
+endif
 ART         ?= artifacts
 
 # ---- knobs (documented in README.md) ----
@@ -20,6 +25,7 @@ EPOCHS        ?= 300
 BATCH         ?= 32
 LR            ?= 0.003
 LR_DECAY      ?= 0.995
+LR_SCHEDULE   ?=
 PATIENCE      ?= 40
 VAL_FRACTION  ?= 0.1
 COUNT_WEIGHTING ?= none
@@ -31,7 +37,8 @@ PYTEST_ARGS   ?=
 TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(CELL) \
 	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
 	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --max-seconds $(MAX_SECONDS) \
-	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)
+	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)$(if \
+	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)
 
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
@@ -142,6 +149,27 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 # make node-generate PREFIX=L
 node-generate: node-setup $(EXPORTS)
 	node $(NODE_DIR)/generate.mjs --model $(ART)/charrnn.onnx '$(PREFIX)'
+
+# ---- evaluation and benchmarks (README.md "Results") ----
+.PHONY: eval bench sweep
+
+# Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
+# make eval CORPUS=../shared/data/ibge_names_train.tsv TITLE_CASE=1   (retrains $(ART) on that corpus)
+# make eval PRESET=ibge                                                (the tuned model, artifacts/ibge/)
+EVAL_SEED ?= 0
+eval: $(CHECKPOINT) | $(STAMP)
+	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED)
+
+# make bench [SECTIONS=training,quality,generation,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
+SECTIONS   ?= training,quality,generation,serving
+BENCH_ARGS ?=
+bench: $(EXPORTS) | $(STAMP)
+	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench $(BENCH_ARGS)
+
+# Time-to-quality sweep on the IBGE corpus (17 runs of 300 s, ~90 min) -> $(ART)/bench/sweep.{json,md}
+SWEEP_ARGS ?=
+sweep: | $(STAMP)
+	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)
 
 # ---- quality ----
 test: $(STAMP) check-java
