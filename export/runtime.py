@@ -140,17 +140,21 @@ def decode(step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape:
     steps = int(max_len.max())
     out = np.full((batch, steps), eos_id, dtype=np.int64)
     done = np.zeros(batch, dtype=bool)
-    for t in range(steps):
+    shortest_cap = int(max_len.min())
+    for t in range(steps):  # the numpy work per step is as costly as the step: skip what is a no-op
         logits, hidden = step(token, hidden)
         if t == 0:  # a name has at least one character
             logits = logits.copy()
             logits[:, eos_id] = -np.inf
-        chosen = choose(logits, t, temperature, top_k, seeds, sampling)
-        forced = prefix[:, t] if t < longest_prefix else chosen
-        token = np.where(t < prefix_len, forced, chosen)
-        token = np.where(done, eos_id, token)
+        token = choose(logits, t, temperature, top_k, seeds, sampling)
+        if t < longest_prefix:
+            token = np.where(t < prefix_len, prefix[:, t], token)
+        if t > 0:
+            token = np.where(done, eos_id, token)
         out[:, t] = token
-        done |= (token == eos_id) | (t + 1 >= max_len)
+        done |= token == eos_id
+        if t + 1 >= shortest_cap:
+            done |= t + 1 >= max_len
         if done.all():
             break
     result = []
