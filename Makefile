@@ -26,6 +26,7 @@ BATCH         ?= 32
 LR            ?= 0.003
 LR_DECAY      ?= 0.995
 LR_SCHEDULE   ?=
+THREADS       ?=
 PATIENCE      ?= 40
 VAL_FRACTION  ?= 0.1
 COUNT_WEIGHTING ?= none
@@ -38,7 +39,7 @@ TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(
 	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
 	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --max-seconds $(MAX_SECONDS) \
 	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)$(if \
-	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)
+	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)$(if $(THREADS), --threads $(THREADS),)
 
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
@@ -166,7 +167,7 @@ BENCH_ARGS ?=
 bench: $(EXPORTS) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench $(BENCH_ARGS)
 
-# Time-to-quality sweep on the IBGE corpus (17 runs of 300 s, ~90 min) -> $(ART)/bench/sweep.{json,md}
+# Time-to-quality sweep on the IBGE corpus (19 runs of 300 s, ~100 min) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
 sweep: | $(STAMP)
 	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)
