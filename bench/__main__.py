@@ -39,9 +39,9 @@ def run_training(args) -> dict:
 
     corpus = args.train_corpus or str(Path(args.art_dir) / "corpus.txt")
     entries = read_corpus(corpus)
-    cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, lr=0.003, threads=args.threads,
+    threads = args.threads or torch.get_num_threads()
+    cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, lr=0.003, threads=threads,
                       val_fraction=0.1)
-    torch.set_num_threads(args.threads)
     result = training.measure(entries, cfg, batch_sizes=tuple(int(b) for b in args.train_batches.split(",")),
                               seconds=args.train_seconds, repeats=args.repeats)
     return {"data": {**result, "corpus": corpus}, "markdown": training.markdown(result, corpus)}
@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--out-dir", default="artifacts/bench")
     p.add_argument("--art-dir", default="artifacts", help="the pipeline's artifacts (corpus, exports)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for the training sections")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the training sections (default: torch's default for throughput, "
+                        "each preset's THREADS for time to quality)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of the training-throughput figures")
     g = p.add_argument_group("training throughput")
     g.add_argument("--train-corpus", default=None, help="default: ART_DIR/corpus.txt")

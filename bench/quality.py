@@ -74,32 +74,33 @@ def time_to_quality(entries: list[Entry], cfg: TrainConfig, milestones: list[flo
             "parameters": metrics["parameters"], "seconds": metrics["seconds"]}
 
 
-def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threads: int = 2,
+def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threads: int | None = None,
                     log=print) -> dict:
     """time_to_quality of each preset `repeats` times (seeds seed, seed+1, ...), with the bigram
-    baseline of each corpus split. `presets`: bench.presets.Preset objects."""
+    baseline of each corpus split. `presets`: bench.presets.Preset objects; `threads` replaces
+    their THREADS when given."""
     from bench.common import summary
     from data.corpus import read_corpus
 
     corpora: dict = {}
-    out = {"milestones": milestones, "repeats": repeats, "threads": threads, "presets": {}}
+    out = {"milestones": milestones, "repeats": repeats, "presets": {}}
     for preset in presets:
         key = (preset.corpus, preset.config.title_case, preset.config.val_fraction)
         if key not in corpora:
             entries = read_corpus(preset.corpus, title_case=preset.config.title_case)
             corpora[key] = (entries, bigram_baseline(entries, preset.config.val_fraction))
         entries, bigram = corpora[key]
+        c = replace(preset.config, threads=threads or preset.config.threads)
         runs = []
         for i in range(repeats):
-            cfg = replace(preset.config, threads=threads, seed=preset.config.seed + i)
-            runs.append(time_to_quality(entries, cfg, milestones))
+            runs.append(time_to_quality(entries, replace(c, seed=c.seed + i), milestones))
             log(f"{preset.name} run {i + 1}/{repeats}: " + ", ".join(
                 f"{m}s {r['val_nll']:.4f}" for m, r in runs[-1]["milestones"].items()))
-        c = preset.config
+        fields = ("cell", "hidden_size", "num_layers", "batch_size", "lr", "lr_schedule", "lr_decay",
+                  "count_weighting", "val_fraction", "threads")
         out["presets"][preset.name] = {
             "corpus": preset.corpus, "title_case": c.title_case, "bigram": bigram,
-            "config": {k: getattr(c, k) for k in ("cell", "hidden_size", "num_layers", "batch_size", "lr",
-                                                   "lr_schedule", "lr_decay", "count_weighting", "val_fraction")},
+            "config": {k: getattr(c, k) for k in fields},
             "parameters": runs[0]["parameters"],
             "val_nll": {str(m): summary([r["milestones"][str(m)]["val_nll"] for r in runs]) for m in milestones},
             "targets_per_s": summary([r["targets_per_s"] for r in runs]),
@@ -122,7 +123,7 @@ def markdown(result: dict) -> str:
         notes.append(f"{name}: {gap:.4f} nats/symbol below the bigram at {milestones[-1]:g} s")
     corpus = {p["corpus"] for p in result["presets"].values()}
     return "\n".join([
-        (f"Corpus {', '.join(f'`{c}`' for c in sorted(corpus))}; {result['threads']} torch thread(s); "
+        (f"Corpus {', '.join(f'`{c}`' for c in sorted(corpus))}; torch threads as in the settings; "
         f"validation NLL in nats/symbol, median (min–max, n) of {result['repeats']} runs (seeds differ), "
         "each run one training with the weights scored when its clock passed each time "
         "(validation between epochs counted in the clock)."),

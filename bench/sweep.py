@@ -5,7 +5,7 @@ The configurations vary one knob at a time around a base (batch size, learning r
 schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
 last milestone is the candidate for presets/ibge.mk (GRU) and presets/ibge-rnn.mk (RNN).
 
-Usage (the real sweep, about 17 configurations x (300 s + ~10 s set-up) = ~90 min on 2 cores):
+Usage (the real sweep, 19 configurations x (300 s + ~10 s set-up) = ~100 min on 2 cores):
   python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \
       --milestones 60,180,300 --threads 2 --out-dir artifacts/bench
 A quick check of the code: --milestones 10,20 --threads 1 --only gru-base,rnn-base
@@ -45,10 +45,12 @@ CONFIGS: dict[str, dict] = {
     "gru-2layers-h40": dict(GRU_BASE, hidden_size=40, num_layers=2),
     "gru-count-log": dict(GRU_BASE, count_weighting="log"),
     "gru-count-sqrt": dict(GRU_BASE, count_weighting="sqrt"),
+    "gru-1thread": dict(GRU_BASE, threads=1),
     "rnn-base": RNN_BASE,
     "rnn-lr0.01": dict(RNN_BASE, lr=0.01),
     "rnn-batch32": dict(RNN_BASE, batch_size=32),
     "rnn-make-defaults": dict(RNN_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
+    "rnn-1thread": dict(RNN_BASE, threads=1),
 }
 
 
@@ -59,7 +61,7 @@ def run_sweep(entries, base: TrainConfig, configs: dict[str, dict], milestones: 
         cfg = replace(base, **fields)
         started = time.perf_counter()
         result = time_to_quality(entries, cfg, milestones)
-        rows.append({"name": name, "config": {k: getattr(cfg, k) for k in fields}, **result})
+        rows.append({"name": name, "config": {k: getattr(cfg, k) for k in (*fields, "threads")}, **result})
         finals = ", ".join(f"{m}s {r['val_nll']:.4f}" for m, r in result["milestones"].items())
         log(f"{name}: {finals} ({result['parameters']:,} parameters, {time.perf_counter() - started:.0f} s)")
     return rows
@@ -69,8 +71,9 @@ def describe(config: dict) -> str:
     schedule = ("cosine" if config["lr_schedule"] == "cosine"
                 else "constant" if config["lr_decay"] == 1.0 else f"×{config['lr_decay']}/epoch")
     layers = f"{config['num_layers']}×" if config["num_layers"] > 1 else ""
+    threads = f", {config['threads']} thread(s)" if config.get("threads") else ""
     return (f"{config['cell'].upper()} {layers}{config['hidden_size']}, batch {config['batch_size']}, "
-            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}")
+            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}{threads}")
 
 
 def markdown(result: dict) -> str:
@@ -90,7 +93,7 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {machine_line(result['machine'])}.",
         (f"Corpus `{result['corpus']}`{' (title-cased)' if result['title_case'] else ''}; "
-        f"{result['threads']} torch thread(s); one run per configuration (seed {result['seed']}), "
+        f"torch threads as in the settings; one run per configuration (seed {result['seed']}), "
         "validation NLL in nats/symbol of the weights when the training clock passed each time "
         "(validation between epochs included in the clock)."),
         f"Bigram baseline on the same split: {b['val_nll']:.4f} nats/symbol (α = {b['alpha']}).",

@@ -19,3 +19,4 @@ EPOCHS          ?= 100000
 PATIENCE        ?= 0
 VAL_FRACTION    ?= 0.1
 SEED            ?= 0
+THREADS         ?= 2
