@@ -133,10 +133,10 @@ stop: | $(STAMP)
 gpu-check: | $(STAMP)
 	$(PY) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
 
-# ---- embedding: torch-free ONNX Runtime, the Node.js example (README.md "Embedding") ----
+# ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (README.md "Embedding") ----
 NODE_DIR := export/node
 
-.PHONY: node-setup node-generate
+.PHONY: node-setup node-generate bench-runtime
 
 node-setup: $(NODE_DIR)/node_modules/.installed
 
@@ -150,6 +150,10 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 # make node-generate PREFIX=L
 node-generate: node-setup $(EXPORTS)
 	node $(NODE_DIR)/generate.mjs --model $(ART)/charrnn.onnx '$(PREFIX)'
+
+# Per-name latency (batch 1) and names/s (batch 256): eager, TorchScript, ORT step loop, one-graph loop.
+bench-runtime: $(EXPORTS) | $(STAMP)
+	$(PY) -m bench.runtime --art-dir $(ART)
 
 # ---- evaluation and benchmarks (README.md "Results") ----
 .PHONY: eval bench sweep
