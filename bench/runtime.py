@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
+THREADS = "1 for every backend (torch.set_num_threads(1), ORT intra_op_num_threads=1)"
 LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx_step": "ONNX Runtime step loop",
           "onnx_graph": "ONNX one-graph loop"}
 
@@ -48,22 +47,14 @@ def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     return backends, eager
 
 
-def machine() -> dict:
-    import onnxruntime
-    import torch
-
-    return {"cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "threads": "1 (torch.set_num_threads(1), ORT intra_op_num_threads=1)"}
-
-
 def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:
     """Latency (µs per name at batch 1: p50, p99) and names/s at `batch` for every backend."""
     import torch
 
+    from bench.common import machine_info
     from model.request import Row
 
+    machine = machine_info()  # before set_num_threads: it reports torch's default
     torch.set_num_threads(1)
     backends, eager = load_backends(art_dir)
     vocab = eager.vocab
@@ -87,7 +78,7 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
             run(big)
             calls[b].append(time.perf_counter() - start)
 
-    result = {"machine": machine(), "model": {k: getattr(eager.step.config, k) for k in ("cell", "hidden_size", "num_layers")}
+    result = {"machine": machine, "threads": THREADS, "model": {k: getattr(eager.step.config, k) for k in ("cell", "hidden_size", "num_layers")}
               | {"vocab_size": len(vocab)},
               "names_per_round": len(letters), "repeats": repeats, "batch": batch, "names_agree": agree,
               "mean_name_length": float(np.mean([len(n) for n in names["eager"]])), "backends": {}}
@@ -124,9 +115,10 @@ def format_table(result: dict) -> str:
 
 
 def format_machine(result: dict) -> str:
-    m, model = result["machine"], result["model"]
-    return (f"machine: {m['cpu_count']} cores ({m['cpu']}), Python {m['python']}, torch {m['torch']}, "
-            f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}; threads: {m['threads']}\n"
+    from bench.common import machine_line
+
+    model = result["model"]
+    return (f"machine: {machine_line(result['machine'])}\nthreads: {result['threads']}\n"
             f"model: {model['cell']} {model['num_layers']}x{model['hidden_size']}, {model['vocab_size']} symbols; "
             f"{result['names_per_round']} first letters x {result['repeats']} rounds, mean greedy name "
             f"{result['mean_name_length']:.1f} characters\n"
@@ -146,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or Path(args.art_dir) / "bench")
     out.mkdir(parents=True, exist_ok=True)
     (out / "runtime.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "runtime.md").write_text("# make bench-runtime\n\n" + text.replace("\n", "  \n", 2) + "\n")
+    (out / "runtime.md").write_text("# make bench-runtime\n\n" + text.replace("\n", "  \n", 3) + "\n")
     print(f"\nwrote {out / 'runtime.json'} and {out / 'runtime.md'}")
 
 
