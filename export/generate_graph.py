@@ -290,7 +290,7 @@ def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
             except ImportError:  # building without torch installed
                 Mismatch = ArtifactError
             raise Mismatch(f"one-graph ONNX export {source}: row {bad} (prefix {rows[bad].prefix}) "
-                                 f"gives {got[bad]}, the step loop {want[bad]}; not written")
+                           f"gives {got[bad]}, the step loop {want[bad]}; not written")
         compared += len(rows)
     return compared
 
