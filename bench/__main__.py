@@ -30,6 +30,10 @@ class NotWired(RuntimeError):
     """A section whose benchmark is not connected to the harness yet."""
 
 
+class Skipped(RuntimeError):
+    """A section that cannot run here (e.g. its corpus is not on this machine)."""
+
+
 def run_training(args) -> dict:
     import torch
 
@@ -52,6 +56,9 @@ def run_quality(args) -> dict:
     from bench.presets import load_preset
 
     presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
+    missing = sorted({p.corpus for p in presets if not Path(p.corpus).is_file()})
+    if missing:
+        raise Skipped(f"corpus not found: {', '.join(missing)} (the presets' CORPUS)")
     milestones = [float(m) for m in args.milestones.split(",")]
     result = quality.measure_presets(presets, milestones, repeats=args.quality_repeats, threads=args.threads,
                                      log=lambda s: print(f"  {s}", flush=True))
@@ -153,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             section.update(RUNNERS[name](args), status="ok")
         except NotWired as exc:
             section.update(status="not wired", error=str(exc))
+        except Skipped as exc:
+            section.update(status="skipped", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - one failing section must not lose the others
             traceback.print_exc()
             section.update(status="failed", error=f"{type(exc).__name__}: {exc}")

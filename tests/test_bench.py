@@ -142,5 +142,9 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
     md = (out / "bench.md").read_text()
     assert md.index("## Training throughput") < md.index("## Time to quality") < md.index("## Serving")
     assert "`PRESET=tiny`" in md and "not wired" in md and "Measured " in md
+    (tmp_path / "gone.mk").write_text(preset.replace(str(corpus), str(tmp_path / "gone.txt")))
+    assert bench_main(["--sections", "quality", *common, "--presets", "gone", "--preset-dir", str(tmp_path)]) == 0
+    sections = json.loads((out / "bench.json").read_text())["sections"]
+    assert sections["quality"]["status"] == "skipped" and "gone.txt" in sections["quality"]["error"]
     with pytest.raises(SystemExit, match="unknown section"):
         bench_main(["--sections", "trainig", *common])
