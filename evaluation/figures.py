@@ -50,9 +50,10 @@ def loss_curves(path: Path, history: list[dict], bigram_val: float | None = None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     epochs = [r["epoch"] for r in history]
-    ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+    marker = "o" if len(history) <= 30 else None  # a short run (e.g. a few long epochs) still shows
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train", marker=marker)
     if not all(math.isnan(r["val_loss"]) for r in history):
-        ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+        ax.plot(epochs, [r["val_loss"] for r in history], label="validation", marker=marker)
     scored = [r for r in history if not math.isnan(r["val_loss"])]
     if scored:
         best = min(scored, key=lambda r: r["val_loss"])
