@@ -56,6 +56,7 @@ class CharRNN(nn.Module):
             **kwargs,
         )
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.is_gru = config.cell == "gru"
 
     def init_hidden(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
@@ -67,6 +68,31 @@ class CharRNN(nn.Module):
         return self.head(out), hidden
 
     def forward(self, char: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step: char int64 [batch], hidden [layers, batch, hidden]."""
-        logits, hidden_out = self.forward_sequence(char.unsqueeze(1), hidden)
-        return logits.squeeze(1), hidden_out
+        """One recurrent step: char int64 [batch], hidden [layers, batch, hidden].
+
+        The same weights and arithmetic as `forward_sequence`, written out for a single step:
+        nn.RNN's sequence machinery costs several times the arithmetic of one step. The one-hot
+        input times W_ih is exactly column `char` of W_ih, so it is looked up, not multiplied.
+        """
+        weights = self.rnn._flat_weights  # per layer: w_ih, w_hh, b_ih, b_hh
+        layers: list[torch.Tensor] = []
+        x = hidden[0]  # replaced below; layer 0 reads `char`
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer : 4 * layer + 4]
+            h = hidden[layer]
+            if layer == 0:
+                gi = w_ih.t()[char] + b_ih
+            else:
+                gi = torch.addmm(b_ih, x, w_ih.t())
+            gh = torch.addmm(b_hh, h, w_hh.t())
+            if self.is_gru:  # PyTorch's GRU: gates r, z, candidate n
+                i_r, i_z, i_n = gi.chunk(3, 1)
+                h_r, h_z, h_n = gh.chunk(3, 1)
+                r = torch.sigmoid(i_r + h_r)
+                z = torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                x = n + z * (h - n)
+            else:
+                x = torch.tanh(gi + gh)
+            layers.append(x)
+        return self.head(x), torch.stack(layers)

@@ -66,12 +66,17 @@ def decode(step: Step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_
         return []
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 8
-    longest_prefix = max(1, max(len(r.prefix) for r in rows))
-    prefix = torch.full((batch, longest_prefix), eos_id, dtype=torch.long)
+    # Everything known on the host is decided on the host, so each step runs only the ops it
+    # needs (per-op overhead dominates a step this small).
+    longest_prefix = max(len(r.prefix) for r in rows)
+    shortest_cap = min(r.max_length for r in rows)
+    steps = max(r.max_length for r in rows)
+    prefix = torch.full((batch, max(1, longest_prefix)), eos_id, dtype=torch.long)
     for i, r in enumerate(rows):
         prefix[i, : len(r.prefix)] = torch.as_tensor(list(r.prefix), dtype=torch.long)
-    prefix = prefix.to(device)
+    prefix = prefix.to(device).t().contiguous()  # [time, batch]: one row per step
     prefix_len = torch.tensor([len(r.prefix) for r in rows], device=device)
+    forced = torch.arange(max(1, longest_prefix), device=device).unsqueeze(1) < prefix_len  # [time, batch]
     max_len = torch.tensor([r.max_length for r in rows], device=device)
     temperature = torch.tensor([float(r.temperature) for r in rows], device=device)
     top_k = torch.tensor([r.top_k for r in rows], device=device)
@@ -81,30 +86,33 @@ def decode(step: Step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_
     if start is None:
         token = torch.full((batch,), bos_id, dtype=torch.long, device=device)
         hidden = torch.zeros(hidden_shape[0], batch, hidden_shape[1], device=device)
-        offset = torch.zeros(batch, dtype=torch.long, device=device)
+        first_position = None  # every row starts a name
     else:
-        token, hidden, offset = start.token.to(device), start.hidden.to(device), start.name_length.to(device)
+        token, hidden = start.token.to(device), start.hidden.to(device)
+        first_position = (start.name_length.to(device) == 0).unsqueeze(1)
 
-    steps = max(r.max_length for r in rows)
-    out = torch.full((batch, steps), eos_id, dtype=torch.long, device=device)
-    done = max_len <= 0
-    eos_column = torch.zeros(1, 0, dtype=torch.bool, device=device)  # sized on the first step
+    chosen_ids: list[torch.Tensor] = []
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     for t in range(steps):
         logits, hidden = step(token, hidden)
-        if eos_column.shape[1] != logits.shape[1]:
+        if t == 0:  # a name has at least one character: no end token at its first position
             eos_column = torch.arange(logits.shape[1], device=device).unsqueeze(0) == eos_id
-        # a name has at least one character: no end token at its very first position
-        logits = logits.masked_fill(((offset + t) == 0).unsqueeze(1) & eos_column, float("-inf"))
-        chosen = choose(logits, t, temperature, top_k, seeds, sampling)
-        forced = prefix[:, t] if t < longest_prefix else chosen
-        token = torch.where(t < prefix_len, forced, chosen)
-        token = torch.where(done, torch.full_like(token, eos_id), token)
-        out[:, t] = token
+            logits = logits.masked_fill(eos_column if first_position is None else first_position & eos_column,
+                                        float("-inf"))
+        token = choose(logits, t, temperature, top_k, seeds, sampling)
+        if t < longest_prefix:
+            token = torch.where(forced[t], prefix[t], token)
+        if t > 0:
+            token = token.masked_fill(done, eos_id)
+        chosen_ids.append(token)
         if on_step is not None:
             on_step(t, token, ~done & (token != eos_id))
-        done = done | (token == eos_id) | (t + 1 >= max_len)
+        done = done | (token == eos_id)
+        if t + 1 >= shortest_cap:
+            done = done | (max_len <= t + 1)
         if (t + 1) % check_every == 0 and bool(done.all()):
             break
+    out = torch.stack(chosen_ids, dim=1)
     ids = out.cpu().tolist()  # the one copy back to the host
     return [_until_eos(row, eos_id)[: r.max_length] for row, r in zip(ids, rows)]
 

