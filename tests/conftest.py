@@ -58,3 +58,14 @@ def tiny_artifacts(tmp_path_factory) -> Artifacts:
 @pytest.fixture(scope="session")
 def tiny_names() -> list[str]:
     return list(NAMES)
+
+
+VARIANTS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
+
+
+@pytest.fixture(scope="session", params=list(VARIANTS))
+def variant_artifacts(request, tmp_path_factory, tiny_artifacts) -> Artifacts:
+    """The tiny model as a 1-layer tanh RNN, a 2-layer RNN and a GRU (built once per session)."""
+    if request.param == "rnn-1":
+        return tiny_artifacts
+    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **VARIANTS[request.param])

@@ -16,16 +16,11 @@ from export.torchscript import load_torchscript
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
 from model.request import Row
-from tests.conftest import build_artifacts
-
-CONFIGS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def artifacts(request, tmp_path_factory, tiny_artifacts):
-    if request.param == "rnn-1":
-        return tiny_artifacts
-    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **CONFIGS[request.param])
+@pytest.fixture
+def artifacts(variant_artifacts):
+    return variant_artifacts
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
