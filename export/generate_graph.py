@@ -17,7 +17,8 @@ Contract (extend, never rename):
                                                      eos_id; steps <= max_length (the loop stops
                                                      when every name has ended)
            length         int64 [batch]              characters per name (ids before the eos_id)
-  metadata_props "vocab.json": the same JSON as charrnn.onnx's (symbols, bos_id, eos_id, ...).
+  metadata_props "vocab.json": the same JSON as charrnn.onnx's (symbols, bos_id, eos_id, ...);
+                 "charrnn.sha256": the content checksum, the file's last entry (export.integrity).
 
 The greedy rule is model.decode's: input bos_id first; at step t the name's character t is the
 prefix's when t < prefix_length, else the argmax of the logits (first index on ties), with the
@@ -39,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from data.atomic import write_bytes_atomic
 from data.vocab import VocabError
-from export import manifest
+from export import integrity, manifest
 from export.errors import ArtifactError
 from export.runtime import session_options
 
@@ -299,7 +300,7 @@ def export_generate(step_path: str | Path, path: str | Path) -> int:
     """Build charrnn_generate.onnx from the step at `step_path`, verify it against the step loop,
     and write `path` only if every name agrees. Returns the number of names compared."""
     step_data = Path(step_path).read_bytes()
-    data = build_generate_model(onnx.load_from_string(step_data)).SerializeToString()
+    data = integrity.seal_onnx(build_generate_model(onnx.load_from_string(step_data)).SerializeToString())
     compared = verify(data, step_data, str(path))
     write_bytes_atomic(path, data)
     return compared

@@ -1,5 +1,6 @@
 """The ONNX step: inputs `char` int64 [batch], `hidden` float32 [num_layers, batch, hidden_size];
-outputs `logits` [batch, vocab_size], `hidden_out`; vocab.json in metadata_props."""
+outputs `logits` [batch, vocab_size], `hidden_out`; vocab.json in metadata_props, and the content
+checksum `charrnn.sha256` appended as the last entry (export.integrity)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import onnx
 import torch
 
 from data.atomic import write_bytes_atomic
-from export import manifest
+from export import integrity, manifest
 from export.parity import check
 from model.charrnn import CharRNN
 
@@ -54,7 +55,7 @@ def export_onnx(model: CharRNN, manifest_text: str, path: str | Path) -> float:
     from export.runtime import OnnxStep  # torch-free runtime, imported lazily
 
     proto = to_onnx_model(model, manifest_text)
-    data = proto.SerializeToString()
+    data = integrity.seal_onnx(proto.SerializeToString())
     step = OnnxStep.from_bytes(data, source=str(path))
     diff = check(model, lambda c, h: step(c.numpy(), h.numpy()), f"ONNX export {path}")
     write_bytes_atomic(path, data)

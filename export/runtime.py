@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from data.vocab import Vocab, VocabError
-from export import manifest
+from export import integrity, manifest
 from export.errors import ArtifactError
 from model.noise import to_unit_interval, uniform_bits
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
@@ -66,7 +66,7 @@ class _OnnxModel:
         if names_in != self.INPUTS or names_out != self.OUTPUTS:
             raise ArtifactError(f"{source}: expected inputs {self.INPUTS} and outputs {self.OUTPUTS}, "
                                 f"got {names_in} and {names_out}")
-        text = session.get_modelmeta().custom_metadata_map.get(manifest.VOCAB_KEY)
+        text = _metadata(session, source).get(manifest.VOCAB_KEY)
         if not text:
             raise ArtifactError(f"{source}: no {manifest.VOCAB_KEY!r} in the model metadata")
         try:
@@ -84,12 +84,23 @@ class _OnnxModel:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1):
+        """Load from the file's bytes; its sealed content checksum (export.integrity) must match."""
         try:
             session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
             raise ArtifactError(f"{source}: not a loadable ONNX model (truncated or corrupted?): "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        metadata = _metadata(session, source)
+        if manifest.VOCAB_KEY in metadata:  # without it, __init__ names the missing vocabulary
+            integrity.check_onnx(bytes(data), source, metadata)
         return cls(session, source)
+
+
+def _metadata(session: ort.InferenceSession, source: str) -> dict[str, str]:
+    try:
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # noqa: BLE001 - e.g. UnicodeDecodeError on damaged metadata
+        raise ArtifactError(f"{source}: unreadable model metadata (corrupted?): {type(exc).__name__}") from None
 
 
 class OnnxStep(_OnnxModel):

@@ -1,5 +1,6 @@
 """The TorchScript step: `forward(char int64 [B], hidden float32 [L, B, H]) -> (logits, hidden_out)`,
-with vocab.json inside as a TorchScript extra file."""
+with vocab.json inside as a TorchScript extra file, and the content checksum `charrnn.sha256`
+(export.integrity) that the loader recomputes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from data.atomic import atomic_path
 from data.vocab import Vocab, VocabError
-from export import manifest
+from export import integrity, manifest
 from export.errors import ArtifactError
 from export.parity import check
 from model.charrnn import CharRNN
@@ -23,12 +24,20 @@ def _script(model: CharRNN) -> torch.jit.ScriptModule:
         return torch.jit.script(model)
 
 
+def save_torchscript(module: torch.jit.ScriptModule, manifest_text: str, path: str | Path) -> None:
+    """torch.jit.save with vocab.json and the content checksum inside (saved twice: the checksum
+    covers every other member, and a second save writes the same members)."""
+    torch.jit.save(module, str(path), _extra_files={manifest.VOCAB_KEY: manifest_text})
+    digest, _ = integrity.zip_digest(path)
+    torch.jit.save(module, str(path), _extra_files={manifest.VOCAB_KEY: manifest_text, integrity.SEAL_KEY: digest})
+
+
 def export_torchscript(model: CharRNN, manifest_text: str, path: str | Path) -> float:
     """Script, reload and compare with eager; write `path` only if they agree. Returns max diff."""
     model = model.cpu().eval()
     scripted = _script(model)
     with atomic_path(path) as tmp:
-        torch.jit.save(scripted, str(tmp), _extra_files={manifest.VOCAB_KEY: manifest_text})
+        save_torchscript(scripted, manifest_text, tmp)
         reloaded, _, _ = load_torchscript(tmp)
 
         def run(char, hidden):
@@ -39,10 +48,12 @@ def export_torchscript(model: CharRNN, manifest_text: str, path: str | Path) -> 
 
 
 def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, Vocab, dict]:
-    """Load the step and its vocabulary; any corruption is one ArtifactError naming the file."""
+    """Load the step and its vocabulary; any corruption is one ArtifactError naming the file
+    (checked first: every member's CRC-32 and the sealed content checksum)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: TorchScript file not found")
+    integrity.check_torchscript(path)
     extra = {manifest.VOCAB_KEY: ""}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)

@@ -1,4 +1,5 @@
-"""Check that a set of artifacts belongs together: each loads, and all carry one fingerprint.
+"""Check that a set of artifacts belongs together: each loads (with its content checksum), and
+all carry one fingerprint and one vocabulary.
 
 Usage: python -m export.verify [--dir artifacts]   (exit 1 with one line per problem)
 """
@@ -14,32 +15,59 @@ from export import manifest
 from export.errors import ArtifactError
 from model.checkpoint import CheckpointError
 
+ARTIFACTS = ("checkpoint.pt", "vocab.json", "charrnn.torchscript.pt", "charrnn.onnx", "charrnn_generate.onnx")
+VOCAB_FIELDS = ("symbols", "bos_id", "eos_id")  # what must be equal beside the fingerprint
 
-def fingerprints(directory: str | Path) -> tuple[dict[str, str], list[str]]:
-    """Fingerprint per artifact that loaded, and a message per artifact that did not."""
-    from export.runtime import OnnxStep
+
+def _checkpoint(path: Path) -> dict:
+    from model.checkpoint import load_checkpoint  # recomputes the weights+vocabulary fingerprint
+
+    _, vocab, ckpt = load_checkpoint(path)
+    return {**vocab.to_dict(), "fingerprint": ckpt["fingerprint"]}
+
+
+def manifests(directory: str | Path) -> tuple[dict[str, dict], list[str]]:
+    """vocab.json contents per artifact that loaded, and a message per artifact that did not."""
+    from export.runtime import OnnxGreedy, OnnxStep
     from export.torchscript import load_torchscript
-    from model.checkpoint import read_checkpoint
 
     d = Path(directory)
-    found: dict[str, str] = {}
+    found: dict[str, dict] = {}
     problems: list[str] = []
     loaders = {
-        "checkpoint.pt": lambda p: read_checkpoint(p)["fingerprint"],
-        "vocab.json": lambda p: manifest.parse(p.read_bytes(), str(p))[1]["fingerprint"],
-        "charrnn.torchscript.pt": lambda p: load_torchscript(p)[2]["fingerprint"],
-        "charrnn.onnx": lambda p: OnnxStep.from_path(p).meta["fingerprint"],
+        "checkpoint.pt": _checkpoint,
+        "vocab.json": lambda p: manifest.parse(p.read_bytes(), str(p))[1],
+        "charrnn.torchscript.pt": lambda p: load_torchscript(p)[2],
+        "charrnn.onnx": lambda p: OnnxStep.from_path(p).meta,
+        "charrnn_generate.onnx": lambda p: OnnxGreedy.from_path(p).meta,
     }
-    for name, load in loaders.items():
+    for name in ARTIFACTS:
         path = d / name
         try:
-            found[name] = load(path)
+            meta = loaders[name](path)
+            if "fingerprint" not in meta:
+                raise ArtifactError(f"{path}: its vocab.json has no 'fingerprint'")
+            found[name] = meta
         except (CheckpointError, ArtifactError, VocabError, KeyError, OSError, json.JSONDecodeError) as exc:
             problems.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
-    if len(set(found.values())) > 1:
-        listing = ", ".join(f"{name}={fp}" for name, fp in found.items())
+    fingerprints_seen = {name: meta["fingerprint"] for name, meta in found.items()}
+    if len(set(fingerprints_seen.values())) > 1:
+        listing = ", ".join(f"{name}={fp}" for name, fp in fingerprints_seen.items())
         problems.append(f"{d}: artifacts come from different training runs (fingerprints {listing})")
+    elif found:
+        first, reference = next(iter(found.items()))
+        for name, meta in found.items():
+            differs = [k for k in VOCAB_FIELDS if meta.get(k) != reference.get(k)]
+            if differs:
+                problems.append(f"{d / name}: vocabulary differs from {first}'s ({', '.join(differs)}) under "
+                                f"the same fingerprint: the file was altered")
     return found, problems
+
+
+def fingerprints(directory: str | Path) -> tuple[dict[str, str], list[str]]:
+    """Fingerprint per artifact that loaded, and a message per problem."""
+    found, problems = manifests(directory)
+    return {name: meta["fingerprint"] for name, meta in found.items()}, problems
 
 
 def main(argv: list[str] | None = None) -> None:

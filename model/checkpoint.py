@@ -20,6 +20,8 @@ import torch
 
 from data.atomic import atomic_path
 from data.vocab import Vocab, VocabError
+from export.errors import ArtifactError
+from export.integrity import check_zip
 from model.charrnn import CharRNN, ModelConfig
 
 FORMAT = "charrnn-checkpoint"
@@ -66,6 +68,10 @@ def read_checkpoint(path: str | Path) -> dict:
     # torch.save writes a zip archive; anything else is damaged (or a foreign pickle, refused too)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: not a zip archive)")
+    try:  # every member's CRC-32: torch.load itself does not check them
+        check_zip(path)
+    except ArtifactError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {str(exc).removeprefix(f'{path}: ')}") from None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -73,7 +79,7 @@ def read_checkpoint(path: str | Path) -> dict:
                       "unsupported content")
         raise CheckpointError(f"{path}: refused: the checkpoint holds objects other than tensors and plain data "
                               f"({reason})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- damaged data makes torch raise assorted types
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
                               f"{_first_line(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -33,6 +33,7 @@ def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
     """A scripted, randomly initialised CharRNN (default size) with its vocab.json, torch only."""
     from data.vocab import Vocab
     from export import manifest
+    from export.torchscript import save_torchscript
     from model.charrnn import CharRNN, ModelConfig
 
     vocab = Vocab.from_names(["ABCDEFGHIJKLMNOPRSTUVZ abcdefghijlmnopqrstuvxyzáãéêíóôú"])
@@ -44,7 +45,7 @@ def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(model)
     ts, vj = out_dir / "charrnn.torchscript.pt", out_dir / "vocab.json"
-    torch.jit.save(scripted, str(ts), _extra_files={manifest.VOCAB_KEY: text})
+    save_torchscript(scripted, text, ts)  # with its content checksum, as the loader requires
     vj.write_text(text, encoding="utf-8")
     return ts, vj
 

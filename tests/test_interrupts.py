@@ -52,7 +52,7 @@ def test_interrupted_export_leaves_one_consistent_set(tiny_artifacts, tmp_path, 
         interrupt([sys.executable, "-m", "export", "--checkpoint", str(out / "checkpoint.pt"), "--out-dir", str(out)],
                   rng.uniform(1.0, 8.0), sig)
         found, problems = fingerprints(out)
-        assert problems == [] and len(found) == 4
+        assert problems == [] and len(found) == 5
         assert leftovers(out) == []
 
 

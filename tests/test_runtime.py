@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from export import manifest
+from export import integrity, manifest
 from export.errors import ArtifactError
 from export.runtime import NameGenerator, session_options
 
@@ -81,7 +81,7 @@ def test_one_graph_model_of_another_export_is_refused(tiny_artifacts, tmp_path):
     _, meta = manifest.parse(proto.metadata_props[0].value, "test")
     meta["fingerprint"] = "0" * 16
     onnx.helper.set_model_props(proto, {manifest.VOCAB_KEY: manifest.dumps(meta)})
-    onnx.save(proto, str(tmp_path / "other.onnx"))
+    (tmp_path / "other.onnx").write_bytes(integrity.seal_onnx(proto.SerializeToString()))  # a sound file
     with pytest.raises(ArtifactError, match="not from the same export"):
         NameGenerator(tiny_artifacts.onnx, generate_model=tmp_path / "other.onnx")
 
