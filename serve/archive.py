@@ -8,17 +8,30 @@ vocabulary (vocab.json, checked against the copy inside the TorchScript file whe
 starts), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
 imports, as packages (data/, model/, export/, serve/) so `import serve.engine` works inside the
 model directory. The module list is the engine's actual import closure, not a hand-kept list.
+checksums.json (serve/checksums.py) holds the SHA-256 of every one of those files; the worker
+verifies it before loading anything.
+
+`check_archive` (python -m serve.archive --check FILE.mar ...; run by `make serve` before it
+starts TorchServe) unpacks an archive and starts the handler on it in-process, exactly as a
+worker would, so a damaged or mismatched archive is refused in a second with one message naming
+it, instead of TorchServe retrying a dying worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
+
+from export.errors import ArtifactError
+from serve import checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -63,23 +76,35 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
     staging = Path(tempfile.mkdtemp(prefix="charrnn-archive-"))
     try:
         package = staging / "package"
-        for rel in shipped_modules():
+        shipped = shipped_modules()
+        for rel in shipped:
             (package / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, package / rel)
         vocab_copy = staging / "vocab.json"
         shutil.copy2(vocab_json, vocab_copy)
+        handler = ROOT / "serve" / "handler.py"
         written = []
         for name in models:
             config = staging / "config" / name / "model-config.yaml"  # the name TorchServe's docs use
             config.parent.mkdir(parents=True)
             shutil.copy2(CONFIG_DIR / f"{name}.yaml", config)
+            # checksums.json: every file as it will lie in the worker's model dir
+            sums = staging / "sums" / name
+            sums.mkdir(parents=True)
+            for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
+                                ("vocab.json", vocab_copy), ("model-config.yaml", config),
+                                *[(str(rel), package / rel) for rel in shipped]]:
+                (sums / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, sums / rel)
+            listing = ["handler.py", torchscript.name, "vocab.json", "model-config.yaml", *map(str, shipped)]
+            (staging / "config" / name / checksums.CHECKSUMS).write_text(checksums.build(sums, listing))
             # the archiver stages files in $TMPDIR/<model name>: give each build its own TMPDIR
             (staging / "tmp").mkdir(exist_ok=True)
             env = {**os.environ, "TMPDIR": str(staging / "tmp")}
             subprocess.run([archiver, "--model-name", name, "--version", VERSION,
-                            "--handler", str(ROOT / "serve" / "handler.py"),
+                            "--handler", str(handler),
                             "--serialized-file", str(torchscript),
-                            "--extra-files", f"{vocab_copy},{package}",
+                            "--extra-files", f"{vocab_copy},{package},{config.parent / checksums.CHECKSUMS}",
                             "--config-file", str(config),
                             "--export-path", str(out_dir), "--force"],
                            check=True, env=env)
@@ -89,12 +114,75 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_archive(mar: str | Path) -> str:
+    """Unpack `mar` and start the handler on it in-process with the stand-in context, as a
+    TorchServe worker would (CRC-32 of every member, checksums.json, the TorchScript file's own
+    checksum, vocab.json against the TorchScript vocabulary, the model config). Returns the
+    model's fingerprint; raises ArtifactError naming the archive (and the file inside it)."""
+    mar = Path(mar)
+    if not mar.is_file():
+        raise ArtifactError(f"{mar}: archive not found (run `make archive`)")
+    unpacked = Path(tempfile.mkdtemp(prefix="charrnn-mar-check-"))
+    try:
+        try:
+            with zipfile.ZipFile(mar) as archive:
+                bad = archive.testzip()
+                if bad is not None:
+                    raise ArtifactError(f"{mar}: damaged archive: {bad} fails its CRC-32")
+                archive.extractall(unpacked)  # Python drops absolute and '..' parts of member names
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise ArtifactError(f"{mar}: damaged archive (truncated or corrupted): {exc}") from None
+        return _start_handler(mar, unpacked)
+    except ArtifactError as exc:
+        raise ArtifactError(str(exc).replace(f"{unpacked}/", f"{mar}!/")) from None
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _start_handler(mar: Path, model_dir: Path) -> str:
+    import torch
+    import yaml
+
+    from data.vocab import VocabError
+    from serve.handler import CharRNNHandler
+    from serve.standin import StandInContext
+
+    checksums.verify(model_dir, str(mar), required=True)
+    try:
+        manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text(encoding="utf-8"))["model"]
+        config = yaml.safe_load((model_dir / "model-config.yaml").read_text(encoding="utf-8")) or {}
+        context = StandInContext(model_dir, model_yaml_config=config, model_name=manifest["modelName"],
+                                 serialized_file=manifest["serializedFile"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ArtifactError(f"{mar}: unreadable manifest or model config: {exc}") from None
+    handler, threads = CharRNNHandler(), torch.get_num_threads()
+    try:
+        handler.initialize(context)
+    except ArtifactError:
+        raise
+    except (VocabError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{mar}: the handler refuses to start: {exc}") from None
+    finally:
+        torch.set_num_threads(threads)  # initialize sets the worker's thread count
+    return str(handler.engine.fingerprint)
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Build the TorchServe archives of the CharRNN.")
+    p = argparse.ArgumentParser(description="Build (or --check) the TorchServe archives of the CharRNN.")
     p.add_argument("--torchscript", default="artifacts/charrnn.torchscript.pt")
     p.add_argument("--vocab", default="artifacts/vocab.json")
     p.add_argument("--out", default="artifacts/model_store")
+    p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)
+    if args.check:
+        failed = False
+        for mar in args.check:
+            try:
+                print(f"ok: {mar} (fingerprint {check_archive(mar)})")
+            except ArtifactError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed = True
+        raise SystemExit(1 if failed else 0)
     for path in build_archives(args.torchscript, args.vocab, args.out):
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 

@@ -9,6 +9,11 @@
         s.type("Lu")                               # {"text": "Lu", "next": [{"char": "i", "p": ...}], "completion": ...}
         s.append("c")
 
+Errors: ClientError(status, message) for a refused request (429 for too many open sessions,
+with `retry_after`), status 0 when the server cannot be reached; SessionLost (a ClientError,
+404) when the server no longer knows the session (expired, or the server restarted): the
+Session then forgets its id and its next call opens a new session.
+
 Command line: python -m serve.client --prefix L [-n 3 --temperature 0.8 --seed 7 --stream]
               python -m serve.client --session Lu --session Luc     (one session, several requests)
 """
@@ -27,9 +32,16 @@ SEQUENCE_ID = "ts_request_sequence_id"
 
 
 class ClientError(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message = status, message
+    """A refused request (`status` the HTTP status), or 0 when the server could not be reached."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class SessionLost(ClientError):
+    """The server no longer knows this session (it expired, was evicted, or the server was
+    restarted). The Session forgets its id: its next call opens a new session."""
 
 
 class Client:
@@ -50,22 +62,34 @@ class Client:
                                  "is TorchServe running (make serve)?") from None
 
     def _refresh_key(self) -> None:
-        """Keys expire (60 min): re-read the file; if unchanged, ask for a new one with the API key."""
+        """Keys expire (60 min) and a restarted server has new ones: re-read the file; if
+        unchanged, ask for a new one with the API key."""
         old, self._key = self._key, self._read_key()
         if self._key == old and self.management_url:
-            api = json.loads(self.key_file.read_text())["API"]["key"]
-            resp = self.http.post(f"{self.management_url}/token", params={"type": "inference"},
-                                  headers={"Authorization": f"Bearer {api}"}, timeout=self.timeout)
+            try:
+                api = json.loads(self.key_file.read_text())["API"]["key"]
+                resp = self.http.post(f"{self.management_url}/token", params={"type": "inference"},
+                                      headers={"Authorization": f"Bearer {api}"}, timeout=self.timeout)
+            except (OSError, ValueError, KeyError, requests.RequestException):
+                return  # the request is answered InvalidKeyException, as it would be anyway
             if resp.ok:
                 self._key = self._read_key()
+
+    def _send(self, model: str, data: bytes, headers: dict, stream: bool) -> requests.Response:
+        try:
+            return self.http.post(f"{self.url}/predictions/{model}", data=data, headers=headers,
+                                  timeout=self.timeout, stream=stream)
+        except requests.RequestException as exc:  # refused, reset, timed out: no HTTP answer
+            raise ClientError(0, f"cannot reach TorchServe at {self.url} ({type(exc).__name__}): is it "
+                                 "running (make serve)?") from None
 
     def _post(self, model: str, body: dict, headers: dict | None = None, stream: bool = False) -> requests.Response:
         if self._key is None:
             self._key = self._read_key()
+        data = json.dumps(body).encode()
         for attempt in (0, 1):
             hdrs = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json", **(headers or {})}
-            resp = self.http.post(f"{self.url}/predictions/{model}", data=json.dumps(body).encode(),
-                                  headers=hdrs, timeout=self.timeout, stream=stream)
+            resp = self._send(model, data, hdrs, stream)
             if resp.status_code == 400 and attempt == 0 and b"InvalidKeyException" in resp.content[:300]:
                 self._refresh_key()
                 continue
@@ -76,7 +100,9 @@ class Client:
                 message = data.get("error") or data.get("message") or resp.text
             except ValueError:
                 message = resp.text
-            raise ClientError(resp.status_code, message)
+            retry = resp.headers.get("Retry-After")
+            raise ClientError(resp.status_code, message,
+                              float(retry) if retry and retry.isdigit() else None)
         return resp
 
     # -- one-shot
@@ -105,7 +131,15 @@ class Session:
 
     def _send(self, body: dict) -> dict:
         headers = {SEQUENCE_ID: self.id} if self.id else {}
-        resp = self.client._post(self.client.session_model, {**self.defaults, **body}, headers)
+        try:
+            resp = self.client._post(self.client.session_model, {**self.defaults, **body}, headers)
+        except ClientError as exc:
+            if exc.status == 404 and self.id:  # the handler's "unknown or expired"
+                lost, self.id = self.id, None
+                raise SessionLost(404, f"session {lost} was lost (expired, evicted, or the server "
+                                       f"restarted): {exc.message}; the next request opens a new "
+                                       "session") from None
+            raise
         self.id = resp.headers.get(SEQUENCE_ID, self.id)
         return resp.json()
 
@@ -119,14 +153,18 @@ class Session:
 
     def close(self) -> None:
         if self.id:
-            self.client._post(self.client.session_model, {"close": True}, {SEQUENCE_ID: self.id})
-            self.id = None
+            sid, self.id = self.id, None
+            self.client._post(self.client.session_model, {"close": True}, {SEQUENCE_ID: sid})
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        try:
+            self.close()
+        except ClientError:
+            if exc[0] is None:  # never hide the error that ended the block
+                raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,10 +45,11 @@ class RequestError(ValueError):
     """A refused request. `status` is the HTTP status to answer; the message names the problem
     (it may hold any character: send it in the body, never in a status phrase)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after = retry_after  # seconds, for a Retry-After header (429)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ def parse_body(payload: object, max_bytes: int) -> dict:
                                    f"column {exc.colno}") from None
             except RecursionError:
                 raise RequestError("body is not valid JSON: nested too deeply") from None
+            except RequestError:  # NaN/Infinity, from _reject_constant
+                raise
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise RequestError(f"body is not valid JSON: {str(exc).split(':')[0]}") from None
     if payload is None:
         raise RequestError('request body is empty: send a JSON object, e.g. {"prefix": "L"}')
     if not isinstance(payload, dict):
@@ -205,16 +210,29 @@ class SessionState:
 class SessionStore:
     """Per-session state, bounded: at most `max_sessions` (least recently used evicted first) and
     none idle longer than `idle_seconds`. TorchServe expires its sequences without telling the
-    handler, so this store must bound itself."""
+    handler, so this store must bound itself.
+
+    With `max_open`, at most that many sessions may be *open*: used within the last
+    `open_window` seconds (TorchServe's sequenceMaxIdleMSec: the time its frontend holds an
+    idle sequence's slot). A session that would become open beyond that is refused (429) before
+    TorchServe's own slots (maxNumSequence) run out and it answers a misleading 503. Sessions
+    idle longer than the window stay resumable until `idle_seconds` but no longer count."""
 
     def __init__(self, max_sessions: int = 128, idle_seconds: float = 120.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *, max_open: int | None = None,
+                 open_window: float | None = None):
         if max_sessions < 1 or not idle_seconds > 0:
             raise ValueError("max_sessions must be >= 1 and idle_seconds > 0")
+        if max_open is not None and not 1 <= max_open <= max_sessions:
+            raise ValueError("max_open must be between 1 and max_sessions")
+        if open_window is not None and not 0 < open_window <= idle_seconds:
+            raise ValueError("open_window must be > 0 and <= idle_seconds")
         self.max_sessions, self.idle_seconds, self.clock = max_sessions, idle_seconds, clock
+        self.max_open, self.open_window = max_open, open_window if open_window is not None else idle_seconds
         self._states: OrderedDict[str, SessionState] = OrderedDict()
         self.evicted = 0
         self.expired = 0
+        self.refused = 0
 
     def __len__(self) -> int:
         return len(self._states)
@@ -230,6 +248,11 @@ class SessionStore:
                 break
             self._states.popitem(last=False)
             self.expired += 1
+
+    def peek(self, sid: str) -> SessionState | None:
+        """The state without marking it used (put marks it)."""
+        self.expire()
+        return self._states.get(sid)
 
     def get(self, sid: str) -> SessionState | None:
         self.expire()
@@ -249,6 +272,36 @@ class SessionStore:
 
     def pop(self, sid: str) -> bool:
         return self._states.pop(sid, None) is not None
+
+    def is_open(self, sid: str) -> bool:
+        state = self._states.get(sid)
+        return state is not None and state.used >= self.clock() - self.open_window
+
+    def open_count(self) -> int:
+        """Sessions used within the open window (the store is in least-recently-used order)."""
+        horizon, count = self.clock() - self.open_window, 0
+        for state in reversed(self._states.values()):
+            if state.used < horizon:
+                break
+            count += 1
+        return count
+
+    def admission(self, pending: int = 0) -> RequestError | None:
+        """None if one more session may open (beside `pending` ones already admitted), else the
+        429 to answer, with the seconds until the least recently used open session leaves the
+        window."""
+        if self.max_open is None:
+            return None
+        count = self.open_count()
+        if count + pending < self.max_open:
+            return None
+        self.refused += 1
+        horizon = self.clock() - self.open_window
+        oldest = next((s.used for s in self._states.values() if s.used >= horizon), self.clock())
+        retry = max(1.0, math.ceil(oldest + self.open_window - self.clock()))
+        return RequestError(f"too many open sessions: {count + pending} were used in the last "
+                            f"{self.open_window:g} s and the limit is {self.max_open}; close one "
+                            f'(send {{"close": true}}) or retry in {retry:g} s', 429, retry_after=retry)
 
 
 class _Recorder:
@@ -417,13 +470,15 @@ class Engine:
         store, vocab = self.sessions, self.vocab
         store.expire()
         jobs = []  # (result index, sid, request, base state or None, text, fed ids)
+        admitted = 0  # sessions this wave opens (new, or back after the open window)
         for i in wave:
             sid, req, opens = items[i]
             if req.close:
                 store.pop(sid)
                 results[i] = {"session": sid, "closed": True}
                 continue
-            state = None if opens else store.get(sid)
+            was_open = store.is_open(sid)
+            state = None if opens else store.peek(sid)
             if req.text is not None:  # the whole text: continue if it extends the session's text
                 text = req.text
                 if state is not None and text.startswith(state.text):
@@ -441,6 +496,12 @@ class Engine:
                 results[i] = RequestError(f"the session's text would be {len(text)} characters "
                                           f"long; the limit is {self.limits.max_prefix}")
                 continue
+            if not was_open:
+                refusal = store.admission(admitted)
+                if refusal is not None:
+                    results[i] = refusal
+                    continue
+                admitted += 1
             jobs.append((i, sid, req, state, text, vocab.encode(feed)))
         if not jobs:
             return
@@ -518,10 +579,14 @@ def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscri
     except VocabError as exc:
         raise ArtifactError(str(exc)) from None
     ours, theirs = file_meta.get("fingerprint"), meta.get("fingerprint")
-    if ours != theirs or file_vocab != vocab:
+    if ours != theirs:
         raise ArtifactError(f"{path} (fingerprint {ours}) does not match the vocabulary inside "
                             f"{torchscript} (fingerprint {theirs}): the artifacts come from "
                             "different training runs; rebuild the archive (make archive)")
+    if file_vocab != vocab:
+        raise ArtifactError(f"{path} lists other symbols than the vocabulary inside {torchscript} "
+                            f"under the same fingerprint {ours}: the file was altered; rebuild the "
+                            "archive (make archive)")
 
 
 def names_json(names: list[str]) -> str:

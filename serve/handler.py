@@ -12,6 +12,13 @@ Modes (the `handler.mode` key of the archive's model-config.yaml):
 
 Every refused request gets its own 4xx status (with an ASCII phrase: a non-ASCII one kills the
 worker) and a JSON body {"error": ...}; the other requests of the batch are answered normally.
+A session request whose session the handler does not keep (refused, closed, unknown) also ends
+TorchServe's sequence (header ts_request_sequence_end), so it never holds one of the frontend's
+maxNumSequence slots; beyond `sessions.open_max` open sessions a new one gets 429.
+
+At start-up the worker refuses to serve (initialize raises, TorchServe logs it and retries)
+when the archive's checksums.json does not match its files, or vocab.json does not match the
+vocabulary inside the TorchScript file.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
+from serve import checksums
 from serve.engine import (
     NDJSON,
     Engine,
@@ -44,7 +52,9 @@ from serve.engine import (
 
 logger = logging.getLogger(__name__)
 
-PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}  # ASCII only
+# every status phrase the handler can set: ASCII only (tests scan them)
+PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests"}
+MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
 DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
 JSON = "application/json"
 
@@ -76,19 +86,33 @@ class CharRNNHandler:
             device = torch.device("cpu")
         manifest = getattr(context, "manifest", None) or {}
         serialized = (manifest.get("model") or {}).get("serializedFile") or DEFAULT_SERIALIZED
-        sessions = config.get("sessions") or {}
         started = time.perf_counter()
+        label = f"{(manifest.get('model') or {}).get('modelName') or 'model'}.mar"
+        checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
         self.engine = Engine.from_artifacts(
             os.path.join(model_dir, serialized),
             os.path.join(model_dir, "vocab.json"),  # refuses to start on a fingerprint mismatch
             device=device,
             limits=Limits.from_dict(config.get("limits")),
-            sessions=SessionStore(int(sessions.get("max", 128)), float(sessions.get("idle_seconds", 120))),
+            sessions=self._session_store(config.get("sessions") or {}, context),
         )
         self.engine.warm_up()
         self.initialized = True
-        logger.info("charrnn %s handler ready on %s (fingerprint %s) in %.2f s", self.mode, device,
-                    self.engine.fingerprint, time.perf_counter() - started)
+        logger.info("charrnn %s handler ready on %s (fingerprint %s, %d archive files checked) in %.2f s",
+                    self.mode, device, self.engine.fingerprint, checked, time.perf_counter() - started)
+
+    @staticmethod
+    def _session_store(sessions: dict, context) -> SessionStore:
+        """sessions: {max, idle_seconds, open_max}; the open window is TorchServe's own
+        sequenceMaxIdleMSec from the same model config (how long the frontend holds a slot)."""
+        idle = float(sessions.get("idle_seconds", 120))
+        open_max = sessions.get("open_max")
+        window = None
+        frontend_idle = (getattr(context, "model_yaml_config", None) or {}).get("sequenceMaxIdleMSec")
+        if open_max is not None and frontend_idle:
+            window = min(idle, float(frontend_idle) / 1000)
+        return SessionStore(int(sessions.get("max", 128)), idle,
+                            max_open=int(open_max) if open_max is not None else None, open_window=window)
 
     # ------------------------------------------------------------ requests
 
@@ -113,6 +137,8 @@ class CharRNNHandler:
     def _refuse(context, i: int, exc: RequestError) -> str:
         context.set_response_status(exc.status, PHRASES.get(exc.status, "Bad Request"), idx=i)
         context.set_response_content_type(i, JSON)
+        if exc.retry_after is not None:
+            context.set_response_header(i, "Retry-After", str(int(exc.retry_after)))
         return error_json(exc.message)
 
     def _handle_generate(self, data, context) -> list:
@@ -160,11 +186,18 @@ class CharRNNHandler:
         engine = self.engine
         out: list = [None] * len(data)
         items, where = [], []
+        sids: dict[int, str] = {}
         for i, row in enumerate(data):
             sid = context.get_sequence_id(i)
             if not sid:
                 out[i] = self._refuse(context, i, RequestError(
                     "no session id: this model runs under TorchServe sequence batching"))
+                continue
+            sids[i] = sid
+            if len(sid) > MAX_SESSION_ID or not sid.isprintable():
+                out[i] = self._refuse(context, i, RequestError(
+                    f"invalid session id: use the {context.header_key_sequence_id} header TorchServe "
+                    f"sent (printable, at most {MAX_SESSION_ID} characters)"))
                 continue
             context.set_response_header(i, context.header_key_sequence_id, sid)
             opens = str(context.get_request_header(i, context.header_key_sequence_start) or "").lower() == "true"
@@ -176,11 +209,12 @@ class CharRNNHandler:
         for i, (sid, _, _), result in zip(where, items, engine.session(items) if items else []):
             if isinstance(result, RequestError):
                 out[i] = self._refuse(context, i, result)
-                if result.status == 404:  # nothing left to continue: free TorchServe's slot too
-                    context.set_response_header(i, context.header_key_sequence_end, sid)
                 continue
-            if result.get("closed"):
-                context.set_response_header(i, context.header_key_sequence_end, sid)
             context.set_response_content_type(i, JSON)
             out[i] = json.dumps(result, ensure_ascii=False)
+        for i, sid in sids.items():
+            # a session the handler does not count as open (closed, refused, unknown, failed to
+            # open) must not hold one of TorchServe's sequence slots until sequenceMaxIdleMSec
+            if not engine.sessions.is_open(sid):
+                context.set_response_header(i, context.header_key_sequence_end, sid)
         return out

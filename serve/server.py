@@ -5,12 +5,16 @@ Usage (what `make serve` / `make stop` run):
       [--inference-port 8080 --management-port 8081 --metrics-port 8082]
   python -m serve.server stop --dir artifacts/serve
 
-`start` writes <dir>/config.properties (loopback-only addresses, token authorization on, the
-model register/unregister API off, allowed_urls restricted to the model store), starts
-TorchServe in the background from <dir> (so the token file is <dir>/key_file.json and the logs
-go to <dir>/logs), and returns only when every model's workers are READY (/ping answers before
-the models can). Everything instance-specific (pid file, worker sockets, Java temp files) lives
-under <dir>/tmp, so several instances (tests) can run side by side on other ports.
+`start` first checks each archive in-process (serve.archive.check_archive: the handler started
+on the unpacked .mar, as a worker would), then writes <dir>/config.properties (loopback-only
+addresses, token authorization on, the model register/unregister API off, allowed_urls
+restricted to the model store), starts TorchServe in the background from <dir> (so the token
+file is <dir>/key_file.json and the logs go to <dir>/logs), and returns only when every model's
+workers are READY (/ping answers before the models can). It fails fast, with the reason from
+the logs, when TorchServe cannot load an archive (the model is not registered) or a worker dies
+while loading (TorchServe would retry it for ever). Everything instance-specific (pid file,
+worker sockets, Java temp files) lives under <dir>/tmp, so several instances (tests) can run
+side by side on other ports.
 """
 
 from __future__ import annotations
@@ -122,9 +126,12 @@ def _get(url: str, key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 def ready_workers(run_dir: Path, ports: Ports, model: str) -> tuple[int, int]:
-    """(READY workers, expected workers) of `model`, asked of the management API."""
+    """(READY workers, expected workers) of `model`, asked of the management API; (0, 0) when
+    TorchServe answers that it has no such model."""
     status, body = _get(f"http://127.0.0.1:{ports.management}/models/{model}",
                         read_keys(run_dir)["management"])
+    if status == 404:
+        return 0, 0
     if status != 200:
         return 0, 1
     info = json.loads(body)[0]
@@ -135,7 +142,46 @@ def ready_workers(run_dir: Path, ports: Ports, model: str) -> tuple[int, int]:
 
 def is_ready(run_dir: Path, ports: Ports, model: str) -> bool:
     ready, expected = ready_workers(run_dir, ports, model)
-    return ready >= expected
+    return expected > 0 and ready >= expected
+
+
+# the last line of a Python traceback in a worker's output, e.g.
+# "... W-9000-charrnn_1.0-stdout MODEL_LOG - export.errors.ArtifactError: <message>"
+_WORKER_ERROR = re.compile(r"W-\d+-(?P<model>.+?)_[^_\s]+-stdout MODEL_LOG - "
+                           r"(?P<error>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?::.*)?)$")
+
+
+def _log_sizes(run_dir: Path) -> dict[str, int]:
+    logs = run_dir / "logs"
+    return {name: (logs / name).stat().st_size if (logs / name).is_file() else 0
+            for name in ("ts_log.log", "model_log.log")}
+
+
+def _new_log_lines(run_dir: Path, name: str, since: dict[str, int]) -> list[str]:
+    path = run_dir / "logs" / name
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(since.get(name, 0))
+            return fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def startup_failure(run_dir: Path, model: str, since: dict[str, int], registered: bool) -> str | None:
+    """Why `model` cannot become READY, from the logs written since `since`: TorchServe could
+    not load its archive (`registered` False), or a worker died while loading it."""
+    if not registered:
+        lines = _new_log_lines(run_dir, "ts_log.log", since)
+        for i, line in enumerate(lines):
+            if f"Failed to load model: {model}.mar" in line:
+                detail = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                return f"TorchServe could not load {model}.mar: {detail or 'see ts_log.log'}"
+        return f"TorchServe has no model {model} (its archive failed to load; see ts_log.log)"
+    for line in _new_log_lines(run_dir, "model_log.log", since):
+        match = _WORKER_ERROR.search(line)
+        if match and match.group("model") == model:
+            return f"a {model} worker died while loading the model: {match.group('error')}"
+    return None
 
 
 def _pid(run_dir: Path) -> int | None:
@@ -171,9 +217,24 @@ def log_tail(run_dir: Path, lines: int = 40) -> str:
     return "\n".join(out)
 
 
+def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
+    """Each archive starts the handler in-process (serve.archive.check_archive), or ServerError."""
+    from export.errors import ArtifactError
+    from serve.archive import check_archive
+
+    for m in models:
+        try:
+            check_archive(model_store / f"{m}.mar")
+        except ArtifactError as exc:
+            raise ServerError(f"refusing to start TorchServe: {exc}") from None
+
+
 def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
-          models: tuple[str, ...] = MODELS, timeout: float = 120.0) -> None:
-    """Start TorchServe and wait until every model has all its workers READY."""
+          models: tuple[str, ...] = MODELS, timeout: float = 120.0, check: bool = True) -> None:
+    """Start TorchServe and wait until every model has all its workers READY.
+
+    `check`: first start the handler on each archive in-process (a damaged or mismatched
+    archive is refused in about a second, before TorchServe starts)."""
     run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
     check_java()
     missing = [m for m in models if not (model_store / f"{m}.mar").is_file()]
@@ -182,7 +243,10 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
     run_dir.mkdir(parents=True, exist_ok=True)
     if _alive(_pid(run_dir)):
         raise ServerError(f"TorchServe already runs from {run_dir} (pid {_pid(run_dir)}): `make stop` first")
+    if check:
+        check_archives(model_store, models)
     (run_dir / "logs").mkdir(exist_ok=True)
+    since = _log_sizes(run_dir)
     (run_dir / KEY_FILE).unlink(missing_ok=True)
     config = run_dir / "config.properties"
     config.write_text(render_config(model_store, ports))
@@ -203,7 +267,18 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
             raise ServerError(f"models {pending} not READY after {timeout:.0f} s\n{log_tail(run_dir)}")
         if (run_dir / KEY_FILE).is_file():
             try:
-                pending = [m for m in pending if not is_ready(run_dir, ports, m)]
+                still = []
+                for m in pending:
+                    ready, expected = ready_workers(run_dir, ports, m)
+                    if expected and ready >= expected:
+                        continue
+                    # the management API answers only after the initial models were loaded
+                    failure = startup_failure(run_dir, m, since, registered=expected > 0)
+                    if failure:
+                        stop(run_dir)
+                        raise ServerError(f"{failure}\n(logs: {run_dir / 'logs'}; TorchServe stopped)")
+                    still.append(m)
+                pending = still
             except (OSError, ValueError, KeyError, IndexError):
                 pass
         if pending:
@@ -236,13 +311,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--management-port", type=int, default=8081)
     p.add_argument("--metrics-port", type=int, default=8082)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for READY workers")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the in-process check of the archives before starting")
     args = p.parse_args(argv)
     ports = Ports(args.inference_port, args.management_port, args.metrics_port)
     try:
         if args.action == "check-java":
             print(check_java())
         elif args.action == "start":
-            start(args.dir, args.model_store, ports, timeout=args.timeout)
+            start(args.dir, args.model_store, ports, timeout=args.timeout, check=not args.no_check)
             run_dir = Path(args.dir)
             print(f"TorchServe is up (workers READY), serving {', '.join(MODELS)} from {run_dir}/\n"
                   f"  inference:  http://127.0.0.1:{ports.inference}/predictions/charrnn"
