@@ -1,5 +1,6 @@
 # PRESET=ibge-rnn: the tanh-RNN counterpart of PRESET=ibge (~30k parameters), 5 minutes on 2 cores,
-# built into artifacts/ibge-rnn/. PROVISIONAL until the full 300 s sweep has run (see ibge.mk).
+# built into artifacts/ibge-rnn/.
+# Best RNN of the 2026-11-27 sweep (docs/results/sweep.md): 1.7828 nats/symbol at 120 s, 1 thread.
 ART             ?= artifacts/ibge-rnn
 CORPUS          ?= ../shared/data/ibge_names_train.tsv
 TITLE_CASE      ?= 1
@@ -16,4 +17,4 @@ EPOCHS          ?= 100000
 PATIENCE        ?= 0
 VAL_FRACTION    ?= 0.1
 SEED            ?= 0
-THREADS         ?= 2
+THREADS         ?= 1

@@ -1,13 +1,14 @@
-# PRESET=ibge: a ~26k-parameter GRU on the IBGE census names, 5 minutes on 2 cores.
+# PRESET=ibge: a ~49k-parameter GRU on the IBGE census names, 5 minutes of training.
 # `make train PRESET=ibge` (or eval, export, ...) builds into artifacts/ibge/; any VAR=value on the
-# command line still wins. Chosen from the time-to-quality sweep (`make sweep`, README "Results");
-# PROVISIONAL until the full 300 s sweep has run: picked from a 15-30 s, 1-thread screen.
+# command line still wins.
+# Picked from the 2026-11-27 sweep (10 configurations x 120 s, 1 thread; docs/results/sweep.md):
+# GRU 96 reached 1.7475 nats/symbol at 120 s, the best of the sweep (GRU 64: 1.7719, bigram: 2.2841).
 # Every training knob is set here, so make and `make bench` (bench/presets.py) train the same thing.
 ART             ?= artifacts/ibge
 CORPUS          ?= ../shared/data/ibge_names_train.tsv
 TITLE_CASE      ?= 1
 CELL            ?= gru
-HIDDEN          ?= 64
+HIDDEN          ?= 96
 LAYERS          ?= 1
 BATCH           ?= 64
 LR              ?= 0.01
@@ -19,4 +20,4 @@ EPOCHS          ?= 100000
 PATIENCE        ?= 0
 VAL_FRACTION    ?= 0.1
 SEED            ?= 0
-THREADS         ?= 2
+THREADS         ?= 1
