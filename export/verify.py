@@ -55,12 +55,15 @@ def manifests(directory: str | Path) -> tuple[dict[str, dict], list[str]]:
         listing = ", ".join(f"{name}={fp}" for name, fp in fingerprints_seen.items())
         problems.append(f"{d}: artifacts come from different training runs (fingerprints {listing})")
     elif found:
-        first, reference = next(iter(found.items()))
+        # the exports carry the very same vocab.json; the checkpoint only its vocabulary fields
+        exports = [(name, meta) for name, meta in found.items() if name != "checkpoint.pt"]
+        first, reference = exports[0] if exports else next(iter(found.items()))
         for name, meta in found.items():
-            differs = [k for k in VOCAB_FIELDS if meta.get(k) != reference.get(k)]
+            keys = VOCAB_FIELDS if "checkpoint.pt" in (name, first) else sorted(set(meta) | set(reference))
+            differs = [k for k in keys if meta.get(k) != reference.get(k)]
             if differs:
-                problems.append(f"{d / name}: vocabulary differs from {first}'s ({', '.join(differs)}) under "
-                                f"the same fingerprint: the file was altered")
+                problems.append(f"{d / name}: its vocab.json differs from {first}'s ({', '.join(differs)}) "
+                                f"under the same fingerprint: the file was altered")
     return found, problems
 
 

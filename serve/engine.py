@@ -587,6 +587,10 @@ def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscri
         raise ArtifactError(f"{path} lists other symbols than the vocabulary inside {torchscript} "
                             f"under the same fingerprint {ours}: the file was altered; rebuild the "
                             "archive (make archive)")
+    differs = sorted(k for k in set(file_meta) | set(meta) if file_meta.get(k) != meta.get(k))
+    if differs:  # the export writes the same vocab.json beside and inside the TorchScript file
+        raise ArtifactError(f"{path} differs from the vocab.json inside {torchscript} in "
+                            f"{', '.join(differs)}: the file was altered; rebuild the archive (make archive)")
 
 
 def names_json(names: list[str]) -> str:

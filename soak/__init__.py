@@ -1,0 +1,1 @@
+"""`make soak`: long reliability runs against a real TorchServe (README.md "Reliability")."""
