@@ -76,14 +76,14 @@ def run_generation(args) -> dict:
 
 
 def run_serving(args) -> dict:
-    # HOOK (serving, to be wired): a bench/serving.py with `section(args) -> {"data": dict, "markdown": str}`
-    # that starts a real TorchServe, drives it on loopback with 1, 8 and 32 concurrent clients
-    # (one-shot greedy and session endpoints: req/s, p50, p99, errors; median/min/max of repeats).
+    # bench/serving.py (`make bench-serving`): a real TorchServe driven on loopback with 1, 8 and 32
+    # concurrent clients (one-shot greedy and session endpoints), then the batching sweep.
+    from bench import serving
+
     try:
-        from bench import serving
-    except ImportError:
-        raise NotWired("the serving benchmark (bench/serving.py) is not wired into `make bench` yet") from None
-    return serving.section(args)
+        return serving.section(args)
+    except serving.Unavailable as exc:  # no Java 17, or no archives
+        raise Skipped(str(exc)) from None
 
 
 RUNNERS = {"training": run_training, "quality": run_quality, "generation": run_generation,
@@ -131,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation (bench/runtime.py)")
     g.add_argument("--gen-repeats", type=int, default=20)
     g.add_argument("--gen-batch", type=int, default=256)
+    g = p.add_argument_group("serving (bench/serving.py)")
+    g.add_argument("--serving-model-store", default=None, help="archives to serve (default: ART_DIR/model_store)")
+    g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")
+    g.add_argument("--serving-requests", type=int, default=2000, help="measured requests per run")
+    g.add_argument("--serving-warmup", type=int, default=200, help="unrecorded requests before each run")
+    g.add_argument("--serving-max-seconds", type=float, default=8.0, help="cap on each run's measured phase")
+    g.add_argument("--serving-jvm-warmup", type=int, default=12000,
+                   help="unrecorded requests after each TorchServe start (the JVM's JIT takes ~10,000 to settle)")
+    g.add_argument("--serving-jvm-warmup-seconds", type=float, default=30.0, help="cap on that warm-up")
+    g.add_argument("--serving-clients", default="1,8,32", help="concurrent clients of the main table")
+    g.add_argument("--serving-endpoints", default="greedy,session", help="greedy (one-shot) and/or session")
+    g.add_argument("--serving-sweep", default=None,
+                   help="workers:batchSize:maxBatchDelay[:quiet],... at 8 clients ('none': no sweep; "
+                        "default: bench.serving.DEFAULT_SWEEP)")
     return p
 
 

@@ -134,14 +134,16 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
     assert bench_main(["--sections", "training", *common, "--train-corpus", str(corpus), "--train-seconds", "0.2",
                        "--train-batches", "8", "--train-hidden", "8"]) == 0
     assert bench_main(["--sections", "quality,serving", *common, "--presets", "tiny", "--preset-dir",
-                       str(tmp_path), "--milestones", "0.2,0.4", "--quality-repeats", "2"]) == 0
+                       str(tmp_path), "--milestones", "0.2,0.4", "--quality-repeats", "2",
+                       "--serving-model-store", str(tmp_path / "no-archives")]) == 0
     sections = json.loads((out / "bench.json").read_text())["sections"]
     assert sections["training"]["status"] == "ok" and sections["quality"]["status"] == "ok"
-    assert sections["serving"]["status"] == "not wired"
+    assert sections["serving"]["status"] == "skipped"  # no archives (or no Java): said, not failed
+    assert "make archive" in sections["serving"]["error"] or "Java" in sections["serving"]["error"]
     assert sections["quality"]["data"]["presets"]["tiny"]["val_nll"]["0.4"]["n"] == 2
     md = (out / "bench.md").read_text()
     assert md.index("## Training throughput") < md.index("## Time to quality") < md.index("## Serving")
-    assert "`PRESET=tiny`" in md and "not wired" in md and "Measured " in md
+    assert "`PRESET=tiny`" in md and "**skipped**" in md and "Measured " in md
     (tmp_path / "gone.mk").write_text(preset.replace(str(corpus), str(tmp_path / "gone.txt")))
     assert bench_main(["--sections", "quality", *common, "--presets", "gone", "--preset-dir", str(tmp_path)]) == 0
     sections = json.loads((out / "bench.json").read_text())["sections"]
