@@ -1,0 +1,309 @@
+"""Property-based tests (hypothesis) of the engine's and the handler's input handling.
+
+- Arbitrary bytes, arbitrary JSON values (huge and non-finite numbers, deep nesting, control and
+  non-ASCII characters, lone surrogates, unknown and mistyped fields), already-parsed objects and
+  form-field rows never raise anything but the project's RequestError from the parsers, and the
+  handler answers every request of a batch with a 4xx JSON error or names, never an exception.
+- Valid requests always give `num` names that start with the prefix, use only vocabulary
+  characters and respect max_length; sessions follow a simple model of what was typed.
+
+Bounded and derandomized (the same examples on every run), so CI is stable.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from serve.engine import GENERATE_FIELDS, SESSION_FIELDS, Engine, GenerateRequest, RequestError
+from serve.handler import PHRASES, CharRNNHandler
+from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+
+ROOT = Path(__file__).resolve().parents[1]
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SLOW = settings(FUZZ, max_examples=60)  # examples that decode
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("fuzz_model")
+    shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
+    shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
+    return d
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_artifacts) -> Engine:
+    return Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
+
+
+def handler_for(model_dir: Path, mode: str, **config) -> tuple[CharRNNHandler, StandInContext]:
+    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **config},
+                                                       "sequenceMaxIdleMSec": 60000})
+    handler = CharRNNHandler()
+    handler.initialize(ctx)
+    return handler, ctx
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir):
+    return handler_for(model_dir, "generate")
+
+
+@pytest.fixture(scope="module")
+def sess(model_dir):
+    return handler_for(model_dir, "session", sessions={"max": 16, "idle_seconds": 120, "open_max": 8})
+
+
+# ---------------------------------------------------------------- strategies
+
+any_text = st.text(st.characters(codec=None, categories=None), max_size=40)  # incl. surrogates, controls
+numbers = st.one_of(
+    st.integers(), st.integers(min_value=-(10**80), max_value=10**80),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, -1, 2**31, 2**63, 2**64, 10**4000]),
+)
+scalars = st.one_of(st.none(), st.booleans(), numbers, any_text)
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(any_text, inner, max_size=4)), max_leaves=12)
+field_names = st.one_of(st.sampled_from(sorted(GENERATE_FIELDS | SESSION_FIELDS)), any_text)
+# objects whose keys are mostly real fields: the interesting cases reach the value checks
+objects = st.dictionaries(field_names, json_values, max_size=6)
+
+
+def deep(depth: int, kind: str) -> bytes:
+    return {"list": b"[" * depth + b"]" * depth, "object": b'{"a":' * depth + b"1" + b"}" * depth,
+            "open": b"[" * depth}[kind]
+
+
+def encodings(value) -> list:
+    """Ways a JSON value can reach the parser: raw bytes (NaN allowed), text, already parsed."""
+    out = [value]
+    try:
+        text = json.dumps(value, allow_nan=True)
+        out += [text, text.encode("utf-8"), json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")]
+    except (ValueError, OverflowError):  # e.g. an integer of over 4300 digits
+        pass
+    return out
+
+
+raw_bodies = st.one_of(
+    st.binary(max_size=300),
+    st.builds(deep, st.integers(1, 20000), st.sampled_from(["list", "object", "open"])),
+    st.builds(lambda n, b: b * n, st.integers(16000, 17000), st.sampled_from([b"A", b" ", b"\xff"])),
+    st.builds(lambda d: b'{"num": ' + b"9" * d + b"}", st.integers(4290, 5000)),
+    st.sampled_from([b"NaN", b"-Infinity", b'{"temperature": NaN}', b'{"seed": 1e400}', b"\xef\xbb\xbf{}",
+                     b'{"prefix": "\\ud800"}', b'{"prefix": "A\\u0000"}', b'{"prefix": "A",}', b"{}" * 2]),
+)
+
+
+def check_only_request_errors(parse, payload) -> None:
+    try:
+        parse(payload)
+    except RequestError as exc:
+        assert exc.status in PHRASES, exc.status
+        assert exc.message and json.dumps({"error": exc.message}, ensure_ascii=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------- parsers
+
+
+@FUZZ
+@given(payload=raw_bodies)
+@example(payload=b'{"num": ' + b"9" * 5000 + b"}")  # found by the HTTP fuzz: was a 503 for the batch
+@example(payload=b"[" * 15000)
+def test_raw_bodies_raise_nothing_but_request_errors(engine, payload):
+    check_only_request_errors(engine.parse_generate, payload)
+    check_only_request_errors(engine.parse_session, payload)
+
+
+@FUZZ
+@given(value=st.one_of(json_values, objects))
+def test_json_values_raise_nothing_but_request_errors(engine, value):
+    for payload in encodings(value):
+        check_only_request_errors(engine.parse_generate, payload)
+        check_only_request_errors(engine.parse_session, payload)
+
+
+@FUZZ
+@given(body=objects)
+def test_an_accepted_request_is_within_the_limits(engine, body):
+    try:
+        r = engine.parse_generate(json.dumps(body, allow_nan=True))
+    except (RequestError, ValueError, OverflowError):
+        return
+    lim = engine.limits
+    assert set(body) <= GENERATE_FIELDS
+    assert len(r.prefix) <= min(lim.max_prefix, r.max_length) and 1 <= r.max_length <= lim.max_length
+    assert 1 <= r.num <= lim.max_num and 0 <= r.temperature <= lim.max_temperature
+    engine.vocab.encode(r.prefix)  # every character in the vocabulary
+
+
+# ---------------------------------------------------------------- valid requests
+
+
+@st.composite
+def valid_requests(draw, chars: list[str]) -> dict:
+    prefix = "".join(draw(st.lists(st.sampled_from(chars), max_size=6)))
+    body: dict = {"prefix": prefix}
+    if draw(st.booleans()):
+        body["max_length"] = draw(st.integers(max(1, len(prefix)), 64))
+    if draw(st.booleans()):
+        body["num"] = draw(st.integers(1, 8))
+    if draw(st.booleans()):
+        body["temperature"] = draw(st.floats(0, 10, allow_nan=False))
+        body["top_k"] = draw(st.integers(0, len(chars) + 1))
+        body["seed"] = draw(st.one_of(st.none(), st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        body["stream"] = draw(st.booleans())
+    return body
+
+
+def check_names(body: dict, names: list[str], characters: set[str]) -> None:
+    prefix = unicodedata.normalize("NFC", body.get("prefix", ""))
+    assert len(names) == body.get("num", 1)
+    for name in names:
+        assert name.startswith(prefix), (body, name)
+        assert set(name) <= characters, (body, name)
+        assert 1 <= len(name) <= body.get("max_length", 24), (body, name)
+
+
+@SLOW
+@given(data=st.data())
+def test_valid_requests_give_names_that_start_with_the_prefix(gen, data):
+    handler, ctx = gen
+    chars = handler.engine.vocab.characters
+    bodies = data.draw(st.lists(valid_requests(chars), min_size=1, max_size=5))
+    out = ctx.run(handler, [json.dumps(b).encode() for b in bodies])
+    for body, response in zip(bodies, out):
+        assert response.status == 200, (body, response.text)
+        if body.get("stream"):
+            lines = [json.loads(line) for line in response.streamed.decode("utf-8").splitlines()]
+            names = lines[-1]["names"]
+            assert ["".join(x["char"] for x in lines[:-1] if x["index"] == i) for i in range(len(names))] == names
+        else:
+            names = json.loads(response.text)["names"]
+        check_names(body, names, set(chars))
+
+
+# ---------------------------------------------------------------- the handler, whole batches
+
+rows = st.one_of(
+    raw_bodies.map(lambda b: {"body": b}),
+    json_values.map(lambda v: {"body": v}),
+    objects.map(lambda v: {"data": v}),
+    st.dictionaries(any_text, st.binary(max_size=20), min_size=1, max_size=3),  # form fields
+    st.just({}),
+)
+
+
+def check_response(response) -> dict:
+    assert response.status in (200, *PHRASES), response.status
+    assert response.phrase.isascii()  # the stand-in raises on a non-ASCII phrase anyway
+    data = json.loads(response.streamed.decode("utf-8").splitlines()[-1] if response.chunks else response.text)
+    if response.status != 200:
+        assert set(data) == {"error"} and data["error"]
+        assert response.headers.get("content-type") == "application/json"
+    return data
+
+
+@FUZZ
+@given(batch=st.lists(rows, min_size=1, max_size=6))
+def test_the_generate_handler_answers_every_row_of_any_batch(gen, batch):
+    handler, ctx = gen
+    out = ctx.run_rows(handler, batch)
+    characters = set(handler.engine.vocab.characters)
+    for response in out:
+        data = check_response(response)
+        if response.status == 200:
+            assert all(set(name) <= characters and name for name in data["names"])
+
+
+session_ids = st.one_of(st.sampled_from(["s1", "s2", "s3", "ts-seq-x"]), any_text, st.just("x" * 200))
+
+
+@FUZZ
+@given(batch=st.lists(st.tuples(rows, session_ids, st.booleans()), min_size=1, max_size=6))
+def test_the_session_handler_answers_every_row_of_any_batch(sess, batch):
+    handler, ctx = sess
+    headers = [{SEQUENCE_ID: sid, **({SEQUENCE_START: "true"} if opens else {})} for _, sid, opens in batch]
+    out = ctx.run_rows(handler, [row for row, _, _ in batch], headers)
+    store = handler.engine.sessions
+    assert len(store) <= store.max_sessions and store.open_count() <= store.max_open
+    for response, (_, sid, _) in zip(out, batch):
+        check_response(response)
+        if sid and (response.status != 200 or "closed" in json.loads(response.text)):
+            # nothing kept for it: TorchServe's sequence slot is freed (unless it stays open)
+            assert SEQUENCE_END in response.headers or store.is_open(sid)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
+                         st.sampled_from(["open", "text", "append", "close", "bad"]),
+                         st.text(st.sampled_from("AMaeioln"), max_size=4)), min_size=1, max_size=12)
+
+
+@SLOW
+@given(steps=ops)
+def test_sessions_follow_what_was_typed(model_dir, steps):
+    handler, ctx = handler_for(model_dir, "session")
+    model: dict[str, str] = {}  # what the session has typed, per open session
+    for name, op, chars in steps:
+        sid = f"fuzz-{name}"
+        body = {"open": {"text": chars}, "text": {"text": chars}, "append": {"append": chars},
+                "close": {"close": True}, "bad": {"append": 5}}[op]
+        head = {SEQUENCE_ID: sid, **({SEQUENCE_START: "true"} if op == "open" else {})}
+        r = ctx.run(handler, [json.dumps(body).encode()], [head])[0]
+        if op == "bad":
+            assert r.status == 400
+        elif op == "close":
+            assert r.status == 200 and r.headers[SEQUENCE_END] == sid
+            model.pop(sid, None)
+        elif op == "append" and sid not in model:
+            assert r.status == 404 and r.headers[SEQUENCE_END] == sid
+        else:
+            expected = chars if op in ("open", "text") else model[sid] + chars
+            if len(expected) > handler.engine.limits.max_prefix:
+                assert r.status == 400
+                continue
+            assert r.status == 200, r.text
+            answer = json.loads(r.text)
+            assert answer["text"] == expected and answer["completion"].startswith(expected)
+            model[sid] = expected
+    assert set(model) == {sid for sid in model if sid in handler.engine.sessions}
+
+
+# ---------------------------------------------------------------- status phrases
+
+
+def statuses_in(path: Path) -> set[int]:
+    """Every literal HTTP status given to RequestError(...) in a module."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RequestError":
+            candidates = node.args[1:2] + [k.value for k in node.keywords if k.arg == "status"]
+            found |= {c.value for c in candidates if isinstance(c, ast.Constant) and isinstance(c.value, int)}
+    return found
+
+
+def test_every_status_the_handler_can_set_has_an_ascii_phrase():
+    """A non-ASCII status phrase kills a TorchServe worker: every status the engine and the
+    handler can raise has its own ASCII phrase, and the handler sets phrases only from PHRASES."""
+    statuses = statuses_in(ROOT / "serve" / "engine.py") | statuses_in(ROOT / "serve" / "handler.py")
+    assert statuses and statuses | {400} <= set(PHRASES), statuses - set(PHRASES)
+    assert all(phrase and phrase.isascii() and phrase.isprintable() for phrase in PHRASES.values())
+    source = (ROOT / "serve" / "handler.py").read_text()
+    calls = [line.strip() for line in source.splitlines() if "set_response_status(" in line]
+    assert calls and all("PHRASES.get(" in line for line in calls), calls
+
+
+def test_a_valid_request_after_the_fuzzing_is_answered_as_before(gen, engine):
+    handler, ctx = gen
+    names = json.loads(ctx.run(handler, [b'{"prefix": "Ma", "num": 3}'])[0].text)["names"]
+    assert names == engine.generate([GenerateRequest(prefix="Ma", num=3)])[0]
