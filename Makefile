@@ -156,7 +156,7 @@ bench-runtime: $(EXPORTS) | $(STAMP)
 	$(PY) -m bench.runtime --art-dir $(ART)
 
 # ---- evaluation and benchmarks (README.md "Results") ----
-.PHONY: eval bench sweep
+.PHONY: eval bench bench-serving sweep
 
 # Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
 # make eval CORPUS=../shared/data/ibge_names_train.tsv TITLE_CASE=1   (retrains $(ART) on that corpus)
@@ -168,8 +168,17 @@ eval: $(CHECKPOINT) | $(STAMP)
 # make bench [SECTIONS=training,quality,generation,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
 SECTIONS   ?= training,quality,generation,serving
 BENCH_ARGS ?=
-bench: $(EXPORTS) | $(STAMP)
+comma      := ,
+bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench $(BENCH_ARGS)
+
+# The Serving section alone (~3 min + ~5 min of batching sweep; needs Java 17): a TorchServe of its own
+# on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
+# make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
+SERVING_ARGS ?=
+bench-serving: require-java $(ARCHIVES) | $(STAMP)
+	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --serving-model-store $(MODEL_STORE) \
+		$(SERVING_ARGS)
 
 # Time-to-quality sweep on the IBGE corpus (19 runs of 300 s, ~100 min) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
