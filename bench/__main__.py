@@ -148,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_sections(path: Path) -> dict:
+    """The sections already in bench.json ({} if there is none or it is unreadable)."""
+    try:
+        sections = json.loads(path.read_text(encoding="utf-8")).get("sections", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return sections if isinstance(sections, dict) else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     args = build_parser().parse_args(argv)
@@ -158,12 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {machine_line(machine)}", flush=True)
     out = Path(args.out_dir)
-    results: dict = {}
-    if (out / "bench.json").is_file():
-        try:
-            results = json.loads((out / "bench.json").read_text(encoding="utf-8")).get("sections", {})
-        except (ValueError, AttributeError):
-            results = {}
+    done: dict = {}  # the sections of this run
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     failed = []
     for name in (s for s in SECTIONS if s in chosen):
@@ -181,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             section.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             failed.append(name)
         section["seconds"] = time.perf_counter() - started
-        results[name] = section
+        done[name] = section
         print(section.get("markdown") or f"{section['status']}: {section['error']}", flush=True)
+        # re-read just before writing: another `make bench` of other sections may have finished meanwhile
+        results = {**read_sections(out / "bench.json"), **done}
         write_text_atomic(out / "bench.json", json.dumps({"sections": results}, indent=1) + "\n")
         write_text_atomic(out / "bench.md", render(results))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
