@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,16 @@ class Ports:
     inference: int = 8080
     management: int = 8081
     metrics: int = 8082
+    # TorchServe always starts its gRPC APIs too; 0: a free loopback port picked at start (their
+    # fixed defaults 7070/7071 made a second instance on the machine die at start-up)
+    grpc_inference: int = 0
+    grpc_management: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def check_java() -> str:
@@ -68,12 +79,19 @@ def check_java() -> str:
 
 def render_config(model_store: Path, ports: Ports) -> str:
     store = model_store.resolve()
+    grpc_inference, grpc_management = ports.grpc_inference or free_port(), ports.grpc_management or free_port()
     return f"""\
 # Written by `python -m serve.server start` (make serve); see README.md "Serving".
 # Loopback only: nothing here is reachable from another machine.
 inference_address=http://127.0.0.1:{ports.inference}
 management_address=http://127.0.0.1:{ports.management}
 metrics_address=http://127.0.0.1:{ports.metrics}
+# TorchServe always starts its gRPC APIs as well (token authorization and the model API switch
+# apply there too): loopback, on ports of this instance's own.
+grpc_inference_address=127.0.0.1
+grpc_management_address=127.0.0.1
+grpc_inference_port={grpc_inference}
+grpc_management_port={grpc_management}
 # Token authorization stays ON: every inference/management call needs
 # "Authorization: Bearer <key>" from key_file.json beside this file.
 disable_token_authorization=false
