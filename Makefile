@@ -185,6 +185,20 @@ SWEEP_ARGS ?=
 sweep: | $(STAMP)
 	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)
 
+# ---- reliability (README.md "Reliability") ----
+.PHONY: soak
+
+# Every artifact is written atomically (temporary file + rename), so an interrupted recipe leaves
+# the previous file in place; make itself would delete it on SIGINT/SIGTERM (measured: an
+# interrupted export lost charrnn.torchscript.pt and both ONNX files). Keep them.
+.PRECIOUS: $(CORPUS) $(CHECKPOINT) $(EXPORTS) $(ARCHIVES)
+
+# Fuzzing, session cap and churn, a killed worker, a restart, corrupted artifacts and an
+# interrupted make, against a real TorchServe (~5 min) -> $(ART)/soak/summary.{json,md}
+SOAK_ARGS ?=
+soak: require-java $(ARCHIVES) | $(STAMP)
+	$(PY) -m soak --art-dir $(ART) $(SOAK_ARGS)
+
 # ---- quality ----
 test: $(STAMP) check-java
 	$(PY) -m pytest $(PYTEST_ARGS)

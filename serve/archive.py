@@ -30,6 +30,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from data.atomic import exit_on_sigterm, signals_deferred
 from export.errors import ArtifactError
 from serve import checksums
 
@@ -73,7 +74,9 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
         or shutil.which("torch-model-archiver")
     if archiver is None:
         raise SystemExit("error: torch-model-archiver not found (run `make setup`)")
-    staging = Path(tempfile.mkdtemp(prefix="charrnn-archive-"))
+    staging = Path(tempfile.mkdtemp(prefix=".archive-", dir=out_dir))  # same file system: renames
+    built = staging / "built"
+    built.mkdir()
     try:
         package = staging / "package"
         shipped = shipped_modules()
@@ -106,9 +109,14 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
                             "--serialized-file", str(torchscript),
                             "--extra-files", f"{vocab_copy},{package},{config.parent / checksums.CHECKSUMS}",
                             "--config-file", str(config),
-                            "--export-path", str(out_dir), "--force"],
+                            "--export-path", str(built), "--force"],
                            check=True, env=env)
-            written.append(out_dir / f"{name}.mar")
+        # all archives built: move them into place together (an interrupted or failed build
+        # leaves the previous ones, never a partial .mar)
+        with signals_deferred():
+            for name in models:
+                os.replace(built / f"{name}.mar", out_dir / f"{name}.mar")
+                written.append(out_dir / f"{name}.mar")
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -174,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="artifacts/model_store")
     p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)
+    exit_on_sigterm()  # SIGTERM unwinds too: the staging folder is removed, nothing half-written
     if args.check:
         failed = False
         for mar in args.check:
