@@ -301,6 +301,25 @@ def process_ticks(pid: int) -> int:
         return 0
 
 
+def jit_ticks(pid: int) -> int:
+    """utime + stime of a JVM's JIT compiler threads (C1/C2 CompilerThread), in clock ticks."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if "CompilerThre" in name:
+            total += int(rest[11]) + int(rest[12])
+    return total
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot (/proc/stat; busy excludes idle and iowait)."""
     try:
@@ -321,13 +340,15 @@ class Window:
     cpu: dict | None = None
 
 
-def cpu_meter(groups: dict[str, list[int]], window: Window) -> Callable:
+def cpu_meter(groups: dict[str, list[int]], window: Window, jvm: int | None = None) -> Callable:
     """A context-manager factory for load.run(measured=...): fills `window` with the wall-clock
-    window and CPU seconds of each pid group, this process (the load generator), the whole
-    machine (busy), and the cores' capacity over the window."""
+    window and CPU seconds of each pid group, this process (the load generator), the JIT
+    compiler threads of the JVM `jvm`, the whole machine (busy), and the cores' capacity over
+    the window."""
 
     @contextmanager
     def measured():
+        jit = jit_ticks(jvm) if jvm else 0
         before = {g: sum(process_ticks(p) for p in pids) for g, pids in groups.items()}
         own, (busy, _) = process_ticks(os.getpid()), machine_ticks()
         window.start, t0 = time.time(), time.perf_counter()
@@ -339,6 +360,8 @@ def cpu_meter(groups: dict[str, list[int]], window: Window) -> Callable:
             busy_after, _ = machine_ticks()
             cpu = {g: (sum(process_ticks(p) for p in pids) - before[g]) / TICK for g, pids in groups.items()}
             cpu["load generator"] = (process_ticks(os.getpid()) - own) / TICK
+            if jvm:
+                cpu["of which JIT"] = (jit_ticks(jvm) - jit) / TICK
             cpu["machine busy"] = (busy_after - busy) / TICK
             cpu["capacity"] = wall * (os.cpu_count() or 1)
             window.cpu = cpu
@@ -396,14 +419,17 @@ def one_run(server: Server, workload, endpoint: str, clients: int, requests: int
         groups[f"workers {m}"] = pids
     window = Window()
     sample = load.run("127.0.0.1", server.ports.inference, workload, clients=clients, requests=requests,
-                      warmup=max(warmup, 2 * clients), measured=cpu_meter(groups, window),
+                      warmup=max(warmup, 2 * clients), measured=cpu_meter(groups, window, server.java_pid),
                       max_seconds=max_seconds)
     result = load.summarize(sample)
     n = max(1, result["requests"])
     cpu = dict(window.cpu)
-    cpu["other processes"] = max(0.0, cpu["machine busy"] - sum(v for k, v in cpu.items()
-                                                               if k not in ("machine busy", "capacity")))
+    own = sum(v for k, v in cpu.items() if k in groups or k == "load generator")
+    cpu["other processes"] = max(0.0, cpu["machine busy"] - own)
     result["cpu_ms_per_request"] = {k: v / n * 1e3 for k, v in cpu.items()}
+    # what these cores would answer if the server and the load generator had them to themselves
+    # (CPU-bound: the same CPU per request, no other process)
+    result["cpu_bound_req_per_s"] = (os.cpu_count() or 1) * n / own if own > 0 else float("nan")
     result["endpoint"] = endpoint
     return result, window
 
@@ -425,6 +451,7 @@ def aggregate(runs: Sequence[dict]) -> dict:
     out["error_bodies"] = bodies
     cpu_keys = runs[0]["cpu_ms_per_request"].keys()
     out["cpu_ms_per_request"] = {k: summary([r["cpu_ms_per_request"][k] for r in runs])["median"] for k in cpu_keys}
+    out["cpu_bound_req_per_s"] = summary([r["cpu_bound_req_per_s"] for r in runs])
     handler = [r["handler"] for r in runs if r.get("handler", {}).get("batches")]
     if handler:
         out["handler"] = {k: summary([h[k] for h in handler])["median"]
@@ -512,7 +539,10 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                   log: Callable[[str], None] = print) -> list[dict]:
     """One TorchServe per run of consecutive points with the same logging (bench-only config:
     gRPC on free ports, the model API on so that each point is registered in a warm JVM, the quiet
-    log4j2 file for quiet points); each point from a copy of charrnn.mar with its settings."""
+    log4j2 file for quiet points), started with the archive as built and warmed with it (so that
+    no point pays for the JIT); each point from a copy of charrnn.mar with its settings. The
+    repetitions go in rounds over the points (each point registered anew per round), so a drift
+    of the background load hits every point alike."""
     source = store / f"{MODELS['greedy']}.mar"
     vocab = vocabulary(source)
     groups: list[list[Point]] = []
@@ -524,6 +554,7 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
     rows: list[dict] = []
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-bench-sweep-"))
     try:
+        shutil.copy2(source, scratch / source.name)  # what each sweep server starts (and warms up) with
         for group in groups:
             if BEST_QUIET in group:
                 best = choose_best(rows)
@@ -541,37 +572,33 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                 name = f"charrnn-{point.label.replace(':', '-')}.mar"
                 patch_archive(source, scratch / name, point)
                 archives.append(name)
-            shutil.copy2(scratch / archives[0], scratch / source.name)  # what the server starts with
-            measured: list[tuple[Point, list[tuple[dict, Window]], float]] = []
+            runs: list[list[tuple[dict, Window]]] = [[] for _ in group]
             with Server(scratch, [MODELS["greedy"]], quiet_logs=group[0].quiet_logs,
                         extra_properties="enable_model_api=true\n") as server:
                 log(f"TorchServe for the sweep READY in {server.started_s:.1f} s "
                     f"(model API on, {'quiet' if group[0].quiet_logs else 'shipped'} logging)")
                 workload = workloads(server, vocab)["greedy"]
-                for i, (point, archive) in enumerate(zip(group, archives)):
-                    started = time.perf_counter()
-                    if i:
-                        _serve_point(server, archive, point)
-                    _check_point(server, point)
-                    switch = time.perf_counter() - started
-                    if i == 0:
-                        warm_jvm(server, {"greedy": workload}, ["greedy"], jvm_warmup, jvm_warmup_seconds, log)
-                    items = [one_run(server, workload, "greedy", clients, requests, warmup, max_seconds)
-                             for _ in range(repeats)]
-                    measured.append((point, items, switch))
-                    row = aggregate([r for r, _ in items])
-                    log(f"  sweep {point.label:14s}: {row['req_per_s']['median']:7.0f} req/s  p50 "
-                        f"{row['p50_ms']['median']:6.1f} ms  p99 {row['p99_ms']['median']:6.1f} ms  "
-                        f"errors {row['errors']}")
+                warm_jvm(server, {"greedy": workload}, ["greedy"], jvm_warmup, jvm_warmup_seconds, log)
+                serving_now = None
+                for rep in range(repeats):
+                    for i, (point, archive) in enumerate(zip(group, archives)):
+                        if serving_now != archive:
+                            _serve_point(server, archive, point)
+                            serving_now = archive
+                        _check_point(server, point)
+                        result, window = one_run(server, workload, "greedy", clients, requests, warmup, max_seconds)
+                        runs[i].append((result, window))
+                        log(f"  sweep round {rep + 1}/{repeats} {point.label:12s}: {result['req_per_s']:7.0f} req/s  "
+                            f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
+                            f"errors {result['errors']}")
                 lines = server.metrics_lines()
             batches = parse_prediction_lines(lines, MODELS["greedy"])
-            for point, items, switch in measured:
+            for point, items in zip(group, runs):
                 for result, window in items:
                     result["handler"] = handler_stats(batches, window)
                 row = aggregate([r for r, _ in items])
                 row["point"] = {"workers": point.workers, "batch_size": point.batch_size,
                                 "max_batch_delay_ms": point.max_batch_delay, "quiet_logs": point.quiet_logs}
-                row["register_seconds"] = switch
                 rows.append(row)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -680,10 +707,15 @@ def markdown(result: dict) -> str:
                        f"with p99 ≤ {TARGET['p99_ms']:.0f} ms and zero errors: {t['req_per_s']['median']:,.0f} req/s, "
                        f"p99 {t['p99_ms']['median']:.1f} ms, {t['errors']} errors — "
                        f"**{'met' if met else 'NOT met'}** in this run.")]
-    lines += ["", ("Where the time goes (CPU ms per request, median of the runs; capacity = cores × wall time "
-                  "per request, so capacity − machine busy is idle CPU):"), ""]
-    head = ["endpoint", "clients", "req/s", "capacity", "machine busy", "frontend (Java)", "workers",
-            "load generator", "other processes", "mean batch", "handler ms/batch", "handler ms/request"]
+    lines += ["", ("Where the time goes: CPU ms per request (/proc, median of the runs) of the Java frontend (of "
+                   "which its JIT compiler threads), the model's Python workers, the load generator and every other "
+                   "process; capacity = cores × wall time per request, so capacity − machine busy is idle CPU. "
+                   "CPU-bound req/s = cores ÷ (frontend + workers + load generator CPU per request): what these "
+                   "cores would answer with no other process. Batches and handler time (wall clock) from the "
+                   "workers' PredictionTime metric."), ""]
+    head = ["endpoint", "clients", "req/s", "capacity", "machine busy", "frontend (Java)", "of which JIT", "workers",
+            "load generator", "other processes", "CPU-bound req/s", "mean batch", "handler ms/batch",
+            "handler ms/request"]
     rows = []
     for e in s["endpoints"]:
         for c in s["clients"]:
@@ -693,7 +725,9 @@ def markdown(result: dict) -> str:
             h = a.get("handler", {})
             rows.append([ENDPOINT_LABELS[e].split(" (")[0], c, f"{a['req_per_s']['median']:,.0f}",
                          f"{cpu['capacity']:.2f}", f"{cpu['machine busy']:.2f}", f"{cpu['frontend (Java)']:.2f}",
+                         f"{cpu.get('of which JIT', float('nan')):.2f}",
                          f"{workers:.2f}", f"{cpu['load generator']:.2f}", f"{cpu['other processes']:.2f}",
+                         f"{a['cpu_bound_req_per_s']['median']:,.0f}",
                          f"{h['mean_batch']:.1f}" if h else "–", f"{h['handler_ms_per_batch']:.2f}" if h else "–",
                          f"{h['handler_ms_per_request']:.2f}" if h else "–"])
     lines.append(table(head, rows))
@@ -710,9 +744,9 @@ def markdown(result: dict) -> str:
             rows.append([p["workers"], p["batch_size"], p["max_batch_delay_ms"], fmt(r["req_per_s"]),
                          fmt(r["p50_ms"], ".1f"), fmt(r["p99_ms"], ".1f"), errors_cell(r),
                          f"{cpu['frontend (Java)']:.2f}", f"{sum(v for k, v in cpu.items() if k.startswith('workers ')):.2f}",
-                         f"{h['mean_batch']:.1f}" if h else "–", note])
+                         f"{r['cpu_bound_req_per_s']['median']:,.0f}", f"{h['mean_batch']:.1f}" if h else "–", note])
         lines.append(table(["workers", "batchSize", "maxBatchDelay ms", "req/s", "p50 ms", "p99 ms", "errors",
-                            "Java CPU ms/req", "workers CPU ms/req", "mean batch", ""], rows))
+                            "Java CPU ms/req", "workers CPU ms/req", "CPU-bound req/s", "mean batch", ""], rows))
         if sweep["best"] is None:
             fallback = choose_best(sweep["rows"], float("inf"))
             lines += ["", f"No point met p99 ≤ {TARGET['p99_ms']:.0f} ms with zero errors in this run."]

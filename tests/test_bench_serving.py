@@ -308,7 +308,8 @@ def fake_run(req_s, p50, p99, errors=0, statuses=None):
             "statuses": statuses or {"200": 1000 - errors}, "error_bodies": {},
             "cpu_ms_per_request": {"frontend (Java)": 0.5, "workers charrnn": 0.7, "load generator": 0.1,
                                    "machine busy": 1.6, "capacity": 2.0, "other processes": 0.3},
-            "handler": {"batches": 10, "mean_batch": 4.0, "handler_ms_per_batch": 2.0, "handler_ms_per_request": 0.5}}
+            "handler": {"batches": 10, "mean_batch": 4.0, "handler_ms_per_batch": 2.0, "handler_ms_per_request": 0.5},
+            "cpu_bound_req_per_s": 1500.0}
 
 
 def test_the_markdown_has_the_table_the_target_and_the_sweep():
@@ -335,4 +336,17 @@ def test_the_markdown_has_the_table_the_target_and_the_sweep():
     assert "**met**" in text
     assert "| 2 | 8 | 5 | 1,100 (1,100–1,100, n=3)" in text and "**best**" in text
     assert "Best: 2 workers, batchSize 8, maxBatchDelay 5 ms" in text
+    assert "| one-shot greedy | 8 | 1,001 | 2.00 | 1.60 | 0.50 | nan | 0.70 | 0.10 | 0.30 | 1,500 | 4.0 | 2.00 | 0.50 |" in text
     json.dumps(result)  # what bench.json stores
+
+
+def test_the_cpu_meter_counts_this_process_as_the_load_generator():
+    window = serving.Window()
+    with serving.cpu_meter({"nobody": [2**22 + 12345]}, window, jvm=2**22 + 12345)():
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:
+            pass
+    cpu = window.cpu
+    assert cpu["load generator"] >= 0.1 and cpu["nobody"] == 0 and cpu["of which JIT"] == 0
+    assert cpu["capacity"] >= 0.2 and cpu["machine busy"] >= 0.1 and window.end >= window.start
+    assert serving.jit_ticks(2**22 + 12345) == 0 and serving.process_ticks(2**22 + 12345) == 0
