@@ -249,7 +249,12 @@ def section_make(table: Table, work: Path, seed: int) -> None:
         fp_ckpt = state["fingerprints"].get("checkpoint.pt")
         ok = (not state["problems"] and not state["leftovers"] and state["exports_consistent"]
               and state["export_fingerprint"] == old and fp_ckpt is not None)
-        when = f"{sent:.1f} s into {phase}" if sent is not None else f"too late: make had finished ({phase})"
+        if sent is None:
+            when = f"too late: make had finished ({phase})"
+        elif watched is None:
+            when = f"to make {sent:.1f} s after it started ({phase})"
+        else:
+            when = f"to make {sent:.1f} s after the new {watched.name} appeared ({phase})"
         table.add("make", f"{label} {when}", f"make exit {code}; every artifact loads: "
                   f"{not state['problems']}; the exports and .mar still the previous run's ({old}): "
                   f"{state['export_fingerprint'] == old}; leftovers {state['leftovers'] or 'none'}",
@@ -303,6 +308,22 @@ def section_sessions(table: Table, inst: Instance, churn: int, threads: int) -> 
     for s in [*opened[1:], replacement]:
         s.close()
 
+    # several requests in flight on ONE session id: a fast typist's pipelined appends (within
+    # TorchServe's queue of maxSequenceJobQueueSize per session) are all answered; a flood on one
+    # id meets TorchServe's own limits, before the handler
+    queue = config["maxSequenceJobQueueSize"]
+    s = client.session()
+    s.type("M")
+    pipelined = concurrent_on_one_id(inst, s.id, [{"append": "a"}] * (queue - 1), timeout=30)
+    s.close()
+    table.add("sessions", f"{queue - 1} appends in flight at once on one open session",
+              ", ".join(f"{k}: {v}" for k, v in sorted(pipelined.items())), "all 200", set(pipelined) == {"200"})
+    flood = concurrent_on_one_id(inst, "soak-one-made-up-id", [{"append": "a"}] * 12, timeout=10)
+    table.add("sessions", "12 requests at once on ONE unknown session id (TorchServe 0.12's own limits)",
+              ", ".join(f"{k}: {v}" for k, v in sorted(flood.items())),
+              f"explained: TorchServe answers 503 itself beyond {queue} queued for one session, and never "
+              "answers those queued behind the request whose answer ends the sequence (here the 404)")
+
     pid = inst.pids("charrnn_session")[0]
     failures: Counter = Counter()
     abandon_every = max(1, churn // 12)  # a dozen abandoned: they stay open (below the cap) until idle
@@ -338,6 +359,23 @@ def section_sessions(table: Table, inst: Instance, churn: int, threads: int) -> 
     table.add("sessions", "session worker resident memory (VmRSS) over the churn",
               f"{rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB ({growth:+.1f} MiB), same worker: {same_worker}",
               "flat (< +16 MiB)", growth < 16 and same_worker)
+
+
+def concurrent_on_one_id(inst: Instance, sid: str, bodies: list[dict], timeout: float) -> Counter:
+    """Send `bodies` at once with the same session id; statuses ("no answer" after `timeout`)."""
+    def call(body: dict) -> str:
+        try:
+            r = requests.post(f"{inst.inference}/predictions/charrnn_session", data=json.dumps(body).encode(),
+                              headers={"Authorization": f"Bearer {inst.key()}", "Content-Type": "application/json",
+                                       SEQUENCE_ID: sid}, timeout=timeout)
+            return str(r.status_code)
+        except requests.Timeout:
+            return f"no answer in {timeout:g} s"
+        except requests.RequestException as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return Counter(pool.map(call, bodies))
 
 
 # ---------------------------------------------------------------- fuzz
@@ -494,7 +532,8 @@ def section_kill(table: Table, inst: Instance, engine: Engine, threads: int, see
     table.add("kill", f"load: {threads} threads of valid requests for {results[-1][1] if results else 0:.0f} s; "
               f"SIGKILL to worker pid {victim} at {killed_at:.1f} s", f"{len(results)} requests",
               "", None)
-    table.add("kill", "failed requests (the injected fault)", f"{len(failures)} "
+    table.add("kill", "failed requests (the injected fault: TorchServe answers 507 for the batch the dead "
+              "worker held)", f"{len(failures)} "
               f"({', '.join(f'{k}: {v}' for k, v in Counter(r[3] for r in failures).items()) or 'none'})",
               "only around the kill", not before_kill and not tail)
     table.add("kill", "TorchServe restarted the worker (new pid READY)",

@@ -136,7 +136,9 @@ class Generator:
             value = r.choice([b"1e400", b"-1e400", b"1e308", b"18446744073709551616", b"-9223372036854775809",
                               b"9" * r.randint(20, 4200), b"9" * r.randint(4301, 9000), b"1" + b"0" * 5000,
                               b"0." + b"0" * 3000 + b"1", b"1E+999999999"])
-            return self.bad(category, b'{"' + key.encode() + b'": ' + value + b"}", {400})
+            # 0.000...1 underflows to 0.0: a valid (greedy) temperature
+            ok = {200, 400} if key == "temperature" and value.startswith(b"0.") else {400}
+            return self.bad(category, b'{"' + key.encode() + b'": ' + value + b"}", ok)
         if category == "deep nesting":
             depth = r.choice([r.randint(100, 2000), r.randint(2000, 8000), r.randint(9000, 16000)])
             kind = r.randrange(4)
@@ -196,7 +198,11 @@ class Generator:
                             headers={"Content-Type": "application/json"}, expect=frozenset({200, 429}),
                             session={"close": True})
             if choice == 1:  # a follow-up of a session nobody opened
-                sid = r.choice(["ts-seq-made-up", "x" * r.randint(1, 300), "é" * 5, "../../etc", "0"])
+                # one id per request: concurrent requests on ONE session id meet TorchServe's own
+                # limits (see section_sessions: 503 beyond 4 queued, stranded after an end)
+                self.sid_counter = getattr(self, "sid_counter", 0) + 1
+                sid = r.choice(["ts-seq-made-up-", "x" * r.randint(1, 300), "é" * 5, "../../etc/", "0"])
+                sid += str(self.sid_counter)
                 return Case(category, path=path, body=json.dumps({"append": self.prefix(1) or "a"}).encode(),
                             headers={"Content-Type": "application/json", "ts_request_sequence_id": sid},
                             expect=frozenset({400, 404}))
@@ -211,11 +217,11 @@ class Generator:
                 ("DELETE", "/predictions/charrnn", {200, 405}), ("POST", "/predictions/nope", {404}),
                 ("POST", "/predictions/charrnn/9.9", {404}), ("POST", "/predictions/", {400, 404, 405}),
                 ("POST", "/predictions/charrnn?x=" + "y" * 3000, {200, 400}), ("POST", "/models", {404, 405}),
-                ("POST", "/predictions/..%2f..%2fetc", {400, 404}), ("PATCH", "/ping", {400, 404, 405}),
+                ("POST", "/predictions/..%2f..%2fetc", {400, 404}), ("PATCH", "/ping", {200, 405}),
             ])
             case = Case(category, method=method, path=path, body=json.dumps({"prefix": "A"}).encode(),
                         headers={"Content-Type": "application/json"}, expect=frozenset(expect))
-            if 200 in expect:  # then it must be the right answer
+            if 200 in expect and path.startswith("/predictions/charrnn"):  # then the right answer
                 case.names = self.expected({"prefix": "A"})
             return case
         if category == "odd headers":
