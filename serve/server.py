@@ -86,8 +86,8 @@ def render_config(model_store: Path, ports: Ports) -> str:
 inference_address=http://127.0.0.1:{ports.inference}
 management_address=http://127.0.0.1:{ports.management}
 metrics_address=http://127.0.0.1:{ports.metrics}
-# TorchServe always starts its gRPC APIs as well (token authorization and the model API switch
-# apply there too): loopback, on ports of this instance's own.
+# TorchServe always starts its gRPC APIs as well (unused here): loopback, on ports of this
+# instance's own, so that a second instance on the machine does not fail on 7070/7071.
 grpc_inference_address=127.0.0.1
 grpc_management_address=127.0.0.1
 grpc_inference_port={grpc_inference}
