@@ -225,14 +225,8 @@ class Server:
         from serve import server
 
         try:
-            *ports, grpc_inference, grpc_management = free_ports(5)
-            self.ports = server.Ports(*ports)
-            # The shipped file leaves gRPC on its default ports 7070/7071, so a second instance
-            # (a test, `make serve`) would make this one exit at start-up: free ports here.
-            extra = (f"# bench/serving.py: gRPC on free ports\ngrpc_inference_port={grpc_inference}\n"
-                     f"grpc_management_port={grpc_management}\n")
-            if self.extra_properties:
-                extra += "# bench/serving.py, bench-only:\n" + self.extra_properties
+            self.ports = server.Ports(*free_ports(3))  # serve.server picks free gRPC ports itself
+            extra = "# bench/serving.py, bench-only:\n" + self.extra_properties if self.extra_properties else ""
             if self.quiet_logs:
                 log4j = self.root / "log4j2.xml"
                 log4j.write_text(QUIET_LOG4J2)
@@ -538,8 +532,8 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                   max_seconds: float, jvm_warmup: int, jvm_warmup_seconds: float,
                   log: Callable[[str], None] = print) -> list[dict]:
     """One TorchServe per run of consecutive points with the same logging (bench-only config:
-    gRPC on free ports, the model API on so that each point is registered in a warm JVM, the quiet
-    log4j2 file for quiet points), started with the archive as built and warmed with it (so that
+    the model API on so that each point is registered in a warm JVM, the quiet log4j2 file for
+    quiet points), started with the archive as built and warmed with it (so that
     no point pays for the JIT); each point from a copy of charrnn.mar with its settings. The
     repetitions go in rounds over the points (each point registered anew per round), so a drift
     of the background load hits every point alike."""
