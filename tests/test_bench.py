@@ -43,7 +43,8 @@ def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
 
 def test_preset_files_are_checked(tmp_path):
     good = (ROOT / "presets" / "ibge.mk").read_text()
-    (tmp_path / "a.mk").write_text(good.replace("HIDDEN          ?= 64", "HIDDEN ?= $(X)"))
+    hidden_line = next(line for line in good.splitlines() if line.startswith("HIDDEN"))
+    (tmp_path / "a.mk").write_text(good.replace(hidden_line, "HIDDEN ?= $(X)"))
     (tmp_path / "b.mk").write_text(good + "BOGUS ?= 1\n")
     (tmp_path / "c.mk").write_text(good.replace("LR_SCHEDULE", "# LR_SCHEDULE"))
     for stem, message in (("a", "plain value"), ("b", "unknown variable BOGUS"), ("c", "must set LR_SCHEDULE"),
