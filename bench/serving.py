@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -181,19 +180,6 @@ QUIET_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @contextmanager
 def _config_with(extra: str):
     """serve.server.start writes config.properties from serve.server.render_config: append the
@@ -225,7 +211,7 @@ class Server:
         from serve import server
 
         try:
-            self.ports = server.Ports(*free_ports(3))  # serve.server picks free gRPC ports itself
+            self.ports = server.Ports(*server.free_ports(3))  # serve.server picks free gRPC ports itself
             extra = "# bench/serving.py, bench-only:\n" + self.extra_properties if self.extra_properties else ""
             if self.quiet_logs:
                 log4j = self.root / "log4j2.xml"

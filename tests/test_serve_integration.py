@@ -7,7 +7,6 @@ Skipped (with the reason) only when Java 17 is missing.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,24 +20,20 @@ import torch
 from serve.archive import build_archives
 from serve.client import Client, ClientError
 from serve.engine import Engine, GenerateRequest, SessionRequest
-from serve.server import Ports, ServerError, check_java, is_ready, read_keys, start, stop
+from serve.server import (
+    Ports,
+    ServerError,
+    check_java,
+    free_ports,
+    is_ready,
+    read_keys,
+    start,
+    stop,
+)
 
 SEQUENCE_ID = "ts_request_sequence_id"
 SEQUENCE_END = "ts_request_sequence_end"
 JSON = {"Content-Type": "application/json"}
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
