@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from serve.engine import GENERATE_FIELDS, SESSION_FIELDS, Engine, GenerateRequest, RequestError
 from serve.handler import PHRASES, CharRNNHandler
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+from tests.test_serve_handler import make_handler
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -46,11 +47,7 @@ def engine(tiny_artifacts) -> Engine:
 
 
 def handler_for(model_dir: Path, mode: str, **config) -> tuple[CharRNNHandler, StandInContext]:
-    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **config},
-                                                       "sequenceMaxIdleMSec": 60000})
-    handler = CharRNNHandler()
-    handler.initialize(ctx)
-    return handler, ctx
+    return make_handler(model_dir, mode, model_yaml={"sequenceMaxIdleMSec": 60000}, **config)
 
 
 @pytest.fixture(scope="module")

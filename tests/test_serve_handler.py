@@ -42,8 +42,10 @@ def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
     return d
 
 
-def make_handler(model_dir: Path, mode: str = "generate", **handler_config) -> tuple[CharRNNHandler, StandInContext]:
-    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **handler_config}})
+def make_handler(model_dir: Path, mode: str = "generate", *, model_yaml: dict | None = None,
+                 **handler_config) -> tuple[CharRNNHandler, StandInContext]:
+    """A handler initialised by a stand-in context; `model_yaml` adds top-level model-config keys."""
+    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **handler_config}, **(model_yaml or {})})
     handler = CharRNNHandler()
     handler.initialize(ctx)
     return handler, ctx
