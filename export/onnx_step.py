@@ -15,6 +15,7 @@ import torch
 from data.atomic import write_bytes_atomic
 from export import integrity, manifest
 from export.parity import check
+from export.simplify import simplify_step
 from model.charrnn import CharRNN
 
 INPUT_NAMES = ["char", "hidden"]
@@ -23,7 +24,17 @@ OPSET = 18
 
 
 def to_onnx_model(model: CharRNN, manifest_text: str) -> onnx.ModelProto:
-    """Export with the dynamo exporter (torch.export based).
+    """The step as saved: the exporter's graph, simplified (exact rewrites that cut the nodes
+    ONNX Runtime runs per step: 9 -> 6 for the default RNN), with vocab.json in its metadata."""
+    proto = simplify_step(exported_graph(model), model.vocab_size)
+    proto.doc_string = "CharRNN single step: (char, hidden) -> (logits, hidden_out)"
+    onnx.helper.set_model_props(proto, {manifest.VOCAB_KEY: manifest_text})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def exported_graph(model: CharRNN) -> onnx.ModelProto:
+    """The step as the dynamo exporter (torch.export based) writes it.
 
     Why dynamo and not the legacy TorchScript-based exporter: torch 2.13 makes dynamo the
     default, the legacy path warns that it will be removed, and dynamo's graph for one step is
@@ -43,11 +54,7 @@ def to_onnx_model(model: CharRNN, manifest_text: str) -> onnx.ModelProto:
             dynamic_shapes={"char": {0: batch}, "hidden": {1: batch}},
         )
     program.save(buffer)
-    proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = "CharRNN single step: (char, hidden) -> (logits, hidden_out)"
-    onnx.helper.set_model_props(proto, {manifest.VOCAB_KEY: manifest_text})
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def export_onnx(model: CharRNN, manifest_text: str, path: str | Path) -> float:

@@ -84,15 +84,16 @@ class CharRNN(nn.Module):
                 gi = w_ih.t()[char] + b_ih
             else:
                 gi = torch.addmm(b_ih, x, w_ih.t())
-            gh = torch.addmm(b_hh, h, w_hh.t())
             if self.is_gru:  # PyTorch's GRU: gates r, z, candidate n
+                gh = torch.addmm(b_hh, h, w_hh.t())
                 i_r, i_z, i_n = gi.chunk(3, 1)
                 h_r, h_z, h_n = gh.chunk(3, 1)
                 r = torch.sigmoid(i_r + h_r)
                 z = torch.sigmoid(i_z + h_z)
                 n = torch.tanh(i_n + r * h_n)
                 x = n + z * (h - n)
-            else:
-                x = torch.tanh(gi + gh)
+            else:  # both biases ride on the input side: in layer 0 that all depends on char alone,
+                # which the ONNX one-graph decoder turns into one table lookup (export.generate_graph)
+                x = torch.tanh(torch.addmm(gi + b_hh, h, w_hh.t()))
             layers.append(x)
         return self.head(x), torch.stack(layers)

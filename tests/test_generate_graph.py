@@ -7,9 +7,11 @@ import onnxruntime as ort
 import pytest
 
 from export.__main__ import export_all
-from export.generate_graph import INPUTS, OUTPUTS, drop_squeeze_pairs, tabulate_char_inputs
+from export.generate_graph import INPUTS, OUTPUTS, build_generate_model
+from export.onnx_step import exported_graph
 from export.parity import ExportMismatch
 from export.runtime import NameGenerator, OnnxGreedy, OnnxStep, decode
+from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
 from model.generate import TorchGenerator
 from model.request import Row
 
@@ -73,10 +75,12 @@ def test_contract_names_types_metadata_and_padding(tiny_artifacts):
 
 
 def test_the_step_simplifications_are_exact(artifacts):
-    """The inlined step: the char-only part as lookup tables, Squeeze/Unsqueeze round trips
-    gone, fewer nodes, and the same outputs bit for bit."""
-    step = onnx.load(str(artifacts.onnx))
-    vocab_size = OnnxStep.from_path(artifacts.onnx).meta["vocab_size"]
+    """The exporter's step against the simplified one (what charrnn.onnx holds): the char-only
+    part as lookup tables, Squeeze/Unsqueeze round trips gone, fewer nodes, and the same
+    outputs bit for bit."""
+    model = TorchGenerator.from_checkpoint(artifacts.checkpoint).step
+    step = exported_graph(model)
+    vocab_size = model.vocab_size
     simple = drop_squeeze_pairs(tabulate_char_inputs(step, vocab_size))
     assert len(simple.graph.node) < len(step.graph.node)
     onnx.checker.check_model(simple, full_check=True)
@@ -88,6 +92,36 @@ def test_the_step_simplifications_are_exact(artifacts):
         want, got = (s.run(None, feed) for s in sessions)
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)
+
+
+def test_the_saved_step_is_already_simplified(artifacts):
+    """charrnn.onnx itself carries the char lookup as a table and no reshaping round trips, so
+    every embedder's step loop runs the fewer nodes; simplifying it again changes nothing."""
+    step = onnx.load(str(artifacts.onnx))
+    ops = [n.op_type for n in step.graph.node]
+    assert "GatherND" not in ops and "Squeeze" not in ops
+    assert any(n.op_type == "Gather" and n.input[1] == "char" for n in step.graph.node)
+    vocab_size = OnnxStep.from_path(artifacts.onnx).meta["vocab_size"]
+    again = drop_squeeze_pairs(tabulate_char_inputs(step, vocab_size))
+    assert [n.op_type for n in again.graph.node] == ops
+
+
+def test_the_loop_body_carries_rows_and_layers_and_biases_the_head(artifacts):
+    """The per-character rewrites apply to every variant (RNN, 2-layer RNN, GRU): the body reads
+    neither `char` nor the stacked `hidden`, forces the prefix through the head's bias row (no
+    per-step Less/Where), and each layer's state is its own carried tensor."""
+    model = build_generate_model(onnx.load(str(artifacts.onnx)))
+    loop = next(n for n in model.graph.node if n.op_type == "Loop")
+    body = loop.attribute[0].g
+    carried = [i.name for i in body.input][2:]
+    layers = OnnxStep.from_path(artifacts.onnx).meta["num_layers"]
+    assert "step/char" not in carried and "step/hidden" not in carried
+    assert sum(len(i.type.tensor_type.shape.dim) == 2 and i.type.tensor_type.shape.dim[1].dim_value ==
+               OnnxStep.from_path(artifacts.onnx).meta["hidden_size"] for i in body.input) >= layers + 1
+    ops = [n.op_type for n in body.node]
+    assert "Where" not in ops and "Less" not in ops and "Unsqueeze" not in ops
+    head = next(n for n in body.node if "step/logits" in n.output)
+    assert head.op_type == "Gemm" and head.input[2] == "bias_t"
 
 
 def test_export_refuses_a_one_graph_model_that_disagrees(tiny_artifacts, tmp_path, monkeypatch):
