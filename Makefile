@@ -116,7 +116,8 @@ SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/handler.py serve/chec
 archive: $(ARCHIVES)
 
 $(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) | $(STAMP)
-	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json --out $(MODEL_STORE)
+	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
+		--greedy-graph $(ART)/charrnn_generate.onnx --out $(MODEL_STORE)
 
 require-java: | $(STAMP)
 	@$(PY) -m serve.server check-java >/dev/null

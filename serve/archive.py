@@ -1,11 +1,13 @@
 """Build the TorchServe archives: charrnn.mar (one-shot) and charrnn_session.mar (sessions).
 
 Usage: python -m serve.archive --torchscript artifacts/charrnn.torchscript.pt \
-           --vocab artifacts/vocab.json --out artifacts/model_store
+           --vocab artifacts/vocab.json --greedy-graph artifacts/charrnn_generate.onnx \
+           --out artifacts/model_store
 
 Each .mar holds the handler (serve/handler.py), the TorchScript step (serialized file), the
 vocabulary (vocab.json, checked against the copy inside the TorchScript file when the worker
-starts), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
+starts), charrnn.mar also the one-graph greedy decoder (charrnn_generate.onnx, checked against
+the same fingerprint), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
 imports, as packages (data/, model/, export/, serve/) so `import serve.engine` works inside the
 model directory. The module list is the engine's actual import closure, not a hand-kept list.
 checksums.json (serve/checksums.py) holds the SHA-256 of every one of those files; the worker
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 MODELS = ("charrnn", "charrnn_session")
 VERSION = "1.0"
+GREEDY_GRAPH = "charrnn_generate.onnx"  # its name in the .mar, the one serve/handler.py looks for
 
 
 def shipped_modules() -> list[Path]:
@@ -63,10 +66,13 @@ def shipped_modules() -> list[Path]:
 
 
 def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str | Path,
-                   models: tuple[str, ...] = MODELS) -> list[Path]:
-    """Write <out_dir>/<model>.mar for each model; returns their paths."""
+                   models: tuple[str, ...] = MODELS, greedy_graph: str | Path | None = None) -> list[Path]:
+    """Write <out_dir>/<model>.mar for each model; returns their paths. `greedy_graph`
+    (charrnn_generate.onnx) goes into the one-shot archive: its handler decodes greedy names
+    with it on CPU."""
     torchscript, vocab_json, out_dir = Path(torchscript), Path(vocab_json), Path(out_dir)
-    for path in (torchscript, vocab_json):
+    greedy_graph = Path(greedy_graph) if greedy_graph is not None else None
+    for path in (torchscript, vocab_json, *([greedy_graph] if greedy_graph else [])):
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (run `make export` first)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,12 +100,14 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             # checksums.json: every file as it will lie in the worker's model dir
             sums = staging / "sums" / name
             sums.mkdir(parents=True)
+            extra = [(GREEDY_GRAPH, greedy_graph)] if greedy_graph is not None and name == "charrnn" else []
             for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
-                                ("vocab.json", vocab_copy), ("model-config.yaml", config),
+                                ("vocab.json", vocab_copy), ("model-config.yaml", config), *extra,
                                 *[(str(rel), package / rel) for rel in shipped]]:
                 (sums / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, sums / rel)
-            listing = ["handler.py", torchscript.name, "vocab.json", "model-config.yaml", *map(str, shipped)]
+            listing = ["handler.py", torchscript.name, "vocab.json", "model-config.yaml", *[r for r, _ in extra],
+                       *map(str, shipped)]
             (staging / "config" / name / checksums.CHECKSUMS).write_text(checksums.build(sums, listing))
             # the archiver stages files in $TMPDIR/<model name>: give each build its own TMPDIR
             (staging / "tmp").mkdir(exist_ok=True)
@@ -107,7 +115,9 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             subprocess.run([archiver, "--model-name", name, "--version", VERSION,
                             "--handler", str(handler),
                             "--serialized-file", str(torchscript),
-                            "--extra-files", f"{vocab_copy},{package},{config.parent / checksums.CHECKSUMS}",
+                            "--extra-files", ",".join([str(vocab_copy), str(package),
+                                                       str(config.parent / checksums.CHECKSUMS),
+                                                       *[str(sums / r) for r, _ in extra]]),
                             "--config-file", str(config),
                             "--export-path", str(built), "--force"],
                            check=True, env=env)
@@ -179,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Build (or --check) the TorchServe archives of the CharRNN.")
     p.add_argument("--torchscript", default="artifacts/charrnn.torchscript.pt")
     p.add_argument("--vocab", default="artifacts/vocab.json")
+    p.add_argument("--greedy-graph", default=None,
+                   help="charrnn_generate.onnx, shipped in charrnn.mar for greedy names on CPU")
     p.add_argument("--out", default="artifacts/model_store")
     p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"error: {exc}", file=sys.stderr)
                 failed = True
         raise SystemExit(1 if failed else 0)
-    for path in build_archives(args.torchscript, args.vocab, args.out):
+    for path in build_archives(args.torchscript, args.vocab, args.out, greedy_graph=args.greedy_graph):
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 

@@ -6,7 +6,9 @@ shipped beside it in the archive (data/, model/, export/, serve/engine.py: see s
 Modes (the `handler.mode` key of the archive's model-config.yaml):
 - `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream"}
   -> {"names": [...]}, or NDJSON lines when "stream": true. The whole TorchServe batch is
-  decoded in one engine call.
+  decoded in one engine call; on CPU its greedy, non-streamed requests run in one call of the
+  one-graph ONNX decoder (charrnn_generate.onnx, in the archive; `handler.one_graph: false`
+  turns that off).
 - `session`: TorchServe sequence batching; the sequence id (header ts_request_sequence_id) is
   the session id, the engine keeps its hidden state on the device.
 
@@ -56,6 +58,7 @@ logger = logging.getLogger(__name__)
 PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests"}
 MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
 DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
+GREEDY_GRAPH = "charrnn_generate.onnx"  # shipped in charrnn.mar (serve/archive.py)
 JSON = "application/json"
 
 
@@ -89,17 +92,24 @@ class CharRNNHandler:
         started = time.perf_counter()
         label = f"{(manifest.get('model') or {}).get('modelName') or 'model'}.mar"
         checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
+        # greedy one-shot names through the one-graph ONNX decoder on CPU (Engine.from_artifacts);
+        # handler.one_graph: false keeps every request on the TorchScript loop
+        greedy_graph = os.path.join(model_dir, GREEDY_GRAPH)
+        if self.mode != "generate" or not config.get("one_graph", True) or not os.path.isfile(greedy_graph):
+            greedy_graph = None
         self.engine = Engine.from_artifacts(
             os.path.join(model_dir, serialized),
             os.path.join(model_dir, "vocab.json"),  # refuses to start on a fingerprint mismatch
             device=device,
             limits=Limits.from_dict(config.get("limits")),
             sessions=self._session_store(config.get("sessions") or {}, context),
+            greedy_graph=greedy_graph,
         )
         self.engine.warm_up()
         self.initialized = True
-        logger.info("charrnn %s handler ready on %s (fingerprint %s, %d archive files checked) in %.2f s",
-                    self.mode, device, self.engine.fingerprint, checked, time.perf_counter() - started)
+        logger.info("charrnn %s handler ready on %s%s (fingerprint %s, %d archive files checked) in %.2f s",
+                    self.mode, device, ", greedy names by the one-graph ONNX decoder" if self.engine.greedy else "",
+                    self.engine.fingerprint, checked, time.perf_counter() - started)
 
     @staticmethod
     def _session_store(sessions: dict, context) -> SessionStore:

@@ -35,10 +35,12 @@ NDJSON = "application/x-ndjson"
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
-    """What TorchServe unpacks a .mar into: the TorchScript step beside vocab.json."""
+    """What TorchServe unpacks charrnn.mar into: the TorchScript step beside vocab.json and the
+    one-graph greedy decoder."""
     d = tmp_path_factory.mktemp("model_dir")
     shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
     shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
+    shutil.copy2(tiny_artifacts.dir / "charrnn_generate.onnx", d / "charrnn_generate.onnx")
     return d
 
 
@@ -54,6 +56,12 @@ def make_handler(model_dir: Path, mode: str = "generate", *, model_yaml: dict | 
 @pytest.fixture(scope="module")
 def gen(model_dir):
     return make_handler(model_dir, "generate")
+
+
+@pytest.fixture(scope="module")
+def gen_torch(model_dir):
+    """The same handler with every request on the TorchScript loop (handler.one_graph: false)."""
+    return make_handler(model_dir, "generate", one_graph=False)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +142,49 @@ def test_a_mixed_batch_equals_each_request_decoded_alone(gen):
     alone = [ctx.run(handler, [body(**r)])[0] for r in MIXED]
     assert [names_of(r) for r in batch] == [names_of(r) for r in alone]
     assert [len(names_of(r)) for r in batch] == [r.get("num", 1) for r in MIXED]
+
+
+def test_greedy_requests_run_on_the_one_graph_decoder_with_the_torchscript_names(gen, gen_torch, reference):
+    """On CPU the greedy, non-streamed requests of a batch go to charrnn_generate.onnx and the
+    rest to the TorchScript loop; every answer equals the TorchScript-only handler's."""
+    assert gen[0].engine.greedy is not None and gen_torch[0].engine.greedy is None
+    vocab = reference.vocab
+    batch = [body(prefix=c) for c in vocab.characters[:20]] + [
+        body(), body(num=3), body(prefix="Ma", max_length=3), body(prefix="J", max_length=1),
+        body(prefix="A", temperature=0.8, seed=5, num=2), body(prefix="B", top_k=1, temperature=1.0, seed=1),
+        body(prefix="C", stream=True), body(prefix="D", max_length=30)]
+    got, want = gen[1].run(gen[0], batch), gen_torch[1].run(gen_torch[0], batch)
+    assert [(r.status, r.text) for r in got] == [(r.status, r.text) for r in want]
+    assert all(r.status == 200 for r in got)
+    greedy = gen[0].engine.greedy
+    calls = []
+    original = greedy.decode
+    greedy.decode = lambda rows: calls.append(len(rows)) or original(rows)
+    try:
+        gen[1].run(gen[0], batch)
+    finally:
+        del greedy.decode
+    assert calls == [20 + 1 + 3 + 1 + 1 + 1]  # one run for every greedy row that does not stream
+
+
+def test_the_one_graph_decoder_must_come_from_the_same_export(model_dir, tiny_artifacts, tmp_path):
+    import onnx
+
+    from export import integrity, manifest
+    from export.generate_graph import build_generate_model
+
+    step = onnx.load(str(tiny_artifacts.onnx))
+    meta = {p.key: p for p in step.metadata_props}
+    vocab = json.loads(meta[manifest.VOCAB_KEY].value)
+    vocab["fingerprint"] = "0123456789abcdef"
+    meta[manifest.VOCAB_KEY].value = json.dumps(vocab)
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    (other / "charrnn_generate.onnx").write_bytes(integrity.seal_onnx(build_generate_model(step).SerializeToString()))
+    with pytest.raises(ArtifactError, match="not from the same export"):
+        make_handler(other)
+    handler, _ = make_handler(other, "session")  # the session model does not load it
+    assert handler.engine.greedy is None
 
 
 def test_one_bad_request_does_not_fail_the_others(gen):
@@ -484,13 +535,18 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "model/request.py",
             "data/vocab.py", "export/torchscript.py"} <= shipped
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
-    mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path, models=("charrnn",))
+    mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
+                          greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
     with zipfile.ZipFile(mars[0]) as z:
         names = set(z.namelist())
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         config = z.read("model-config.yaml").decode()
+        sums = json.loads(z.read("checksums.json"))
     assert {"handler.py", "charrnn.torchscript.pt", "vocab.json", "model-config.yaml",
-            "serve/engine.py", "model/decode.py"} <= names
+            "charrnn_generate.onnx", "serve/engine.py", "model/decode.py"} <= names
+    assert "charrnn_generate.onnx" in json.dumps(sums)
+    with zipfile.ZipFile(mars[1]) as z:  # the session model has no use for it
+        assert "charrnn_generate.onnx" not in z.namelist()
     assert manifest["model"]["handler"] == "handler.py"
     assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
     assert manifest["model"]["configFile"] == "model-config.yaml"
