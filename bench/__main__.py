@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training throughput")
     g.add_argument("--train-corpus", default=None, help="default: ART_DIR/corpus.txt")
     g.add_argument("--train-seconds", type=float, default=5.0, help="measured seconds per loop and repetition")
-    g.add_argument("--train-batches", default="32,128,512", help="batch sizes of the project's loop")
+    g.add_argument("--train-batches", default="32,64,128,512",
+                   help="batch sizes of the project's loop (64: the default of `make train`)")
     g.add_argument("--train-hidden", type=int, default=128)
     g.add_argument("--train-cell", default="rnn")
     g = p.add_argument_group("time to quality")

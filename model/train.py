@@ -14,6 +14,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,10 @@ class TrainConfig:
     cell: str = "rnn"
     dropout: float = 0.0
     epochs: int = 200
-    batch_size: int = 32
-    lr: float = 3e-3
+    # 64 / 5e-3: the same validation NLL as 32 / 3e-3 on the default corpus (mean of 5 seeds 1.888 vs
+    # 1.886 nats/symbol) in ~35% less time: a step of 64 names costs little more than one of 32
+    batch_size: int = 64
+    lr: float = 5e-3
     lr_decay: float = 1.0  # multiplied into the learning rate after every epoch ("exp" schedule)
     # "exp": lr * lr_decay**epoch. "cosine": from lr down to COSINE_FLOOR * lr over the
     # max_seconds budget (wall clock), or over all epochs when there is no budget; lr_decay unused.
@@ -53,6 +56,11 @@ class TrainConfig:
     seed: int = 0
     max_seconds: float = 0.0  # wall-clock budget for the training loop; 0 = none
     samples_per_epoch: int = 0  # names drawn per epoch; 0 = the training-set size
+    # Batches are cut from pools of this many batches' names sorted by length (0 or 1: no
+    # sorting), then shuffled: a batch pads to its longest name, and the recurrence runs once
+    # per padded position, so similar lengths per batch cut the steps (default corpus, batch 32:
+    # mean padded width 14.8 -> 9.0, with names of 8.1 symbols on average).
+    length_pool: int = 32
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     title_case: bool = False
@@ -89,6 +97,23 @@ def sampling_weights(entries: list[Entry], mode: str) -> torch.Tensor | None:
     return weights / weights.sum()
 
 
+def length_batches(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, pool: int,
+                   generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Batches of `order` (name indices), lazily: each run of `pool` batches' worth of names is
+    sorted by length, cut into batches, and those are yielded in random order. Every name keeps
+    its place in the epoch's draw (to within a pool); only who shares a batch changes."""
+    if pool <= 1:
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+        return
+    span = batch_size * pool
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        batches = chunk[torch.argsort(lengths[chunk], stable=True)].split(batch_size)
+        for i in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[i]
+
+
 def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the real positions of the names at `index`, and their count."""
     width = int(data.lengths[index].max())
@@ -96,7 +121,7 @@ def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch
     targets = data.targets[index, :width].to(device)
     logits, _ = model.forward_sequence(inputs)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss, int((targets != IGNORE).sum())
+    return loss, int(data.lengths[index].sum())
 
 
 @torch.no_grad()
@@ -147,7 +172,9 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
     weights = sampling_weights(train_entries, cfg.count_weighting)
 
     model = CharRNN(ModelConfig(len(vocab), cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for all of Adam's per-parameter updates (0.8 -> 0.3 ms per step here)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=device.type in ("cpu", "cuda") or None)
     per_epoch = cfg.samples_per_epoch or len(train_entries)
     cosine = cfg.lr_schedule == "cosine"
     scheduler = None if cosine else torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
@@ -167,12 +194,12 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
         else:
             order = torch.multinomial(weights, per_epoch, replacement=True, generator=generator)
         total, count = 0.0, 0
-        for start in range(0, per_epoch, cfg.batch_size):
+        for index in length_batches(order, train_data.lengths, cfg.batch_size, cfg.length_pool, generator):
             if cosine:
                 done = (time.perf_counter() - started) / cfg.max_seconds if cfg.max_seconds else step / total_steps
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * cosine_factor(done)
-            loss_sum, n = batch_loss(model, train_data, order[start : start + cfg.batch_size], device)
+            loss_sum, n = batch_loss(model, train_data, index, device)
             optimizer.zero_grad(set_to_none=True)
             (loss_sum / n).backward()
             if cfg.clip > 0:
@@ -281,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--length-pool", type=int, default=d.length_pool,
+                   help="batches per pool of names sorted by length (0: no sorting)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-epoch factor of the exp schedule")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,

@@ -5,7 +5,7 @@ import torch
 
 from data.corpus import Entry
 from model.charrnn import CharRNN, ModelConfig
-from model.train import encode_names, sampling_weights, train, write_history
+from model.train import encode_names, length_batches, sampling_weights, train, write_history
 from tests.conftest import NAMES, tiny_config
 
 
@@ -37,6 +37,25 @@ def test_targets_end_with_the_end_token_and_padding_is_masked():
     assert enc.inputs[1, 0] == vocab.bos_id
     assert enc.targets[1].tolist() == [*vocab.encode("Bo"), vocab.eos_id, -100]
     assert enc.lengths.tolist() == [4, 3]
+
+
+def test_length_pools_keep_every_name_once_and_cut_the_padding():
+    lengths = torch.tensor([len(n) + 1 for n in NAMES * 20])
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0))
+    for pool in (0, 1, 4, 32):
+        batches = list(length_batches(order, lengths, 8, pool, torch.Generator().manual_seed(1)))
+        assert sorted(torch.cat(batches).tolist()) == sorted(order.tolist())  # each draw exactly once
+        assert all(1 <= len(b) <= 8 for b in batches)
+    plain = list(length_batches(order, lengths, 8, 0, torch.Generator()))
+    assert [b.tolist() for b in plain] == [b.tolist() for b in order.split(8)]
+    pooled = list(length_batches(order, lengths, 8, 32, torch.Generator().manual_seed(1)))
+
+    def padded(bs):
+        return sum(int(lengths[b].max()) * len(b) for b in bs)
+
+    assert padded(pooled) < 0.85 * padded(plain)
+    again = list(length_batches(order, lengths, 8, 32, torch.Generator().manual_seed(1)))
+    assert [b.tolist() for b in again] == [b.tolist() for b in pooled]  # seeded
 
 
 def test_training_learns_and_keeps_the_best_validation_epoch():
