@@ -30,6 +30,7 @@ THREADS       ?=
 PATIENCE      ?= 40
 VAL_FRACTION  ?= 0.1
 COUNT_WEIGHTING ?= none
+LENGTH_POOL   ?= 32
 MAX_SECONDS   ?= 90
 SEED          ?= 0
 DEVICE        ?= cpu
@@ -37,7 +38,7 @@ PYTEST_ARGS   ?=
 
 TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(CELL) \
 	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
-	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --max-seconds $(MAX_SECONDS) \
+	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --length-pool $(LENGTH_POOL) --max-seconds $(MAX_SECONDS) \
 	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)$(if \
 	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)$(if $(THREADS), --threads $(THREADS),)
 

@@ -20,6 +20,7 @@ KNOBS = {
     "EPOCHS": ("epochs", int), "BATCH": ("batch_size", int), "LR": ("lr", float),
     "LR_DECAY": ("lr_decay", float), "LR_SCHEDULE": ("lr_schedule", str), "PATIENCE": ("patience", int),
     "VAL_FRACTION": ("val_fraction", float), "COUNT_WEIGHTING": ("count_weighting", str),
+    "LENGTH_POOL": ("length_pool", int),
     "MAX_SECONDS": ("max_seconds", float), "SEED": ("seed", int), "THREADS": ("threads", int),
 }
 OTHER = ("CORPUS", "TITLE_CASE", "ART")

@@ -47,6 +47,62 @@ def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     return backends, eager
 
 
+def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
+    """Where ONNX Runtime's time goes on this machine, in µs per call (median of `rounds`, the
+    probes interleaved): `floor`, one session.run of a one-node graph from Python; `step`, one
+    run of charrnn.onnx at batch 1; `graph_fixed`, charrnn_generate.onnx for one name capped at
+    one character (the outer graph, the Loop's set-up and one iteration); `graph_per_char`, each
+    further iteration (the longest greedy name against that cap)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from export.runtime import NameGenerator, session_options
+    from model.request import DEFAULT_MAX_LENGTH
+
+    d = Path(art_dir)
+    gen = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
+    identity = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "floor",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1])]), opset_imports=[helper.make_opsetid("", 18)])
+    identity.ir_version = min(identity.ir_version, onnx.IR_VERSION)
+    floor = ort.InferenceSession(identity.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    vocab, hidden = gen.vocab, np.zeros((gen.step.hidden_shape[0], 1, gen.step.hidden_shape[1]), np.float32)
+    letters = vocab.encode("".join(vocab.characters))
+    longest = max(letters, key=lambda i: len(gen.greedy.decode([_row(i)])[0]))
+
+    def graph_feed(cap: int) -> dict:
+        return {"prefix": np.array([[longest]], np.int64), "prefix_length": np.array([1], np.int64),
+                "max_length": np.array(cap, np.int64)}
+
+    one, full = graph_feed(1), graph_feed(DEFAULT_MAX_LENGTH)
+    steps_full = gen.greedy.session.run(["ids"], full)[0].shape[1]
+    probes = {
+        "floor": lambda: floor.run(["y"], {"x": np.zeros(1, np.int64)}),
+        "step": lambda: gen.step.session.run(["logits", "hidden_out"], {"char": np.array([longest]), "hidden": hidden}),
+        "graph_1": lambda: gen.greedy.session.run(["ids", "length"], one),
+        "graph_full": lambda: gen.greedy.session.run(["ids", "length"], full),
+    }
+    times: dict[str, list[float]] = {k: [] for k in probes}
+    for _ in range(rounds):
+        for k, fn in probes.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[k].append((time.perf_counter() - start) / calls * 1e6)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"floor_us": med["floor"], "step_us": med["step"], "graph_fixed_us": med["graph_1"],
+            "graph_per_char_us": (med["graph_full"] - med["graph_1"]) / max(1, steps_full - 1),
+            "graph_iterations": int(steps_full), "step_nodes": len(onnx.load(str(d / "charrnn.onnx")).graph.node)}
+
+
+def _row(symbol: int):
+    from model.request import Row
+
+    return Row((symbol,))
+
+
 def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:
     """Latency (µs per name at batch 1: p50, p99) and names/s at `batch` for every backend."""
     import torch
@@ -90,6 +146,7 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
     for r in result["backends"].values():
         r["p50_speedup"] = base["p50_us"] / r["p50_us"]
         r["throughput_ratio"] = r["names_per_s"] / base["names_per_s"]
+    result["ort_costs"] = ort_costs(art_dir)
     return result
 
 
@@ -111,6 +168,13 @@ def format_table(result: dict) -> str:
               f"{graph_vs_step:.1f}× ({'met' if graph_vs_step >= 3 else 'NOT met'}); one-graph name < 100 µs: "
               f"{b['onnx_graph']['p50_us']:.0f} µs ({'met' if b['onnx_graph']['p50_us'] < 100 else 'NOT met'})."),
               f"Greedy names of all four backends agree: {'yes' if result['names_agree'] else 'NO'}."]
+    c = result.get("ort_costs")
+    if c:
+        lines += ["", (f"Where ONNX Runtime's time goes (µs per call, median): session.run floor (a one-node graph) "
+                       f"{c['floor_us']:.1f}; one step of charrnn.onnx ({c['step_nodes']} nodes) {c['step_us']:.1f}; "
+                       f"charrnn_generate.onnx for one name capped at 1 character {c['graph_fixed_us']:.1f}, then "
+                       f"{c['graph_per_char_us']:.1f} per further character (measured over a "
+                       f"{c['graph_iterations']}-iteration name).")]
     return "\n".join(lines)
 
 

@@ -114,3 +114,22 @@ def test_cli_greedy_and_errors(tiny_artifacts):
     assert plain.stdout.splitlines() == NameGenerator(tiny_artifacts.onnx).generate(["L", "Ma"], num=2)
     bad = cli("--prefix", "L€")
     assert bad.returncode != 0 and "U+20AC" in bad.stderr
+
+
+def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts):
+    """bench/runtime.py (`make bench-runtime`): every backend timed, ratios to eager, the names
+    checked to agree, and the ONNX Runtime cost probes filled in."""
+    from bench import runtime
+
+    result = runtime.measure(tiny_artifacts.dir, repeats=1, batch=8)
+    assert result["names_agree"] is True
+    for name in runtime.BACKENDS:
+        r = result["backends"][name]
+        assert r["p50_us"] > 0 and r["p99_us"] >= r["p50_us"] and r["names_per_s"] > 0
+    assert result["backends"]["eager"]["p50_speedup"] == 1.0
+    costs = result["ort_costs"]
+    assert costs["floor_us"] > 0 and costs["step_us"] > 0 and costs["graph_fixed_us"] > 0
+    assert costs["graph_iterations"] >= 2
+    assert costs["step_nodes"] == len(onnx.load(str(tiny_artifacts.onnx)).graph.node)
+    table = runtime.format_table(result)
+    assert "ONNX one-graph loop" in table and "Targets:" in table and "session.run floor" in table
