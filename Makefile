@@ -182,7 +182,7 @@ bench-serving: require-java $(ARCHIVES) | $(STAMP)
 	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
-# Time-to-quality sweep on the IBGE corpus (19 runs of 300 s, ~100 min) -> $(ART)/bench/sweep.{json,md}
+# Time-to-quality sweep on the IBGE corpus (22 runs of 300 s, ~115 min) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
 sweep: | $(STAMP)
 	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)

@@ -5,7 +5,7 @@ The configurations vary one knob at a time around a base (batch size, learning r
 schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
 last milestone is the candidate for presets/ibge.mk (GRU) and presets/ibge-rnn.mk (RNN).
 
-Usage (the real sweep, 19 configurations x (300 s + ~10 s set-up) = ~100 min on 2 cores):
+Usage (the real sweep, 22 configurations x (300 s + ~10 s set-up) = ~115 min on 2 cores):
   python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \
       --milestones 60,180,300 --threads 2 --out-dir artifacts/bench
 A quick check of the code: --milestones 10,20 --threads 1 --only gru-base,rnn-base
@@ -27,7 +27,7 @@ from data.corpus import read_corpus
 from model.train import TrainConfig
 
 GRU_BASE = {"cell": "gru", "hidden_size": 64, "num_layers": 1, "batch_size": 64, "lr": 0.01, "lr_schedule": "cosine",
-                "lr_decay": 1.0, "count_weighting": "none"}
+                "lr_decay": 1.0, "count_weighting": "none", "length_pool": 0}
 RNN_BASE = dict(GRU_BASE, cell="rnn", hidden_size=128, lr=0.003)
 
 # name -> the TrainConfig fields it sets (one knob changed from its base, except the *-base rows)
@@ -39,9 +39,13 @@ CONFIGS: dict[str, dict] = {
     "gru-lr0.003": dict(GRU_BASE, lr=0.003),
     "gru-lr0.02": dict(GRU_BASE, lr=0.02),
     "gru-constant-lr": dict(GRU_BASE, lr_schedule="exp", lr_decay=1.0),
-    "gru-make-defaults": dict(GRU_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
+    "gru-batch32-exp": dict(GRU_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
     "gru-hidden48": dict(GRU_BASE, hidden_size=48),
     "gru-hidden96": dict(GRU_BASE, hidden_size=96),
+    # the ibge preset with batches of similar-length names (model.train length_batches)
+    "gru-hidden96-pool2": dict(GRU_BASE, hidden_size=96, length_pool=2),
+    "gru-hidden96-pool4": dict(GRU_BASE, hidden_size=96, length_pool=4),
+    "gru-hidden96-pool32": dict(GRU_BASE, hidden_size=96, length_pool=32),
     "gru-2layers-h40": dict(GRU_BASE, hidden_size=40, num_layers=2),
     "gru-count-log": dict(GRU_BASE, count_weighting="log"),
     "gru-count-sqrt": dict(GRU_BASE, count_weighting="sqrt"),
@@ -49,7 +53,7 @@ CONFIGS: dict[str, dict] = {
     "rnn-base": RNN_BASE,
     "rnn-lr0.01": dict(RNN_BASE, lr=0.01),
     "rnn-batch32": dict(RNN_BASE, batch_size=32),
-    "rnn-make-defaults": dict(RNN_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
+    "rnn-batch32-exp": dict(RNN_BASE, batch_size=32, lr=0.003, lr_schedule="exp", lr_decay=0.995),
     "rnn-1thread": dict(RNN_BASE, threads=1),
 }
 
@@ -72,8 +76,9 @@ def describe(config: dict) -> str:
                 else "constant" if config["lr_decay"] == 1.0 else f"×{config['lr_decay']}/epoch")
     layers = f"{config['num_layers']}×" if config["num_layers"] > 1 else ""
     threads = f", {config['threads']} thread(s)" if config.get("threads") else ""
+    pools = f", length pools of {config['length_pool']}" if config.get("length_pool", 0) > 1 else ""
     return (f"{config['cell'].upper()} {layers}{config['hidden_size']}, batch {config['batch_size']}, "
-            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}{threads}")
+            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}{pools}{threads}")
 
 
 def markdown(result: dict) -> str:

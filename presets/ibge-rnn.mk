@@ -12,8 +12,8 @@ LR              ?= 0.003
 LR_SCHEDULE     ?= cosine
 LR_DECAY        ?= 1.0
 COUNT_WEIGHTING ?= none
-# no length-sorted batches: at 120 s on IBGE the GRU reached 1.7413 without them, 1.7471 / 1.7521
-# with pools of 4 / 32 batches (more steps per second, less progress per step)
+# no length-sorted batches: at 120 s on IBGE the GRU preset reached 1.7409 without them, 1.7480 /
+# 1.7470 / 1.7522 with pools of 2 / 4 / 32 batches (docs/results/sweep-pools.md)
 LENGTH_POOL     ?= 0
 MAX_SECONDS     ?= 300
 EPOCHS          ?= 100000
