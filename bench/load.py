@@ -118,6 +118,18 @@ class Budget:
 # ---------------------------------------------------------------- workloads
 
 
+async def timed(conn: Connection, raw: bytes, record: Record):
+    """Send `raw`; (status, headers, body, seconds), or None once a failure to get an answer is
+    recorded (the caller moves on)."""
+    start = time.perf_counter()
+    try:
+        status, headers, body = await conn.request(raw)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        record(time.perf_counter() - start, type(exc).__name__, False)
+        return None
+    return status, headers, body, time.perf_counter() - start
+
+
 def one_shot(path: str, host: str, port: int, token: str | None, bodies: Sequence[bytes]) -> Workload:
     """Each client cycles through `bodies` (client i starts at body i); an answer counts as ok
     when it is a 200 whose body starts with `expect` (a JSON object with "names")."""
@@ -126,16 +138,13 @@ def one_shot(path: str, host: str, port: int, token: str | None, bodies: Sequenc
     async def client(conn: Connection, budget: Budget, record: Record, index: int) -> None:
         i = index
         while budget.take():
-            raw = raws[i % len(raws)]
+            answer = await timed(conn, raws[i % len(raws)], record)
             i += 1
-            start = time.perf_counter()
-            try:
-                status, _, body = await conn.request(raw)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-                record(time.perf_counter() - start, type(exc).__name__, False)
+            if answer is None:
                 continue
+            status, _, body, elapsed = answer
             ok = status == 200 and body.startswith(b'{"names"')
-            record(time.perf_counter() - start, status, ok, b"" if ok else body)
+            record(elapsed, status, ok, b"" if ok else body)
 
     return client
 
@@ -148,8 +157,6 @@ def sessions(path: str, host: str, port: int, token: str | None, names: Sequence
 
     scripts = [[json.dumps({"append": c}, ensure_ascii=False).encode() for c in name] + [b'{"close": true}']
                for name in names]
-    prefix = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() \
-        + (f"Authorization: Bearer {token}\r\n".encode() if token else b"") + b"Content-Type: application/json\r\n"
 
     async def client(conn: Connection, budget: Budget, record: Record, index: int) -> None:
         k = index
@@ -160,15 +167,11 @@ def sessions(path: str, host: str, port: int, token: str | None, names: Sequence
                 return
             sid = b""
             for j, body in enumerate(script):
-                raw = (prefix + (SEQUENCE_ID + b": " + sid + b"\r\n" if sid else b"")
-                       + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                start = time.perf_counter()
-                try:
-                    status, headers, answer = await conn.request(raw)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-                    record(time.perf_counter() - start, type(exc).__name__, False)
+                extra = SEQUENCE_ID + b": " + sid + b"\r\n" if sid else b""
+                got = await timed(conn, post(path, host, port, token, body, extra), record)
+                if got is None:
                     break
-                elapsed = time.perf_counter() - start
+                status, headers, answer, elapsed = got
                 if j == 0:
                     sid = headers.get(SEQUENCE_ID, b"")
                 ok = status == 200 and bool(sid) and answer.startswith(b'{"session"')

@@ -58,7 +58,7 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     from onnx import TensorProto, helper
 
     from export.runtime import NameGenerator, session_options
-    from model.request import DEFAULT_MAX_LENGTH
+    from model.request import DEFAULT_MAX_LENGTH, Row
 
     d = Path(art_dir)
     gen = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
@@ -70,7 +70,7 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     floor = ort.InferenceSession(identity.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     vocab, hidden = gen.vocab, np.zeros((gen.step.hidden_shape[0], 1, gen.step.hidden_shape[1]), np.float32)
     letters = vocab.encode("".join(vocab.characters))
-    longest = max(letters, key=lambda i: len(gen.greedy.decode([_row(i)])[0]))
+    longest = max(letters, key=lambda i: len(gen.greedy.decode([Row((i,))])[0]))
 
     def graph_feed(cap: int) -> dict:
         return {"prefix": np.array([[longest]], np.int64), "prefix_length": np.array([1], np.int64),
@@ -95,12 +95,6 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     return {"floor_us": med["floor"], "step_us": med["step"], "graph_fixed_us": med["graph_1"],
             "graph_per_char_us": (med["graph_full"] - med["graph_1"]) / max(1, steps_full - 1),
             "graph_iterations": int(steps_full), "step_nodes": len(onnx.load(str(d / "charrnn.onnx")).graph.node)}
-
-
-def _row(symbol: int):
-    from model.request import Row
-
-    return Row((symbol,))
 
 
 def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:

@@ -224,7 +224,7 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
             inits.append(numpy_helper.from_array(row, f"{table}.bos"))
             initial.append(f"{table}.bos")
         else:
-            initial.append({"bos": "bos_1d", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "one_1d"}[how])
+            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "one_1d"}[how])
     nodes = [
         _const("eos_value", eos, np.int64),
         _const("zero", 0, np.int64),
@@ -260,9 +260,8 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         nodes += [helper.make_node("Concat", ["layers_1d", "batch_dim", "size_1d"], ["stacked_shape"], axis=0),
                   helper.make_node("ConstantOfShape", ["stacked_shape"], ["stacked_init"],
                                    value=numpy_helper.from_array(np.zeros(1, np.float32)))]
-    if "bos_1d" in initial:
+    if "bos_init" in initial:
         nodes.append(helper.make_node("Expand", ["bos_1d", "batch_dim"], ["bos_init"]))
-        initial = ["bos_init" if i == "bos_1d" else i for i in initial]
     finals = [f"final_{i}" for i in range(len(initial))]
     if eos == 0:  # alive is 0 or 1: the ids after a row's end become eos_id by a product
         masking = [helper.make_node("Mul", ["steps", "alive_steps"], ["masked_steps"])]

@@ -1,5 +1,6 @@
 """The serving engine: strict request validation, batched one-shot generation, streaming and
-per-session hidden state, all over the one torch decoding loop (`model.decode.decode`).
+per-session hidden state, over the one torch decoding loop (`model.decode.decode`) and, for
+greedy one-shot names on CPU, the one-graph ONNX decoder (charrnn_generate.onnx).
 
 TorchServe-free on purpose: `serve/handler.py` is a thin adapter over this module, tests host it
 in-process, and another server could host it later.
@@ -8,9 +9,10 @@ in-process, and another server could host it later.
   object) into a typed request or raise `RequestError` naming the field: unknown fields, wrong
   types (a bool is not an integer), NaN/inf, out-of-range numbers, over-long text and
   characters outside the vocabulary are all refused.
-- `generate` decodes every request of a batch in ONE `decode` call (each request's `num` names
-  become rows via `model.request.make_rows`, with their own prefix, length, temperature, top-k
-  and seed), then splits the names back per request. Rows never influence each other, so a
+- `generate` decodes the requests of a batch in one call per decoder: the greedy, non-streamed
+  ones in one run of the one-graph decoder when the engine has it, all others in ONE `decode`
+  call (each request's `num` names become rows via `model.request.make_rows`, with their own
+  prefix, length, temperature, top-k and seed), then splits the names back per request. Rows never influence each other, so a
   request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
 - `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
   feeds the newly typed characters and returns the next-character distribution and the greedy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def build_artifacts(out_dir: Path, **overrides) -> Artifacts:
 def tiny_artifacts(tmp_path_factory) -> Artifacts:
     """1-layer tanh RNN trained on NAMES, exported; shared by the whole session (read-only)."""
     return build_artifacts(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
+    """What TorchServe unpacks charrnn.mar into: the TorchScript step beside vocab.json and the
+    one-graph greedy decoder (read-only: a test that alters it works on a copy)."""
+    d = tmp_path_factory.mktemp("model_dir")
+    for src, name in ((tiny_artifacts.torchscript, "charrnn.torchscript.pt"), (tiny_artifacts.vocab_json, "vocab.json"),
+                      (tiny_artifacts.dir / "charrnn_generate.onnx", "charrnn_generate.onnx")):
+        shutil.copy2(src, d / name)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 import unicodedata
 from pathlib import Path
 
@@ -31,14 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 SLOW = settings(FUZZ, max_examples=60)  # examples that decode
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("fuzz_model")
-    shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
-    shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -114,10 +114,10 @@ def test_the_loop_body_carries_rows_and_layers_and_biases_the_head(artifacts):
     loop = next(n for n in model.graph.node if n.op_type == "Loop")
     body = loop.attribute[0].g
     carried = [i.name for i in body.input][2:]
-    layers = OnnxStep.from_path(artifacts.onnx).meta["num_layers"]
+    meta = OnnxStep.from_path(artifacts.onnx).meta
     assert "step/char" not in carried and "step/hidden" not in carried
     assert sum(len(i.type.tensor_type.shape.dim) == 2 and i.type.tensor_type.shape.dim[1].dim_value ==
-               OnnxStep.from_path(artifacts.onnx).meta["hidden_size"] for i in body.input) >= layers + 1
+               meta["hidden_size"] for i in body.input) >= meta["num_layers"] + 1
     ops = [n.op_type for n in body.node]
     assert "Where" not in ops and "Less" not in ops and "Unsqueeze" not in ops
     head = next(n for n in body.node if "step/logits" in n.output)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,14 +30,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("sessions_model")
-    shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
-    shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
-    return d
 
 
 def session_handler(model_dir: Path, **sessions) -> tuple[CharRNNHandler, StandInContext, Clock]:

@@ -160,22 +160,22 @@ def store(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def served_config(store, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("served_config")
+def _bare_server(store, tmp_path_factory, model_api: bool):
+    run_dir = tmp_path_factory.mktemp("model_api_on" if model_api else "served_config")
     try:
-        yield start_bare(run_dir, store, model_api=False)
+        yield start_bare(run_dir, store, model_api=model_api)
     finally:
         stop(run_dir)
+
+
+@pytest.fixture(scope="module")
+def served_config(store, tmp_path_factory):
+    yield from _bare_server(store, tmp_path_factory, model_api=False)
 
 
 @pytest.fixture(scope="module")
 def model_api_on(store, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("model_api_on")
-    try:
-        yield start_bare(run_dir, store, model_api=True)
-    finally:
-        stop(run_dir)
+    yield from _bare_server(store, tmp_path_factory, model_api=True)
 
 
 @pytest.fixture(params=["served_config", "model_api_on"])

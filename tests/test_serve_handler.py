@@ -33,17 +33,6 @@ from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInCont
 NDJSON = "application/x-ndjson"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
-    """What TorchServe unpacks charrnn.mar into: the TorchScript step beside vocab.json and the
-    one-graph greedy decoder."""
-    d = tmp_path_factory.mktemp("model_dir")
-    shutil.copy2(tiny_artifacts.torchscript, d / "charrnn.torchscript.pt")
-    shutil.copy2(tiny_artifacts.vocab_json, d / "vocab.json")
-    shutil.copy2(tiny_artifacts.dir / "charrnn_generate.onnx", d / "charrnn_generate.onnx")
-    return d
-
-
 def make_handler(model_dir: Path, mode: str = "generate", *, model_yaml: dict | None = None,
                  **handler_config) -> tuple[CharRNNHandler, StandInContext]:
     """A handler initialised by a stand-in context; `model_yaml` adds top-level model-config keys."""
