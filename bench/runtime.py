@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
 THREADS = "1 for every backend (torch.set_num_threads(1), ORT intra_op_num_threads=1)"
@@ -52,8 +53,9 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     probes interleaved): `floor`, one session.run of a one-node graph from Python; `step`, one
     run of charrnn.onnx at batch 1; `graph_fixed`, charrnn_generate.onnx for one name capped at
     one character (the outer graph, the Loop's set-up and one iteration); `graph_per_char`, each
-    further iteration (the longest greedy name against that cap)."""
-    import onnx
+    further iteration (the longest greedy name against that cap); `chain_per_char`, one
+    character of a straight-line chain of the step's own nodes with an ArgMax between (no Loop,
+    no end-of-name test, no prefix forcing): the least any ONNX graph can pay per character here."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -77,12 +79,18 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
                 "max_length": np.array(cap, np.int64)}
 
     one, full = graph_feed(1), graph_feed(DEFAULT_MAX_LENGTH)
+    step_proto = onnx.load(str(d / "charrnn.onnx"))
+    chains = {k: ort.InferenceSession(unrolled_steps(step_proto, k).SerializeToString(), session_options(),
+                                      providers=["CPUExecutionProvider"]) for k in (1, CHAIN)}
+    char_feed = {"char": np.array([longest]), "hidden": hidden}
     steps_full = gen.greedy.session.run(["ids"], full)[0].shape[1]
     probes = {
         "floor": lambda: floor.run(["y"], {"x": np.zeros(1, np.int64)}),
         "step": lambda: gen.step.session.run(["logits", "hidden_out"], {"char": np.array([longest]), "hidden": hidden}),
         "graph_1": lambda: gen.greedy.session.run(["ids", "length"], one),
         "graph_full": lambda: gen.greedy.session.run(["ids", "length"], full),
+        "chain_1": lambda: chains[1].run(None, char_feed),
+        "chain_k": lambda: chains[CHAIN].run(None, char_feed),
     }
     times: dict[str, list[float]] = {k: [] for k in probes}
     for _ in range(rounds):
@@ -94,7 +102,35 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"floor_us": med["floor"], "step_us": med["step"], "graph_fixed_us": med["graph_1"],
             "graph_per_char_us": (med["graph_full"] - med["graph_1"]) / max(1, steps_full - 1),
-            "graph_iterations": int(steps_full), "step_nodes": len(onnx.load(str(d / "charrnn.onnx")).graph.node)}
+            "graph_iterations": int(steps_full), "step_nodes": len(step_proto.graph.node),
+            "chain_per_char_us": (med["chain_k"] - med["chain_1"]) / (CHAIN - 1)}
+
+
+CHAIN = 16  # characters in the straight-line probe
+
+
+def unrolled_steps(step: onnx.ModelProto, k: int) -> onnx.ModelProto:
+    """`k` copies of the step graph in a row, each fed the ArgMax of the last one's logits:
+    greedy decoding's per-character work with nothing else (a probe, not a decoder)."""
+    from onnx import helper
+
+    graph, weights = step.graph, {t.name for t in step.graph.initializer}
+    nodes, feeds = [], {"char": "char", "hidden": "hidden"}
+    for i in range(k):
+        names = {x: feeds.get(x, x if x in weights or not x else f"u{i}/{x}")
+                 for n in graph.node for x in [*n.input, *n.output]}
+        for n in graph.node:
+            copy = helper.make_node(n.op_type, [names[x] for x in n.input], [names[x] for x in n.output],
+                                    domain=n.domain or None)
+            copy.attribute.extend(n.attribute)
+            nodes.append(copy)
+        feeds = {"char": f"u{i}/token", "hidden": names["hidden_out"]}
+        nodes.append(helper.make_node("ArgMax", [names["logits"]], [feeds["char"]], axis=1, keepdims=0))
+    out = helper.make_graph(nodes, f"unrolled_{k}", list(graph.input),
+                            [helper.make_tensor_value_info(feeds["char"], onnx.TensorProto.INT64, ["batch"])],
+                            initializer=list(graph.initializer))
+    model = helper.make_model(out, opset_imports=list(step.opset_import), ir_version=step.ir_version)
+    return model
 
 
 def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:
@@ -169,6 +205,13 @@ def format_table(result: dict) -> str:
                        f"charrnn_generate.onnx for one name capped at 1 character {c['graph_fixed_us']:.1f}, then "
                        f"{c['graph_per_char_us']:.1f} per further character (measured over a "
                        f"{c['graph_iterations']}-iteration name).")]
+        if "chain_per_char_us" in c:
+            chars = result["mean_name_length"] + 1  # the end token is a step too
+            bound = c["floor_us"] + chars * c["chain_per_char_us"]
+            lines += ["", (f"Lower bound for any one-graph decoder here: the step's own nodes in a straight line "
+                           f"(no Loop, no end test, no forcing) cost {c['chain_per_char_us']:.1f} µs per character, "
+                           f"so a name of {chars:.1f} steps costs at least {bound:.0f} µs with the run floor: at "
+                           f"most {b['onnx_step']['p50_us'] / bound:.1f}× the step loop's p50.")]
     return "\n".join(lines)
 
 

@@ -188,22 +188,31 @@ class OnnxGreedy(_OnnxModel):
     INPUTS, OUTPUTS = GENERATE_INPUTS, GENERATE_OUTPUTS
 
     def __call__(self, prefix: np.ndarray, prefix_length: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, length = self.session.run(list(GENERATE_OUTPUTS), {"prefix": np.asarray(prefix, dtype=np.int64),
-                                              "prefix_length": np.asarray(prefix_length, dtype=np.int64),
-                                              "max_length": np.array(max_length, dtype=np.int64)})
+        ids, length = self.session.run(GENERATE_OUTPUTS, {"prefix": np.asarray(prefix, dtype=np.int64),
+                                                       "prefix_length": np.asarray(prefix_length, dtype=np.int64),
+                                                       "max_length": np.array(max_length, dtype=np.int64)})
         return ids, length
 
     def decode(self, rows: Sequence[Row]) -> list[list[int]]:
         """Same result as `decode(step, rows, ...)` for greedy rows: ids per row, end token excluded.
-        One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent)."""
-        if any(r.temperature > 0 for r in rows):
-            raise ValueError("the one-graph model decodes greedily only (temperature 0)")
+        One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent).
+
+        The whole call costs a few session.runs' worth, so the Python around it counts: prefixes
+        of one length (one name, or one letter each) become the input array in one conversion."""
         if not rows:
             return []
-        prefix = np.full((len(rows), max(1, max(len(r.prefix) for r in rows))), self.vocab.eos_id, dtype=np.int64)
-        for i, r in enumerate(rows):
-            prefix[i, : len(r.prefix)] = r.prefix
-        ids, length = self(prefix, [len(r.prefix) for r in rows], max(r.max_length for r in rows))
+        if any(r.temperature > 0 for r in rows):
+            raise ValueError("the one-graph model decodes greedily only (temperature 0)")
+        widths = [len(r.prefix) for r in rows]
+        width = max(widths)
+        if width and width == min(widths):
+            prefix = np.array([r.prefix for r in rows], dtype=np.int64)
+        else:
+            prefix = np.full((len(rows), max(1, width)), self.vocab.eos_id, dtype=np.int64)
+            for i, r in enumerate(rows):
+                prefix[i, : len(r.prefix)] = r.prefix
+        ids, length = self.session.run(GENERATE_OUTPUTS, {"prefix": prefix, "prefix_length": np.array(widths, dtype=np.int64),
+                                                       "max_length": np.array(max(r.max_length for r in rows), dtype=np.int64)})
         return [row[: min(n, r.max_length)] for row, n, r in zip(ids.tolist(), length.tolist(), rows)]
 
 

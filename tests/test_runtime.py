@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from export import integrity, manifest
@@ -131,5 +133,25 @@ def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts):
     assert costs["floor_us"] > 0 and costs["step_us"] > 0 and costs["graph_fixed_us"] > 0
     assert costs["graph_iterations"] >= 2
     assert costs["step_nodes"] == len(onnx.load(str(tiny_artifacts.onnx)).graph.node)
+    assert costs["chain_per_char_us"] > 0
     table = runtime.format_table(result)
     assert "ONNX one-graph loop" in table and "Targets:" in table and "session.run floor" in table
+    assert "Lower bound for any one-graph decoder" in table
+
+
+def test_the_unrolled_probe_is_greedy_decoding_without_end_handling(tiny_artifacts):
+    """The lower-bound probe must do a greedy step's real work: its k-th token is the step
+    loop's k-th greedy choice (end token not masked, nothing forced after the first input)."""
+    from bench.runtime import unrolled_steps
+    from export.runtime import OnnxStep
+
+    step = OnnxStep.from_path(tiny_artifacts.onnx)
+    hidden = np.zeros((step.hidden_shape[0], 2, step.hidden_shape[1]), np.float32)
+    char = np.array([step.vocab.bos_id, step.vocab.encode("M")[0]])
+    want = char
+    for _ in range(4):
+        logits, hidden = step(want, hidden)
+        want = logits.argmax(axis=1)
+    chain = ort.InferenceSession(unrolled_steps(onnx.load(str(tiny_artifacts.onnx)), 4).SerializeToString(),
+                                 session_options(), providers=["CPUExecutionProvider"])
+    assert chain.run(None, {"char": char, "hidden": np.zeros_like(hidden)})[0].tolist() == want.tolist()
