@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.noise import to_unit_interval, uniform_bits
+from model.noise import mix32, to_unit_interval
 from model.request import Row
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -32,22 +32,62 @@ class Start:
     name_length: torch.Tensor  # int64 [B]
 
 
-def choose(logits: torch.Tensor, step: int, temperature: torch.Tensor, top_k: torch.Tensor,
-           seeds: torch.Tensor, sampling: bool) -> torch.Tensor:
-    """Next symbol per row: argmax for temperature 0, else a Gumbel-max sample of the
-    temperature-scaled, top-k-restricted distribution using counter-based noise."""
-    greedy = logits.argmax(dim=1)
-    if not sampling:
-        return greedy
-    vocab = logits.shape[1]
-    scaled = logits / temperature.clamp_min(1e-6).unsqueeze(1)
-    k = torch.where(top_k > 0, top_k.clamp_max(vocab), torch.full_like(top_k, vocab))
-    kth = scaled.sort(dim=1, descending=True).values.gather(1, (k - 1).unsqueeze(1))
-    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    symbols = torch.arange(vocab, device=logits.device).unsqueeze(0)
-    u = to_unit_interval(uniform_bits(seeds.unsqueeze(1), step, symbols).to(logits.dtype))
-    sampled = (scaled - torch.log(-torch.log(u))).argmax(dim=1)
-    return torch.where(temperature > 0, sampled, greedy)
+NOISE_CHUNK = 8  # decoding steps of sampling noise drawn at once
+
+
+class Chooser:
+    """Picks each row's next symbol: argmax for temperature 0, else a Gumbel-max sample of the
+    temperature-scaled, top-k-restricted distribution using counter-based noise
+    (model.noise; export.runtime.choose is the numpy twin, with the same values).
+
+    A step of this model is a handful of small kernels, and hashing the noise is ~30 more: so
+    what is fixed for the whole decode (which rows sample, who uses top-k, the rows' seed hashes)
+    is decided once, and the noise is drawn NOISE_CHUNK steps at a time (one set of kernels per
+    chunk instead of per step, which is what a GPU pays for)."""
+
+    def __init__(self, rows: Sequence[Row], device: torch.device):
+        self.sampling = any(r.temperature > 0 for r in rows)
+        if not self.sampling:
+            return
+        temperature = torch.tensor([float(r.temperature) for r in rows], device=device)
+        self.greedy_rows = None if all(r.temperature > 0 for r in rows) else temperature == 0
+        self.divisor = temperature.clamp_min(1e-6).unsqueeze(1)
+        self.top_k = [r.top_k for r in rows]
+        self.kth_index: torch.Tensor | None = None
+        self.seed_hash = mix32(torch.tensor([r.seed for r in rows], device=device, dtype=torch.long)).unsqueeze(1)
+        self.noise = torch.empty(0, device=device)
+        self.noise_from = 0
+
+    def _start(self, vocab: int, dtype: torch.dtype) -> None:
+        """What depends on the logits (vocabulary size, dtype), known at the first step."""
+        device, self.dtype = self.seed_hash.device, dtype
+        self.symbols = torch.arange(vocab, device=device).view(1, 1, vocab)
+        if any(0 < k < vocab for k in self.top_k):  # k >= vocab (or 0) keeps every symbol
+            k = torch.tensor([min(k, vocab) if k > 0 else vocab for k in self.top_k], device=device)
+            self.kth_index = (k - 1).unsqueeze(1)
+
+    def _noise(self, step: int) -> torch.Tensor:
+        """log(-log(u)) for `step`, u the uniform draw of (row seed, step, symbol) (model.noise)."""
+        if not self.noise_from <= step < self.noise_from + len(self.noise):
+            steps = torch.arange(step, step + NOISE_CHUNK, device=self.seed_hash.device).view(-1, 1, 1)
+            bits = mix32(self.seed_hash.unsqueeze(0) ^ mix32(self.symbols + steps * 65536 + 1)) >> 8
+            self.noise = torch.log(-torch.log(to_unit_interval(bits.to(self.dtype))))
+            self.noise_from = step
+        return self.noise[step - self.noise_from]
+
+    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        if not self.sampling:
+            return logits.argmax(dim=1)
+        if step == 0:
+            self._start(logits.shape[1], logits.dtype)
+        scaled = logits / self.divisor
+        if self.kth_index is not None:
+            kth = scaled.sort(dim=1, descending=True).values.gather(1, self.kth_index)
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        sampled = (scaled - self._noise(step)).argmax(dim=1)
+        if self.greedy_rows is None:
+            return sampled
+        return torch.where(self.greedy_rows, logits.argmax(dim=1), sampled)
 
 
 @torch.inference_mode()
@@ -78,10 +118,7 @@ def decode(step: Step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_
     prefix_len = torch.tensor([len(r.prefix) for r in rows], device=device)
     forced = torch.arange(max(1, longest_prefix), device=device).unsqueeze(1) < prefix_len  # [time, batch]
     max_len = torch.tensor([r.max_length for r in rows], device=device)
-    temperature = torch.tensor([float(r.temperature) for r in rows], device=device)
-    top_k = torch.tensor([r.top_k for r in rows], device=device)
-    seeds = torch.tensor([r.seed for r in rows], device=device, dtype=torch.long)
-    sampling = any(r.temperature > 0 for r in rows)
+    choose = Chooser(rows, device)
 
     if start is None:
         token = torch.full((batch,), bos_id, dtype=torch.long, device=device)
@@ -99,7 +136,7 @@ def decode(step: Step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_
             eos_column = torch.arange(logits.shape[1], device=device).unsqueeze(0) == eos_id
             logits = logits.masked_fill(eos_column if first_position is None else first_position & eos_column,
                                         float("-inf"))
-        token = choose(logits, t, temperature, top_k, seeds, sampling)
+        token = choose(logits, t)
         if t < longest_prefix:
             token = torch.where(forced[t], prefix[t], token)
         if t > 0:

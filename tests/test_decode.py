@@ -8,7 +8,8 @@ import torch
 
 from data.vocab import VocabError
 from model.checkpoint import load_checkpoint
-from model.decode import Start, decode
+from model.decode import NOISE_CHUNK, Chooser, Start, decode
+from model.noise import to_unit_interval, uniform_bits
 from model.request import Row, make_rows
 
 
@@ -74,6 +75,19 @@ def test_sampling_is_reproducible_and_depends_on_the_seed(loaded):
     assert first == run(loaded, make_rows(vocab, "", num=30, temperature=1.2, seed=7))
     assert first != run(loaded, make_rows(vocab, "", num=30, temperature=1.2, seed=8))
     assert len({tuple(ids) for ids in first}) > 5
+
+
+def test_chunked_noise_is_the_counter_based_noise_of_each_step():
+    """The chooser draws noise several steps at a time; each step's must still be the noise of
+    (row seed, step, symbol), which the numpy runtime draws one step at a time."""
+    rows = [Row((), temperature=1.0, seed=s) for s in (0, 1, 2**32 - 1, 12345)]
+    choose, vocab = Chooser(rows, torch.device("cpu")), 7
+    choose(torch.zeros(len(rows), vocab), 0)
+    symbols = torch.arange(vocab).unsqueeze(0)
+    seeds = torch.tensor([r.seed for r in rows]).unsqueeze(1)
+    for step in range(2 * NOISE_CHUNK + 3):
+        u = to_unit_interval(uniform_bits(seeds, step, symbols).to(torch.float32))
+        assert torch.equal(choose._noise(step), torch.log(-torch.log(u))), step
 
 
 def test_top_k_one_is_greedy(loaded):
