@@ -116,7 +116,7 @@ class OnnxStep(_OnnxModel):
 
 def choose(logits: np.ndarray, step: int, temperature: np.ndarray, top_k: np.ndarray, seeds: np.ndarray,
            sampling: bool) -> np.ndarray:
-    """numpy twin of model.decode.choose."""
+    """numpy twin of model.decode.Chooser, one step at a time (same values: model.noise)."""
     greedy = logits.argmax(axis=1)
     if not sampling:
         return greedy

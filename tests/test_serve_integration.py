@@ -55,9 +55,9 @@ class Served:
     def client(self) -> Client:
         return Client(self.inference, self.run_dir / "key_file.json", self.management)
 
-    def post(self, model: str, data: bytes, headers: dict | None = None, **kw) -> requests.Response:
+    def post(self, model: str, data: bytes, headers: dict | None = None, timeout: float = 30, **kw) -> requests.Response:
         return requests.post(f"{self.inference}/predictions/{model}", data=data,
-                             headers={**self.auth(), **JSON, **(headers or {})}, timeout=30, **kw)
+                             headers={**self.auth(), **JSON, **(headers or {})}, timeout=timeout, **kw)
 
     def worker_pids(self, model: str) -> list[int]:
         info = requests.get(f"{self.management}/models/{model}", headers=self.auth("management"), timeout=10).json()
@@ -180,8 +180,16 @@ def test_a_session_of_several_requests_matches_in_process_decoding(served, engin
             req = SessionRequest(text=text) if kind == "type" else SessionRequest(append=text)
             assert_same_answer(got, session_expected(engine, "local", req, opens=i == 0))
         sid = s.id
-    # closed (the handler set ts_request_sequence_end): its state is gone
-    r = served.post("charrnn_session", b'{"append": "a"}', {SEQUENCE_ID: sid})
+    # closed (the handler set ts_request_sequence_end): its state is gone. Once in a fresh-clone
+    # run (2026-11-27) a request sent right after the close's answer was never answered: our
+    # reading is that TorchServe had not yet ended the sequence and queued it there (README:
+    # a request queued behind one that ends the session is never answered). So ask again.
+    for attempt in range(3):
+        try:
+            r = served.post("charrnn_session", b'{"append": "a"}', {SEQUENCE_ID: sid}, timeout=5)
+            break
+        except requests.Timeout:
+            assert attempt < 2, "a request for the closed session was never answered"
     assert r.status_code == 404 and "unknown or expired" in r.json()["error"]
 
 
