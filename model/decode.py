@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.noise import mix32, to_unit_interval
+from model.noise import mix32, seeded_bits, to_unit_interval
 from model.request import Row
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -70,7 +70,7 @@ class Chooser:
         """log(-log(u)) for `step`, u the uniform draw of (row seed, step, symbol) (model.noise)."""
         if not self.noise_from <= step < self.noise_from + len(self.noise):
             steps = torch.arange(step, step + NOISE_CHUNK, device=self.seed_hash.device).view(-1, 1, 1)
-            bits = mix32(self.seed_hash.unsqueeze(0) ^ mix32(self.symbols + steps * 65536 + 1)) >> 8
+            bits = seeded_bits(self.seed_hash.unsqueeze(0), steps, self.symbols)
             self.noise = torch.log(-torch.log(to_unit_interval(bits.to(self.dtype))))
             self.noise_from = step
         return self.noise[step - self.noise_from]

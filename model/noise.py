@@ -35,7 +35,13 @@ def uniform_bits(row_seeds, step, symbols):
     row_seeds: int64 [batch, 1]; step: int; symbols: int64 [1, vocab] (0..vocab-1).
     Returns int64 [batch, vocab] in [0, 2**24): exactly representable in float32.
     """
-    return mix32(mix32(row_seeds) ^ mix32(symbols + step * 65536 + 1)) >> 8
+    return seeded_bits(mix32(row_seeds), step, symbols)
+
+
+def seeded_bits(seed_hash, step, symbols):
+    """uniform_bits from the rows' hashed seeds (`mix32(row_seeds)`, fixed for a whole decode);
+    `step` may also be an array of steps that broadcasts against the rows and symbols."""
+    return mix32(seed_hash ^ mix32(symbols + step * 65536 + 1)) >> 8
 
 
 def to_unit_interval(bits24):

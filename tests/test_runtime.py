@@ -118,6 +118,22 @@ def test_cli_greedy_and_errors(tiny_artifacts):
     assert bad.returncode != 0 and "U+20AC" in bad.stderr
 
 
+def test_chunked_noise_is_the_counter_based_noise_of_each_step():
+    """The numpy chooser draws noise several steps at a time; each step's must still be the
+    noise of (row seed, step, symbol), as the torch loop's (tests/test_decode.py)."""
+    from export.runtime import NOISE_CHUNK, Chooser
+    from model.noise import to_unit_interval, uniform_bits
+    from model.request import Row
+
+    rows = [Row((), temperature=1.0, seed=s) for s in (0, 1, 2**32 - 1, 12345)]
+    choose, vocab = Chooser(rows), 7
+    choose(np.zeros((len(rows), vocab), np.float32), 0)
+    seeds, symbols = np.array([r.seed for r in rows])[:, None], np.arange(vocab)[None, :]
+    for step in range(2 * NOISE_CHUNK + 3):
+        u = to_unit_interval(uniform_bits(seeds, step, symbols).astype(np.float32))
+        assert np.array_equal(choose._noise(step), np.log(-np.log(u))), step
+
+
 def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts):
     """bench/runtime.py (`make bench-runtime`): every backend timed, ratios to eager, the names
     checked to agree, and the ONNX Runtime cost probes filled in."""
