@@ -38,7 +38,7 @@ NOISE_CHUNK = 8  # decoding steps of sampling noise drawn at once
 class Chooser:
     """Picks each row's next symbol: argmax for temperature 0, else a Gumbel-max sample of the
     temperature-scaled, top-k-restricted distribution using counter-based noise
-    (model.noise; export.runtime.choose is the numpy twin, with the same values).
+    (model.noise; export.runtime.Chooser is the numpy twin, with the same values).
 
     A step of this model is a handful of small kernels, and hashing the noise is ~30 more: so
     what is fixed for the whole decode (which rows sample, who uses top-k, the rows' seed hashes)
