@@ -269,13 +269,17 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         masking = [helper.make_node("Sub", ["steps", "eos_value"], ["steps_rel"]),
                    helper.make_node("Mul", ["steps_rel", "alive_steps"], ["masked_rel"]),
                    helper.make_node("Add", ["masked_rel", "eos_value"], ["masked_steps"])]
+    loop_body = body.graph(eos)
     nodes += [
         helper.make_node("Loop", ["max_length", "cond_init", *initial], [*finals, "steps", "alive_steps"],
-                         body=body.graph(eos)),
+                         body=loop_body),
         *masking,
         helper.make_node("Transpose", ["masked_steps"], ["ids"], perm=[1, 0]),
         helper.make_node("ReduceSum", ["alive_steps", "zero_1d"], ["length"], keepdims=0),
     ]
+    # constants this variant does not read would make ONNX Runtime warn at every load
+    used = {i for n in [*nodes, *loop_body.node] for i in n.input}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
     graph = helper.make_graph(
         nodes, "charrnn_generate",
         inputs=[helper.make_tensor_value_info("prefix", TensorProto.INT64, ["batch", "prefix_len"]),

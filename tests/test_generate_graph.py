@@ -1,6 +1,9 @@
 """charrnn_generate.onnx: the whole greedy loop in one graph gives the step loop's names, for
 RNN, 2-layer RNN and GRU; its contract; export refuses a graph that disagrees."""
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -72,6 +75,17 @@ def test_contract_names_types_metadata_and_padding(tiny_artifacts):
     # an empty [batch, 0] prefix and a cap of one character
     ids, length = greedy(np.zeros((3, 0), dtype=np.int64), np.zeros(3), 1)
     assert ids.shape == (3, 1) and length.tolist() == [1, 1, 1]
+
+
+def test_both_models_load_without_onnx_runtime_warnings(artifacts):
+    """An embedder loads the files with ONNX Runtime's default logging: nothing unused in them
+    (ORT warns about each unused initializer or constant), so nothing printed."""
+    code = ("import sys, onnxruntime as ort\n"
+            "for path in sys.argv[1:]:\n"
+            "    ort.InferenceSession(path, providers=['CPUExecutionProvider'])\n")
+    done = subprocess.run([sys.executable, "-c", code, str(artifacts.onnx), str(generate_path(artifacts))],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == done.stderr == "", done.stderr
 
 
 def test_the_step_simplifications_are_exact(artifacts):
