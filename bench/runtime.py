@@ -48,6 +48,9 @@ def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     return backends, eager
 
 
+CHAIN = 16  # characters in the straight-line probe (bench.runtime.ort_costs)
+
+
 def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     """Where ONNX Runtime's time goes on this machine, in µs per call (median of `rounds`, the
     probes interleaved): `floor`, one session.run of a one-node graph from Python; `step`, one
@@ -105,8 +108,6 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
             "graph_iterations": int(steps_full), "step_nodes": len(step_proto.graph.node),
             "chain_per_char_us": (med["chain_k"] - med["chain_1"]) / (CHAIN - 1)}
 
-
-CHAIN = 16  # characters in the straight-line probe
 
 
 def unrolled_steps(step: onnx.ModelProto, k: int) -> onnx.ModelProto:

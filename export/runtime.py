@@ -31,6 +31,7 @@ INPUTS = ("char", "hidden")
 OUTPUTS = ("logits", "hidden_out")
 GENERATE_INPUTS = ("prefix", "prefix_length", "max_length")
 GENERATE_OUTPUTS = ("ids", "length")
+GENERATE_FILE = "charrnn_generate.onnx"  # its name in artifacts/ and in charrnn.mar
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -224,6 +225,13 @@ class OnnxGreedy(_OnnxModel):
                                                        "max_length": np.array(max_length, dtype=np.int64)})
         return ids, length
 
+    def require_export(self, fingerprint: str | None, symbols: Sequence[str], other: str) -> None:
+        """Refuse a one-graph model from another export than `other` (its vocab.json fingerprint
+        and symbols): the two would decode different names."""
+        if self.meta.get("fingerprint") != fingerprint or list(self.vocab.symbols) != list(symbols):
+            raise ArtifactError(f"{self.source}: not from the same export as {other} (vocab.json fingerprint "
+                                f"{self.meta.get('fingerprint')} against {fingerprint})")
+
     def decode(self, rows: Sequence[Row]) -> list[list[int]]:
         """Same result as `decode(step, rows, ...)` for greedy rows: ids per row, end token excluded.
         One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent).
@@ -242,8 +250,7 @@ class OnnxGreedy(_OnnxModel):
             prefix = np.full((len(rows), max(1, width)), self.vocab.eos_id, dtype=np.int64)
             for i, r in enumerate(rows):
                 prefix[i, : len(r.prefix)] = r.prefix
-        ids, length = self.session.run(GENERATE_OUTPUTS, {"prefix": prefix, "prefix_length": np.array(widths, dtype=np.int64),
-                                                       "max_length": np.array(max(r.max_length for r in rows), dtype=np.int64)})
+        ids, length = self(prefix, widths, max(r.max_length for r in rows))
         return [row[: min(n, r.max_length)] for row, n, r in zip(ids.tolist(), length.tolist(), rows)]
 
 
@@ -259,9 +266,7 @@ class NameGenerator:
         self.greedy: OnnxGreedy | None = None
         if generate_model is not None:
             self.greedy = OnnxGreedy.from_path(generate_model, threads)
-            if self.greedy.meta.get("fingerprint") != self.step.meta.get("fingerprint"):
-                raise ArtifactError(f"{generate_model}: not from the same export as {model_path} "
-                                    "(vocab.json fingerprints differ)")
+            self.greedy.require_export(self.step.meta.get("fingerprint"), self.vocab.symbols, str(model_path))
 
     def generate_rows(self, rows: Sequence[Row]) -> list[str]:
         if self.greedy is not None and all(r.temperature == 0 for r in rows):

@@ -34,13 +34,13 @@ from pathlib import Path
 
 from data.atomic import exit_on_sigterm, signals_deferred
 from export.errors import ArtifactError
+from export.runtime import GENERATE_FILE
 from serve import checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 MODELS = ("charrnn", "charrnn_session")
 VERSION = "1.0"
-GREEDY_GRAPH = "charrnn_generate.onnx"  # its name in the .mar, the one serve/handler.py looks for
 
 
 def shipped_modules() -> list[Path]:
@@ -100,7 +100,7 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             # checksums.json: every file as it will lie in the worker's model dir
             sums = staging / "sums" / name
             sums.mkdir(parents=True)
-            extra = [(GREEDY_GRAPH, greedy_graph)] if greedy_graph is not None and name == "charrnn" else []
+            extra = [(GENERATE_FILE, greedy_graph)] if greedy_graph is not None and name == "charrnn" else []
             for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
                                 ("vocab.json", vocab_copy), ("model-config.yaml", config), *extra,
                                 *[(str(rel), package / rel) for rel in shipped]]:

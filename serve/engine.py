@@ -362,10 +362,7 @@ class Engine:
         greedy = None
         if greedy_graph is not None and torch.device(device).type == "cpu":
             greedy = OnnxGreedy.from_path(greedy_graph, threads=max(1, torch.get_num_threads()))
-            if greedy.meta.get("fingerprint") != meta.get("fingerprint") or greedy.vocab.symbols != vocab.symbols:
-                raise ArtifactError(f"{greedy_graph}: not from the same export as {torchscript} "
-                                    f"(vocab.json fingerprint {greedy.meta.get('fingerprint')} against "
-                                    f"{meta.get('fingerprint')})")
+            greedy.require_export(meta.get("fingerprint"), vocab.symbols, str(torchscript))
         return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device=device,
                    limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy)
 

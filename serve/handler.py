@@ -39,6 +39,7 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
+from export.runtime import GENERATE_FILE
 from serve import checksums
 from serve.engine import (
     NDJSON,
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests"}
 MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
 DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
-GREEDY_GRAPH = "charrnn_generate.onnx"  # shipped in charrnn.mar (serve/archive.py)
 JSON = "application/json"
 
 
@@ -94,7 +94,7 @@ class CharRNNHandler:
         checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
         # greedy one-shot names through the one-graph ONNX decoder on CPU (Engine.from_artifacts);
         # handler.one_graph: false keeps every request on the TorchScript loop
-        greedy_graph = os.path.join(model_dir, GREEDY_GRAPH)
+        greedy_graph = os.path.join(model_dir, GENERATE_FILE)
         if self.mode != "generate" or not config.get("one_graph", True) or not os.path.isfile(greedy_graph):
             greedy_graph = None
         self.engine = Engine.from_artifacts(
