@@ -152,7 +152,32 @@ def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts):
     assert costs["chain_per_char_us"] > 0
     table = runtime.format_table(result)
     assert "ONNX one-graph loop" in table and "Targets:" in table and "session.run floor" in table
-    assert "Lower bound for any one-graph decoder" in table
+    bound = result["loop_bound"]
+    assert bound["p50_us"] > 0 and bound["steps_mean"] >= 1
+    assert "Lower bound for a one-graph decoder built on ONNX's `Loop`" in table
+
+
+def test_the_bare_loop_probe_runs_greedy_steps_for_each_name(tiny_artifacts):
+    """The Loop bound must do a greedy step's real work, as many times as the real decode: its
+    tokens are the step loop's argmax chain from bos, and each row's feed runs one iteration per
+    character of its greedy name plus the end token's."""
+    from bench.runtime import loop_bound_probe
+    from export.runtime import NameGenerator, OnnxStep
+    from model.request import Row
+
+    step = OnnxStep.from_path(tiny_artifacts.onnx)
+    hidden = np.zeros((step.hidden_shape[0], 1, step.hidden_shape[1]), np.float32)
+    want, char = [], np.array([step.vocab.bos_id])
+    for _ in range(5):
+        logits, hidden = step(char, hidden)
+        char = logits.argmax(axis=1)
+        want.append(int(char[0]))
+    rows = [Row((i,)) for i in step.vocab.encode("MA")]
+    names = NameGenerator(tiny_artifacts.onnx).generate_rows(rows)
+    session, feeds = loop_bound_probe(tiny_artifacts.dir, rows, names)
+    assert [int(f["steps"]) for f in feeds] == [min(len(n) + 1, r.max_length) for n, r in zip(names, rows)]
+    feed = dict(feeds[0], steps=np.array(5, np.int64))
+    assert session.run(["tokens"], feed)[0][:, 0].tolist() == want
 
 
 def test_the_unrolled_probe_is_greedy_decoding_without_end_handling(tiny_artifacts):
