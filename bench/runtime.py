@@ -112,7 +112,6 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
             "chain_per_char_us": (med["chain_k"] - med["chain_1"]) / (CHAIN - 1)}
 
 
-
 def unrolled_steps(step: onnx.ModelProto, k: int) -> onnx.ModelProto:
     """`k` copies of the step graph in a row, each fed the ArgMax of the last one's logits:
     greedy decoding's per-character work with nothing else (a probe, not a decoder)."""
@@ -133,8 +132,7 @@ def unrolled_steps(step: onnx.ModelProto, k: int) -> onnx.ModelProto:
     out = helper.make_graph(nodes, f"unrolled_{k}", list(graph.input),
                             [helper.make_tensor_value_info(feeds["char"], onnx.TensorProto.INT64, ["batch"])],
                             initializer=list(graph.initializer))
-    model = helper.make_model(out, opset_imports=list(step.opset_import), ir_version=step.ir_version)
-    return model
+    return helper.make_model(out, opset_imports=list(step.opset_import), ir_version=step.ir_version)
 
 
 def bare_loop(step: onnx.ModelProto) -> onnx.ModelProto:

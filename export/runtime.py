@@ -24,7 +24,7 @@ import onnxruntime as ort
 from data.vocab import Vocab, VocabError
 from export import integrity, manifest
 from export.errors import ArtifactError
-from model.noise import mix32, seeded_bits, to_unit_interval
+from model.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
 
 INPUTS = ("char", "hidden")
@@ -113,9 +113,6 @@ class OnnxStep(_OnnxModel):
         logits, hidden_out = self.session.run(list(OUTPUTS), {"char": np.asarray(char, dtype=np.int64),
                                                         "hidden": np.asarray(hidden, dtype=np.float32)})
         return logits, hidden_out
-
-
-NOISE_CHUNK = 8  # decoding steps of sampling noise drawn at once (as model.decode)
 
 
 class Chooser:

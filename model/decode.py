@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.noise import mix32, seeded_bits, to_unit_interval
+from model.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
 from model.request import Row
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -30,9 +30,6 @@ class Start:
     token: torch.Tensor  # int64 [B]
     hidden: torch.Tensor  # float [L, B, H]
     name_length: torch.Tensor  # int64 [B]
-
-
-NOISE_CHUNK = 8  # decoding steps of sampling noise drawn at once
 
 
 class Chooser:

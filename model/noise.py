@@ -12,6 +12,9 @@ from __future__ import annotations
 
 MASK32 = 0xFFFFFFFF
 MAX_SEED = 2**32 - 1
+# decoding steps of noise a sampler draws at once (model.decode.Chooser and its numpy twin):
+# one set of hashing calls per chunk instead of per step; the values do not depend on it
+NOISE_CHUNK = 8
 
 
 def mix32(x):

@@ -12,8 +12,8 @@ in-process, and another server could host it later.
 - `generate` decodes the requests of a batch in one call per decoder: the greedy, non-streamed
   ones in one run of the one-graph decoder when the engine has it, all others in ONE `decode`
   call (each request's `num` names become rows via `model.request.make_rows`, with their own
-  prefix, length, temperature, top-k and seed), then splits the names back per request. Rows never influence each other, so a
-  request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+  prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
+  never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
 - `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
   feeds the newly typed characters and returns the next-character distribution and the greedy
   completion, again in one `decode` call per batch (continuing from decode's `Start`).
