@@ -29,7 +29,13 @@ def mix32(x):
 
 def row_seed(seed: int, index: int) -> int:
     """Seed of the `index`-th name of a request seeded with `seed` (0 <= seed < 2**32)."""
-    return int(mix32(seed ^ mix32(index * 0x9E3779B1 + 0x632BE5AB)))
+    return int(row_seeds(seed, index))
+
+
+def row_seeds(seed, index):
+    """row_seed for an int64 array/tensor of indices (0 <= index < 2**31) at once: a million
+    names' seeds without a Python loop over them (model.batch, bulk generation)."""
+    return mix32(seed ^ mix32(index * 0x9E3779B1 + 0x632BE5AB))
 
 
 def uniform_bits(row_seeds, step, symbols):
