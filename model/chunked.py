@@ -266,9 +266,12 @@ class ChunkedDecoder:
         """model.decode.decode's answer: each row's ids, prefix included, end token excluded."""
         name_lengths = start.name_length.tolist() if start is not None else None
         out = self.run(RowBatch.from_rows(rows, name_lengths), start=start, on_step=on_step)
-        ids = out.ids.cpu().tolist()
+        return self.id_lists(out.ids, rows)
+
+    def id_lists(self, ids: torch.Tensor, rows: Sequence[Row]) -> list[list[int]]:
+        """Per row, its ids up to the end token, as decode returns them (one copy to the host)."""
         return [(row[: row.index(self.eos_id)] if self.eos_id in row else row)[: r.max_length]
-                for row, r in zip(ids, rows)]
+                for row, r in zip(ids.cpu().tolist(), rows)]
 
     def mode(self, batch: RowBatch) -> str:
         """As model.decode.Chooser decides: greedy unless a row samples; top-k only if a

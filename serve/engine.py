@@ -23,25 +23,33 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from data.vocab import Vocab, VocabError
 from export import manifest
 from export.errors import ArtifactError
-from export.runtime import OnnxGreedy
 from export.torchscript import load_torchscript
+from model.batch import NameText, RowBatch
+from model.chunked import MODES, ChunkedDecoder
 from model.decode import Start, decode
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
 
+if TYPE_CHECKING:  # imported when used: numpy and ONNX Runtime are not needed on a GPU
+    from export.runtime import OnnxGreedy
+
 NDJSON = "application/x-ndjson"
+# batch sizes the GPU decoder captures at load (model.chunked): up to 64 requests of 64 names
+ENGINE_BUCKETS = (1, 8, 64, 256, 1024, 4096)
 
 
 class RequestError(ValueError):
@@ -325,11 +333,14 @@ class _Recorder:
 
 
 class Engine:
-    """Validates requests and decodes them in batches with `model.decode.decode` on `device`."""
+    """Validates requests and decodes them in batches with `model.decode.decode` on `device`
+    (`model.chunked.ChunkedDecoder` on a GPU)."""
+
+    CHUNKED_ON_CPU = False  # tests: run the GPU's decoding path (capture off) on CPU by default
 
     def __init__(self, step, vocab: Vocab, hidden_shape: tuple[int, int], *, device: str | torch.device = "cpu",
                  limits: Limits | None = None, sessions: SessionStore | None = None,
-                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None):
+                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None, chunked: bool | None = None):
         self.step, self.vocab, self.hidden_shape = step, vocab, tuple(hidden_shape)
         self.greedy = greedy  # charrnn_generate.onnx: greedy one-shot names in one ORT run
         self.device = torch.device(device)
@@ -344,11 +355,21 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
+        # model.chunked: on a GPU (default), one-shot names, streams and session waves replay
+        # captured chunks of steps; on CPU the per-step loop stays unless chunked=True (tests)
+        self.chunked: ChunkedDecoder | None = None
+        if (self.device.type == "cuda" or self.CHUNKED_ON_CPU) if chunked is None else chunked:
+            self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                                          hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,
+                                          max_steps=self.limits.max_prefix + self.limits.max_length,
+                                          max_prefix=self.limits.max_prefix)
+            self._name_text = NameText(vocab)
 
     @classmethod
     def from_artifacts(cls, torchscript: str | Path, vocab_json: str | Path | None = None, *,
                        device: str | torch.device = "cpu", limits: Limits | None = None,
-                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None) -> Engine:
+                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None,
+                       chunked: bool | None = None) -> Engine:
         """Load the TorchScript step. With `vocab_json` (the copy shipped beside it, e.g. in the
         .mar), refuse to start unless it matches the vocabulary inside the TorchScript file.
 
@@ -361,10 +382,13 @@ class Engine:
             check_vocab_file(vocab_json, vocab, meta, torchscript)
         greedy = None
         if greedy_graph is not None and torch.device(device).type == "cpu":
+            from export.runtime import OnnxGreedy
+
             greedy = OnnxGreedy.from_path(greedy_graph, threads=max(1, torch.get_num_threads()))
             greedy.require_export(meta.get("fingerprint"), vocab.symbols, str(torchscript))
         return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device=device,
-                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy)
+                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy,
+                   chunked=chunked)
 
     # ------------------------------------------------------------ one-shot requests
 
@@ -424,6 +448,8 @@ class Engine:
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars) -> list[list[str]]:
+        if not graph and self.chunked is not None:
+            return self._decode_chunked(requests, indices, on_chars)
         rows: list[Row] = []
         spans: list[tuple[int, int]] = []
         for r in requests:
@@ -442,6 +468,24 @@ class Engine:
                          hidden_shape=self.hidden_shape, device=self.device, on_step=on_step)
         names = [self.vocab.decode(row) for row in ids]
         return [names[s:s + n] for s, n in spans]
+
+    def _decode_chunked(self, requests: Sequence[GenerateRequest], indices: list[int], on_chars) -> list[list[str]]:
+        """_decode_requests on model.chunked: the rows built per request, not per row, and the
+        names turned into text in one go (model.batch); the same names as `decode` gives."""
+        seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
+        batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
+                                     [r.max_length for r in requests], [r.temperature for r in requests],
+                                     [r.top_k for r in requests], seeds)
+        starts = [0]
+        for r in requests:
+            starts.append(starts[-1] + r.num)
+        on_step = None
+        if on_chars is not None:
+            streamed = [(indices[j], starts[j], r.num) for j, r in enumerate(requests) if r.stream]
+            if streamed:
+                on_step = self._streamer(streamed, on_chars)
+        names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
+        return [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
 
     def _streamer(self, streamed, on_chars):
         symbols = self._symbols
@@ -550,21 +594,26 @@ class Engine:
         # the step after the last typed character, whose logits we need, always runs)
         rows = [Row(tuple(fed), len(fed) + max(1, req.max_length - len(text)))
                 for _, _, req, _, text, fed in jobs]
-        recorder = _Recorder(self.step)
-        ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                     hidden_shape=self.hidden_shape, device=device, start=start)
+        if self.chunked is not None:  # captured chunks on a GPU; the recording is static buffers
+            lengths = [s.length if s is not None else 0 for _, _, _, s, _, _ in jobs]
+            out = self.chunked.run(RowBatch.from_rows(rows, lengths), start=start, record=True)
+            ids, recorded_logits, recorded_hidden = self.chunked.id_lists(out.ids, rows), out.logits, out.hidden
+        else:
+            recorder = _Recorder(self.step)
+            ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                         hidden_shape=self.hidden_shape, device=device, start=start)
+            recorded_logits, recorded_hidden = torch.stack(recorder.logits), torch.stack(recorder.hidden)
 
         fed_count = torch.tensor([len(fed) for *_, fed in jobs], dtype=torch.long, device=device)
         rows_index = torch.arange(batch, device=device)
-        logits = torch.stack(recorder.logits)[fed_count, rows_index]  # [B, V] after the whole text
+        logits = recorded_logits[fed_count, rows_index]  # [B, V] after the whole text
         empty = torch.tensor([not text for *_, text, _ in jobs], device=device)
         eos = torch.arange(logits.shape[1], device=device) == vocab.eos_id
         logits = logits.masked_fill(empty.unsqueeze(1) & eos.unsqueeze(0), float("-inf"))
         k = max(req.top_k for _, _, req, _, _, _ in jobs)
         top = torch.softmax(logits, dim=1).topk(k, dim=1) if k else None
         # hidden after feeding all but the last new character: stays on the device
-        recorded = torch.stack(recorder.hidden)  # [T, L, B, H]
-        after = recorded[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H]
+        after = recorded_hidden[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H] ([T, L, B, H] recorded)
         after = torch.where((fed_count == 0).view(batch, 1, 1), base_hidden, after)
         if top is not None:  # one copy to the host for probabilities and symbols together
             top_host = torch.cat([top.values, top.indices.to(top.values.dtype)], dim=1).tolist()
@@ -586,7 +635,10 @@ class Engine:
     # ------------------------------------------------------------ misc
 
     def warm_up(self) -> None:
-        """Run each path once, so the first real request does not pay TorchScript's profiling."""
+        """Run each path once, so the first real request does not pay TorchScript's profiling;
+        on a GPU, capture the chunked decoder's graphs first (never on the request path)."""
+        if self.chunked is not None:
+            self.chunked.warm_up(modes=MODES, record=True)
         for _ in range(3):
             self.generate([GenerateRequest(num=2), GenerateRequest(prefix=self.vocab.characters[0],
                                                                    temperature=1.0, top_k=3, seed=1)])
