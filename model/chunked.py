@@ -84,6 +84,8 @@ class _Slot:
         self.rec_logits: torch.Tensor | None = None
         self.rec_hidden: torch.Tensor | None = None
         self.graphs: dict = {}
+        # the last host-to-device copy of `host`: wait for it before packing the next rows there
+        self.copied = torch.cuda.Event() if dev.type == "cuda" else None
 
     def recording(self, d: ChunkedDecoder) -> None:
         if self.rec_logits is None:
@@ -195,6 +197,8 @@ class ChunkedDecoder:
         """Allocate the buckets holding `sizes` rows (default: all) and, on CUDA, capture the
         load graph and every chunk of `modes` (plus GREEDY with recording if `record`).
         Returns the number of graphs captured."""
+        if not self.capture:  # eager: buckets are allocated when first used
+            return 0
         buckets = sorted({self.bucket(n) for n in sizes} if sizes is not None else self.buckets)
         variants = [(m, False) for m in modes] + ([(GREEDY, True)] if record else [])
         captured = 0
@@ -230,9 +234,12 @@ class ChunkedDecoder:
         slot = self._slot(self.bucket(n))
         if record:
             slot.recording(self)
+        if slot.copied is not None:
+            slot.copied.synchronize()  # a run without host reads may still be copying `host`
         self._pack(slot, batch)
         if slot.packed is not slot.host:
             slot.packed.copy_(slot.host, non_blocking=True)  # the one host-to-device copy
+            slot.copied.record()
         graphed = self.capture and on_step is None
         self._replay_or_run(slot, ("load",), graphed, lambda: self._load(slot))
         if start is not None:
