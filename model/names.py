@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--model {args.model}: no such file (make export builds it)")
         step, vocab, hidden_shape = load_step(args.model, args.device)
         spec.check(vocab)
-        batch_size = args.batch_size or BATCH["cuda" if args.device.startswith("cuda") else "cpu"]
+        batch_size = args.batch_size if args.batch_size is not None else \
+            BATCH["cuda" if args.device.startswith("cuda") else "cpu"]
         if batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
         batch_size = batch_size if args.distinct else min(batch_size, args.num)
