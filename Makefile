@@ -49,7 +49,7 @@ SOURCES_DATA  := $(wildcard data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 
-.PHONY: all setup data train export verify generate test lint clean distclean check-java FORCE
+.PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
 
 all: export archive
 
@@ -101,6 +101,19 @@ TEMPERATURE ?= 0
 generate: $(EXPORTS)
 	$(PY) -m model.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
 		$(if $(SEED_GEN),--seed $(SEED_GEN),)
+
+# Bulk generation straight to a file (docs/bulk-generation.md); the same SEED gives the same file on CPU or GPU.
+# make names NUM=1000000 OUT=names.txt [DEVICE=cuda] [TEMPERATURE=1 SEED=7 PREFIX=Ma TOP_K=0] [DISTINCT=1]
+# Uses $(ART)'s export as it is (built first only when missing); TEMPERATURE defaults to 1 here.
+OUT      ?= names.txt
+TOP_K    ?= 0
+DISTINCT ?=
+NAMES_ARGS ?=
+names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
+	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' --device $(DEVICE) \
+		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) \
+		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
+		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
 
 # ---- serving: TorchServe archives, server, GPU check (README.md "Serving") ----
 MODEL_STORE     ?= $(ART)/model_store
@@ -167,8 +180,8 @@ EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED)
 
-# make bench [SECTIONS=training,quality,generation,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
-SECTIONS   ?= training,quality,generation,serving
+# make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
+SECTIONS   ?= training,quality,generation,bulk,serving
 BENCH_ARGS ?=
 comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)

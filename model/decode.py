@@ -84,7 +84,7 @@ def gumbel_noise(seed_hash: torch.Tensor, first_step: int, steps: int, symbols: 
     seed_hash [B, 1] (symbols: arange(V) as [1, 1, V]); u is model.noise's uniform draw."""
     at = torch.arange(first_step, first_step + steps, device=seed_hash.device).view(-1, 1, 1)
     bits = seeded_bits(seed_hash.unsqueeze(0), at, symbols)
-    return torch.log(-torch.log(to_unit_interval(bits.to(dtype))))
+    return to_unit_interval(bits.to(dtype)).log_().neg_().log_()  # in place: the same values, less memory traffic
 
 
 def pick(logits: torch.Tensor, divisor: torch.Tensor, kth_index: torch.Tensor | None, noise: torch.Tensor,
@@ -94,8 +94,8 @@ def pick(logits: torch.Tensor, divisor: torch.Tensor, kth_index: torch.Tensor | 
     scaled = logits / divisor
     if kth_index is not None:
         kth = scaled.sort(dim=1, descending=True).values.gather(1, kth_index)
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    sampled = (scaled - noise).argmax(dim=1)
+        scaled.masked_fill_(scaled < kth, float("-inf"))
+    sampled = scaled.sub_(noise).argmax(dim=1)  # scaled is this function's own tensor
     if greedy_rows is None:
         return sampled
     return torch.where(greedy_rows, logits.argmax(dim=1), sampled)

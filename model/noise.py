@@ -18,13 +18,20 @@ NOISE_CHUNK = 8
 
 
 def mix32(x):
-    """A 32-bit integer finaliser (multipliers kept below 2**31 so products fit in int64)."""
+    """A 32-bit integer finaliser (multipliers kept below 2**31 so products fit in int64).
+
+    The first line makes a new array (never the caller's); the rest update it in place, which on
+    numpy and torch saves an allocation and a pass over memory per operator (a sampling batch's
+    noise is rows x symbols of these); on Python ints the augmented operators just rebind."""
     x = x & MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x5BD1E995) & MASK32
-    return x ^ (x >> 16)
+    x ^= x >> 16
+    x *= 0x7FEB352D
+    x &= MASK32
+    x ^= x >> 15
+    x *= 0x5BD1E995
+    x &= MASK32
+    x ^= x >> 16
+    return x
 
 
 def row_seed(seed: int, index: int) -> int:
