@@ -124,8 +124,23 @@ def test_gathering_live_rows_gives_the_same_ids_as_keeping_them(loaded):
     rows = mixed_rows(vocab, n=200, seed=4)
     batch = RowBatch.from_rows(rows)
     kept = chunked(loaded, buckets=(256,), chunk=2, compact=False).run(batch)
-    gathered = chunked(loaded, buckets=(256,), chunk=2, compact=True).run(batch)
+    gathering = chunked(loaded, buckets=(256,), chunk=2, compact=True)
+    gathering.run(RowBatch.from_rows(make_rows(vocab, "", num=256, max_length=64, temperature=3.0, seed=1)))
+    gathered = gathering.run(batch)  # over the previous run's output buffer
     assert torch.equal(kept.ids, gathered.ids)
+
+
+def test_no_name_is_empty_unless_a_session_continues_it(loaded):
+    """At a high temperature the end token is often drawn at the first position; it must be
+    masked there, as decode masks it, except for rows continuing a name (name_length > 0)."""
+    model, vocab = loaded
+    rows = make_rows(vocab, "", num=300, temperature=8.0, seed=3)
+    got = chunked(loaded, buckets=(512,)).decode(rows)
+    assert got == reference(loaded, rows) and all(got)
+    start = Start(token=torch.tensor(vocab.encode("a") * 300), hidden=torch.zeros(1, 300, model.hidden_size),
+                  name_length=torch.full((300,), 3))
+    continued = chunked(loaded, buckets=(512,)).decode(rows, start=start)
+    assert continued == reference(loaded, rows, start=start) and not all(continued)
 
 
 def test_rows_beyond_the_decoders_sizes_are_refused_with_the_reason(loaded):

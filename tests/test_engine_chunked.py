@@ -39,10 +39,18 @@ def test_one_shot_names_equal_the_per_step_loop(engines):
     assert chunked.generate(reqs[:1]) == plain.generate(reqs[:1])
 
 
-def test_streamed_characters_equal_the_per_step_loop(engines):
-    plain, chunked = engines
-    reqs = [GenerateRequest(prefix="Ma", num=3, temperature=1.0, seed=4, stream=True), GenerateRequest(num=2),
-            GenerateRequest(prefix="J", stream=True)]
+def test_streamed_characters_equal_the_per_step_loop(engines, tiny_artifacts):
+    """Beside the one-graph ONNX decoder too (as on CPU), which takes the greedy unstreamed
+    requests: the streamed ones keep their own request indices."""
+    for graph in (None, tiny_artifacts.dir / "charrnn_generate.onnx"):
+        plain, chunked = (Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
+                                                greedy_graph=graph, chunked=c) for c in (False, True))
+        check_streams(plain, chunked)
+
+
+def check_streams(plain, chunked):
+    reqs = [GenerateRequest(num=2), GenerateRequest(prefix="Ma", num=3, temperature=1.0, seed=4, stream=True),
+            GenerateRequest(prefix="J", stream=True), GenerateRequest(prefix="A", num=2, temperature=0.5, seed=1)]
     got = {}
     for name, engine in (("plain", plain), ("chunked", chunked)):
         events = []
@@ -57,7 +65,10 @@ def test_session_answers_equal_the_per_step_loop(engines):
               [("a", SessionRequest(append="c"), False), ("b", SessionRequest(append="J", top_k=3), False)],
               [("a", SessionRequest(text="Le"), False), ("c", SessionRequest(append="ari"), False),
                ("c", SessionRequest(append="a"), False)],
-              [("b", SessionRequest(append="oão", max_length=40), False), ("a", SessionRequest(close=True), False)]]
+              [("b", SessionRequest(append="oão", max_length=40), False), ("a", SessionRequest(close=True), False),
+               ("d", SessionRequest(text="Lucas"), True), ("e", SessionRequest(text="Ana"), True)],
+              # nothing new typed: the first step may end the name (it continues one), as in decode
+              [("d", SessionRequest(append=""), False), ("e", SessionRequest(append=""), False)]]
     for wave in script:
         assert chunked.session(wave) == plain.session(wave)
 
