@@ -63,7 +63,7 @@ class _Slot:
         dev, P, T = d.device, d.max_prefix, d.max_chunks * d.chunk
         width = 2 * P + 8 * FIELDS  # bytes per row: int16 prefix, then int64 fields
         self.size = size
-        self.host = torch.zeros(size, width, dtype=torch.uint8, pin_memory=d.capture)
+        self.host = torch.zeros(size, width, dtype=torch.uint8, pin_memory=d.capture and dev.type == "cuda")
         self.packed = self.host if dev.type == "cpu" else torch.zeros(size, width, dtype=torch.uint8, device=dev)
         self.host_prefix, self.host_fields = _views(self.host, P)
         self.packed_prefix, self.packed_fields = _views(self.packed, P)
@@ -149,7 +149,7 @@ class ChunkedDecoder:
     def __init__(self, step: Step, *, bos_id: int, eos_id: int, hidden_shape: tuple[int, int],
                  device: torch.device | str = "cpu", buckets: Sequence[int] = BUCKETS, max_steps: int = 64,
                  max_prefix: int = 32, chunk: int = NOISE_CHUNK, capture: bool | None = None,
-                 compact: bool = True):
+                 compact: bool = True, graphs: CudaGraphs | None = None):
         self.step, self.bos_id, self.eos_id = step, bos_id, eos_id
         self.hidden_shape = tuple(hidden_shape)
         self.device = torch.device(device)
@@ -166,8 +166,9 @@ class ChunkedDecoder:
         self.max_chunks = math.ceil(max_steps / chunk)
         self.max_prefix = 8 * math.ceil(max(1, min(max_prefix, max_steps)) / 8)  # keeps int64 fields aligned
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
-        if self.capture and self.device.type != "cuda":
+        if self.capture and self.device.type != "cuda" and graphs is None:
             raise ValueError("capture (CUDA graphs) needs a CUDA device")
+        self.graphs = graphs if graphs is not None else CudaGraphs(self.device) if self.capture else None
         if self.device.type == "cuda":
             # parity with CPU results over speed: TF32 could flip a near-tie argmax
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -182,7 +183,6 @@ class ChunkedDecoder:
         self._eos_column = (torch.arange(self.vocab_size, device=self.device) == eos_id).unsqueeze(0)
         self._positions = torch.arange(self.max_prefix, device=self.device).unsqueeze(1)
         self._slots: dict[int, _Slot] = {}
-        self._pool = None
         self.eager_chunks = 0  # chunks run without a graph while capture is on (not warmed up)
 
     # ------------------------------------------------------------ public
@@ -206,8 +206,7 @@ class ChunkedDecoder:
             slot = self._slot(size)
             if record:
                 slot.recording(self)
-            if self.capture:
-                captured += self._capture(slot, variants)
+            captured += self._capture(slot, variants)
         return captured
 
     @torch.inference_mode()
@@ -388,10 +387,6 @@ class ChunkedDecoder:
         todo = [(m, r, k) for m, r in variants for k in range(self.max_chunks) if (m, r, k) not in slot.graphs]
         if "load" not in slot.graphs:
             todo.insert(0, ("load",))
-        if not todo:
-            return 0
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
         P = self.max_prefix
 
         def work(key):
@@ -400,23 +395,50 @@ class ChunkedDecoder:
             mode, record, k = key
             return lambda: self._chunk(slot, k, mode, record, P)
 
-        with torch.inference_mode(), _plain_torchscript():
+        with torch.inference_mode():
+            slot.graphs.update(self.graphs.capture({key: work(key) for key in todo}))
+        return len(todo)
+
+
+class CudaGraphs:
+    """Captures work into torch.cuda.CUDAGraph objects, all in one memory pool. What a chunk
+    computes depends only on its key (bucket, mode, recording, position), never on the rows, so
+    a capture replays correctly for any rows packed into the slot's buffers. (Tests on CPU
+    substitute an object whose "graphs" call the work again: the same replay protocol.)"""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pool = None
+
+    def capture(self, works: dict) -> dict:
+        if not works:
+            return {}
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graphs = {}
+        with _plain_torchscript():
             # warm up on a side stream (cuBLAS handles, TorchScript's first runs), as capture needs
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    for key in todo:
-                        work(key)()
-            torch.cuda.current_stream(self.device).wait_stream(side)
+                    for work in works.values():
+                        work()
             torch.cuda.synchronize(self.device)
-            for key in todo:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=self._pool):
-                    work(key)()
-                slot.graphs[key] = graph
+            # what torch.cuda.graph() does per graph, minus its gc.collect() and empty_cache():
+            # hundreds of graphs are captured at load, into one pool (every value that outlives
+            # a chunk is in the slot's own buffers, and replays never overlap)
+            with torch.cuda.stream(side):
+                for key, work in works.items():
+                    graph = torch.cuda.CUDAGraph()
+                    graph.capture_begin(pool=self.pool)
+                    try:
+                        work()
+                    finally:
+                        graph.capture_end()
+                    graphs[key] = graph
         torch.cuda.synchronize(self.device)
-        return len(todo)
+        return graphs
 
 
 @contextlib.contextmanager

@@ -191,3 +191,49 @@ def test_name_text_is_vocab_decode_of_every_row():
     assert NameText(vocab).text(ids[:0]) == ""
     with pytest.raises(ValueError, match="cannot appear inside a name line"):
         NameText(Vocab(("<s>", "a", "\n")))
+
+
+class ReplayingGraphs:
+    """A stand-in for model.chunked.CudaGraphs on CPU: a "graph" calls its work again on replay,
+    so the captured protocol (fixed keys, load then chunks, one flag read per chunk, every prefix
+    step forced) runs as on a GPU."""
+
+    def __init__(self):
+        self.captured, self.replays = [], 0
+
+    def capture(self, works):
+        self.captured += list(works)
+        return {key: self.Graph(self, work) for key, work in works.items()}
+
+    class Graph:
+        def __init__(self, owner, work):
+            self.owner, self.work = owner, work
+
+        def replay(self):
+            self.owner.replays += 1
+            self.work()
+
+
+def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
+    model, vocab = loaded
+    graphs = ReplayingGraphs()
+    decoder = chunked(loaded, buckets=(1, 8, 64), max_steps=40, chunk=4, capture=True, graphs=graphs)
+    assert decoder.warm_up(sizes=[50, 2], record=True) == 2 * (1 + 4 * 10)  # per bucket: load, 4 variants x 10 chunks
+    assert ("load",) in graphs.captured and ("top_k", False, 9) in graphs.captured
+    rows = [r for r in mixed_rows(vocab, n=50, seed=7) if r.max_length <= 40]
+    before = graphs.replays
+    out = decoder.run(RowBatch.from_rows(rows))
+    assert graphs.replays - before == 1 + out.chunks and decoder.eager_chunks == 0
+    assert decoder.id_lists(out.ids, rows) == reference(loaded, rows)
+    # sessions: continuing rows, recording each step
+    start = Start(token=torch.tensor(vocab.encode("MJ")), hidden=torch.zeros(1, 2, model.hidden_size),
+                  name_length=torch.tensor([1, 0]))
+    fed = [Row(tuple(vocab.encode("ar")), 12), Row((), 6)]
+    recorder = _Recorder(model)
+    want = decode(recorder, fed, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, model.hidden_size),
+                  start=start)
+    out = decoder.run(RowBatch.from_rows(fed, [1, 0]), start=start, record=True)
+    assert decoder.id_lists(out.ids, fed) == want and decoder.eager_chunks == 0
+    assert torch.equal(out.logits[: len(recorder.logits)], torch.stack(recorder.logits))
+    # a bucket that was not warmed up still decodes, eagerly, and says so
+    assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
