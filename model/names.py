@@ -18,11 +18,12 @@ found; it gives up with an error after --max-draws rows (default 20 x NUM). Gree
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,29 +88,40 @@ def bulk_decoder(step, vocab: Vocab, hidden_shape: tuple[int, int], spec: BulkSp
     return decoder
 
 
-def write_names(path: str | Path, decoder: ChunkedDecoder, vocab: Vocab, spec: BulkSpec, *, batch_size: int,
-                progress: Callable[[int], None] | None = None) -> int:
-    """Write spec.num names (one a line) to `path` atomically; returns the rows decoded.
-    Rows are decoded in order, batch_size at a time; row i is seeded row_seed(spec.seed, i)."""
-    prefix_ids = spec.check(vocab)
+def batches(spec: BulkSpec, batch_size: int) -> Iterator[tuple[int, int]]:
+    """(first row, rows) of each batch, in order: NUM rows, or up to the draw budget (--distinct)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    name_text = NameText(vocab)
+    end = (spec.max_draws or DRAWS_PER_NAME * spec.num) if spec.distinct else spec.num
+    for first in range(0, end, batch_size):
+        yield first, batch_size if spec.distinct else min(batch_size, end - first)
+
+
+def batch_text(decoder: ChunkedDecoder, name_text: NameText, prefix_ids: list[int], spec: BulkSpec,
+               first: int, n: int) -> str:
+    """Rows first..first+n-1 decoded, one name a line."""
+    rows = RowBatch.from_groups([prefix_ids], [n], [spec.max_length], [spec.temperature], [spec.top_k],
+                                [spec.seed], first_index=first)
+    return name_text.text(decoder.run(rows).ids)
+
+
+def write_names(path: str | Path, decoder: ChunkedDecoder | None, vocab: Vocab, spec: BulkSpec, *,
+                batch_size: int, progress: Callable[[int], None] | None = None,
+                texts: Iterable[str] | None = None) -> int:
+    """Write spec.num names (one a line) to `path` atomically; returns the rows decoded.
+    Rows are decoded in order, batch_size at a time; row i is seeded row_seed(spec.seed, i).
+    texts: the batches' texts in `batches` order, decoded elsewhere (worker processes);
+    default: decoded here by `decoder`."""
+    prefix_ids = spec.check(vocab)
+    plan = batches(spec, batch_size)
+    if texts is None:
+        name_text = NameText(vocab)
+        texts = (batch_text(decoder, name_text, prefix_ids, spec, first, n) for first, n in plan)
+        plan = batches(spec, batch_size)
     written = drawn = 0
     seen: set[str] = set()
-    budget = spec.max_draws or DRAWS_PER_NAME * spec.num
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        while written < spec.num:
-            if spec.distinct and drawn >= budget:
-                raise DistinctError(
-                    f"only {written} distinct names in {drawn} drawn (the limit, --max-draws {budget}); "
-                    f"the model cannot give {spec.num} distinct names with prefix {spec.prefix!r}, temperature "
-                    f"{spec.temperature:g}, top-k {spec.top_k}, max length {spec.max_length}: ask for fewer, "
-                    "raise the temperature or the max length")
-            n = batch_size if spec.distinct else min(batch_size, spec.num - written)
-            rows = RowBatch.from_groups([prefix_ids], [n], [spec.max_length], [spec.temperature], [spec.top_k],
-                                        [spec.seed], first_index=drawn)
-            text = name_text.text(decoder.run(rows).ids)
+        for (_, n), text in zip(plan, texts):
             drawn += n
             if spec.distinct:
                 new = []
@@ -125,7 +137,37 @@ def write_names(path: str | Path, decoder: ChunkedDecoder, vocab: Vocab, spec: B
             written += n
             if progress is not None:
                 progress(n)
+            if written >= spec.num:
+                break
+        if written < spec.num:
+            raise DistinctError(
+                f"only {written} distinct names in {drawn} drawn (the limit, --max-draws "
+                f"{spec.max_draws or DRAWS_PER_NAME * spec.num}); "
+                f"the model cannot give {spec.num} distinct names with prefix {spec.prefix!r}, temperature "
+                f"{spec.temperature:g}, top-k {spec.top_k}, max length {spec.max_length}: ask for fewer, "
+                "raise the temperature or the max length")
     return drawn
+
+
+_WORKER: tuple | None = None  # a worker process's decoder, set up once by _worker_start
+
+
+def _worker_start(model: str, spec: BulkSpec, batch_size: int) -> None:
+    global _WORKER
+    torch.set_num_threads(1)  # one core per worker: small ops do not pay for intra-op threads
+    step, vocab, hidden_shape = load_step(model, "cpu")
+    _WORKER = (bulk_decoder(step, vocab, hidden_shape, spec, "cpu", batch_size), NameText(vocab),
+               spec.check(vocab), spec)
+
+
+def _worker_batch(first_n: tuple[int, int]) -> str:
+    decoder, name_text, prefix_ids, spec = _WORKER
+    return batch_text(decoder, name_text, prefix_ids, spec, *first_n)
+
+
+def worker_texts(pool, spec: BulkSpec, batch_size: int) -> Iterator[str]:
+    """The batches' texts from a pool of worker processes (each its own decoder), in order."""
+    return pool.imap(_worker_batch, batches(spec, batch_size))
 
 
 def load_step(model: str, device: str):
@@ -158,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"--distinct: give up after this many rows (default {DRAWS_PER_NAME} x NUM)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"rows per run (default {BATCH['cpu']} on CPU, {BATCH['cuda']} on CUDA); does not change the file")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="CPU only: processes decoding batches in parallel, one core each (e.g. the core count)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of the one process (default 1 on CPU: faster than intra-op threads here)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     spec = BulkSpec(args.num, args.prefix, args.temperature, args.top_k, args.seed, args.max_length,
@@ -166,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     from export.errors import ArtifactError
     from model.checkpoint import CheckpointError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cpu = not args.device.startswith("cuda")
+    if args.threads or cpu:
+        torch.set_num_threads(args.threads or 1)
     try:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here")
@@ -180,13 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         if batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
         batch_size = batch_size if args.distinct else min(batch_size, args.num)
-        decoder = bulk_decoder(step, vocab, hidden_shape, spec, args.device, batch_size)
+        if args.workers < 1 or (args.workers > 1 and not cpu):
+            raise ValueError(f"--workers must be >= 1 (and 1 with --device {args.device}), got {args.workers}")
         from tqdm import tqdm
 
         started = time.perf_counter()
-        with tqdm(total=args.num, unit=" names", unit_scale=True, disable=args.no_progress, file=sys.stderr,
-                  smoothing=0.1) as bar:
-            drawn = write_names(args.out, decoder, vocab, spec, batch_size=batch_size, progress=bar.update)
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(tqdm(total=args.num, unit=" names", unit_scale=True, disable=args.no_progress,
+                                           file=sys.stderr, smoothing=0.1))
+            if args.workers > 1:
+                import multiprocessing
+
+                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                    args.workers, _worker_start, (args.model, spec, batch_size)))
+                drawn = write_names(args.out, None, vocab, spec, batch_size=batch_size, progress=bar.update,
+                                    texts=worker_texts(pool, spec, batch_size))
+            else:
+                decoder = bulk_decoder(step, vocab, hidden_shape, spec, args.device, batch_size)
+                drawn = write_names(args.out, decoder, vocab, spec, batch_size=batch_size, progress=bar.update)
         elapsed = time.perf_counter() - started
     except (CheckpointError, ArtifactError, VocabError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

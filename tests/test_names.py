@@ -123,3 +123,15 @@ def test_bad_input_is_refused_naming_it(model, tmp_path, capsys, args, message):
 def test_num_must_be_positive(model, tmp_path, capsys):
     assert run(model, tmp_path / "x.txt", num=0) == 2
     assert "--num must be >= 1" in capsys.readouterr().err
+
+
+def test_worker_processes_write_the_same_file(model, tmp_path):
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    assert run(model, one, "--seed", "9", "--batch-size", "50", num=420) == 0
+    assert run(model, two, "--seed", "9", "--batch-size", "50", "--workers", "2", num=420) == 0
+    assert one.read_bytes() == two.read_bytes()
+    d1, d2 = tmp_path / "d1.txt", tmp_path / "d2.txt"
+    assert run(model, d1, "--seed", "9", "--batch-size", "50", "--distinct", "--temperature", "0.6", num=80) == 0
+    assert run(model, d2, "--seed", "9", "--batch-size", "50", "--distinct", "--temperature", "0.6", "--workers", "2",
+               num=80) == 0
+    assert d1.read_bytes() == d2.read_bytes()
