@@ -81,7 +81,8 @@ def run_bulk(args) -> dict:
 
     if not (Path(args.art_dir) / "charrnn.torchscript.pt").is_file():
         raise Skipped(f"{args.art_dir}/charrnn.torchscript.pt not found (make export)")
-    result = bulk.measure(args.art_dir, num=args.bulk_num, repeats=args.bulk_repeats, loop_num=args.bulk_loop_num)
+    result = bulk.measure(args.art_dir, num=args.bulk_num, repeats=args.bulk_repeats, loop_num=args.bulk_loop_num,
+                          workers=args.bulk_workers)
     return {"data": result, "markdown": bulk.markdown(result)}
 
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bulk-num", type=int, default=200_000, help="names per bulk run")
     g.add_argument("--bulk-repeats", type=int, default=3)
     g.add_argument("--bulk-loop-num", type=int, default=20_000, help="names per run of the per-step loop")
+    g.add_argument("--bulk-workers", type=int, default=None, help="processes of the parallel figure (default: usable cores)")
     g = p.add_argument_group("serving (bench/serving.py)")
     g.add_argument("--serving-model-store", default=None, help="archives to serve (default: ART_DIR/model_store)")
     g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")

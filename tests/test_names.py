@@ -135,3 +135,14 @@ def test_worker_processes_write_the_same_file(model, tmp_path):
     assert run(model, d2, "--seed", "9", "--batch-size", "50", "--distinct", "--temperature", "0.6", "--workers", "2",
                num=80) == 0
     assert d1.read_bytes() == d2.read_bytes()
+
+
+def test_the_bench_section_measures_both_paths_on_the_same_names(tiny_artifacts):
+    from bench import bulk as bench_bulk
+
+    r = bench_bulk.measure(str(tiny_artifacts.dir), num=300, repeats=1, batch=64, loop_num=100, workers=2)
+    assert r["same_names"] is True
+    assert set(r["names_per_s"]) == {"bulk_1", "bulk_2", "loop"}
+    assert all(s["median"] > 0 for s in r["names_per_s"].values())
+    md = bench_bulk.markdown(r)
+    assert "bulk, 2 processes" in md and "per-step loop" in md and "target >= 100,000" in md
