@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from export.runtime import NameGenerator
+from web.chromium import ARGS, INSTALL, chromium_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-INSTALL = "apt-get update && apt-get install -y chromium (Debian's package; run as root)"
 # accented prefixes included: the tiny model's names have á, ã, é, ê, í, ô, ú
 PREFIXES = ["", "Ma", "Jo", "Fá", "Jú", "Antô", "Maria Cl", "Olí"]
 TIMEOUT_MS = 30_000
@@ -29,13 +29,6 @@ def unavailable(reason: str):
     if IN_CI:
         pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs what they need)")
     pytest.skip(reason)
-
-
-def chromium_binary() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +41,7 @@ def browser():
     except ImportError:
         unavailable("playwright (a pinned dev dependency) is not installed: pip install -e '.[dev]'")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=binary, args=ARGS)
         yield browser
         browser.close()
 

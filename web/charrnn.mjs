@@ -372,13 +372,30 @@ export class CharRNN {
     });
   }
 
+  /** The step's logits after bos and `ids`. Typing extends or trims the previous text, so the
+   * states along the last call's ids are kept: one more character costs one step, not all. */
+  async logitsAfter(ids) {
+    const last = this.typed ?? { ids: [], states: [] };
+    let same = 0;
+    while (same < ids.length && same < last.ids.length && ids[same] === last.ids[same]) same++;
+    const states = last.states.slice(0, same + 1); // states[k]: after bos and ids[0..k)
+    if (!states.length) {
+      const [logits, hidden] = await this.runStep([this.bosId], this.zeroHidden(1));
+      states.push({ logits, hidden });
+    }
+    for (let k = states.length - 1; k < ids.length; k++) {
+      const [logits, hidden] = await this.runStep([ids[k]], states[k].hidden);
+      states.push({ logits, hidden });
+    }
+    this.typed = { ids, states };
+    return states[ids.length].logits;
+  }
+
   /** Probability of each next symbol after `prefix`, most likely first: [{char, p}], char "" for
    * the end of the name (impossible for the empty prefix: a name has at least one character). */
   async nextProbabilities(prefix = "") {
     const ids = this.encode(prefix);
-    let hidden = this.zeroHidden(1), logits;
-    for (const token of [this.bosId, ...ids]) [logits, hidden] = await this.runStep([token], hidden);
-    logits = Float32Array.from(logits);
+    const logits = Float32Array.from(await this.logitsAfter(ids));
     if (!ids.length) logits[this.eosId] = -Infinity;
     const probs = softmax(logits, 0, this.vocabSize);
     return [...probs].map((p, i) => ({ char: i === this.eosId ? "" : this.symbols[i], p }))

@@ -5,10 +5,12 @@ const $ = (id) => document.getElementById(id);
 const field = $("prefix"), oov = $("oov"), status = $("status");
 const controls = { num: $("num"), temperature: $("temperature"), topK: $("top_k"), seed: $("seed") };
 const MAX_SEED = 2 ** 32 - 1;
+const SAMPLE_PAUSE_MS = 250;
+let sampleTimer = null;
 
 // Measured by `make bench-web` (bench/web.py): first suggestion after navigation start, and the
-// time from each keystroke to its suggestions on screen.
-const timings = { firstSuggestion: null, updates: [] };
+// time from each keystroke to its suggestions on screen, and the worker's share of it.
+const timings = { firstSuggestion: null, updates: [], worker: [] };
 window.charrnnTimings = timings;
 
 const worker = new Worker(new URL("./worker.mjs", import.meta.url), { type: "module" });
@@ -40,7 +42,7 @@ worker.onmessage = ({ data }) => {
   inFlight.delete(data.id);
   busy = false;
   if (data.type === "error") fail(data.message);
-  else if (data.type === "suggest") showSuggestions(request, data.result);
+  else if (data.type === "suggest") showSuggestions(request, data.result, data.ms);
   else if (data.type === "sample") showSamples(request, data.result);
   pump();
 };
@@ -80,7 +82,11 @@ function onInput() {
     return;
   }
   send({ type: "suggest", prefix: text, top: 8, count: 5, typedAt: performance.now() });
-  requestSamples();
+  // samples once typing pauses: a sampling batch costs several suggestions, and the next key's
+  // suggestions would wait behind it in the worker
+  $("samples").classList.add("stale");
+  clearTimeout(sampleTimer);
+  sampleTimer = setTimeout(requestSamples, SAMPLE_PAUSE_MS);
 }
 
 function readControls() {
@@ -95,6 +101,7 @@ function readControls() {
 }
 
 function requestSamples() {
+  clearTimeout(sampleTimer);
   if (!checkVocabulary(field.value)) return;
   send({ type: "sample", prefix: field.value, ...readControls() });
   updateLink();
@@ -134,7 +141,7 @@ function percent(p) {
   return p >= 0.995 ? "100%" : p >= 0.001 ? `${(p * 100).toFixed(1)}%` : "<0.1%";
 }
 
-function showSuggestions(request, result) {
+function showSuggestions(request, result, workerMs) {
   if (request.prefix !== field.value) return; // typed on meanwhile: a newer request is waiting
   const next = $("next");
   next.replaceChildren(...result.next.map(({ char, p }) => {
@@ -167,6 +174,7 @@ function showSuggestions(request, result) {
   status.textContent = "";
   const now = performance.now();
   timings.updates.push(now - request.typedAt);
+  timings.worker.push(workerMs);
   if (timings.firstSuggestion === null) timings.firstSuggestion = now;
 }
 

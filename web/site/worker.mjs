@@ -39,13 +39,14 @@ onmessage = async ({ data }) => {
   const { id, type } = data;
   try {
     const model = await ready;
+    const started = performance.now();
     let result;
     if (type === "suggest") result = await model.suggest(data.prefix, { top: data.top, count: data.count });
     else if (type === "sample") {
       result = await model.generate(data.prefix, { num: data.num, temperature: data.temperature,
         topK: data.topK, seed: data.seed });
     } else throw new Error(`unknown request type ${JSON.stringify(type)}`);
-    postMessage({ id, type, result });
+    postMessage({ id, type, result, ms: performance.now() - started });
   } catch (err) {
     postMessage({ id, type: "error", request: type, message: err.message, missing: err.missing ?? null });
   }
