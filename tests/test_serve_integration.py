@@ -307,14 +307,17 @@ def test_a_worker_refuses_an_archive_that_declares_a_missing_one_graph_decoder(s
     bad_store.mkdir()
     mar_without_member(store / "charrnn.mar", bad_store / "charrnn.mar", GENERATE_FILE, fix_checksums=True)
     run_dir = tmp_path / "run"
-    with pytest.raises(ServerError) as info:
-        # check=False: the worker itself must refuse (start's in-process check would refuse first)
-        start(run_dir, bad_store, Ports(*free_ports(3)), models=("charrnn",), timeout=180, check=False)
+    try:
+        with pytest.raises(ServerError) as info:
+            # check=False: the worker itself must refuse (start's in-process check would refuse first)
+            start(run_dir, bad_store, Ports(*free_ports(3)), models=("charrnn",), timeout=180, check=False)
+    finally:
+        still_running = stop(run_dir)
+    assert not still_running  # start() stopped it
     message = str(info.value)
     assert "a charrnn worker died while loading the model: export.errors.ArtifactError" in message, message
     assert "declares the one-graph decoder (handler.one_graph: true)" in message
     assert "charrnn_generate.onnx is missing" in message
-    assert not stop(run_dir)  # start() stopped it
 
 
 EXPIRY_MINUTES = 0.1  # token_expiration_min is a float in TorchServe 0.12 (minutes x 60 s): 6 s
