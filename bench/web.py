@@ -9,8 +9,8 @@ Two figures, each for the three runtimes in one run on one machine, one thread e
   answered (session creation included): what a page load costs beyond the runtime itself.
 - per keystroke: names from the vocabulary typed one key at a time, each key after the previous
   update is on screen; in Chromium from the input event to its suggestions on screen (the
-  worker's next-character probabilities, greedy name and completions, and the DOM), in Node.js
-  and Python one `suggest(prefix)` (web/charrnn.mjs, export.runtime.NameGenerator.suggest).
+  worker's next-character probabilities, greedy name and completions, and the DOM; the worker's
+  own share is reported too), in Node.js and Python one `suggest(prefix)` (web/charrnn.mjs, export.runtime.NameGenerator.suggest).
 
 Usage: python -m bench.web [--art-dir artifacts] [--site artifacts/web] [--rounds 5]
 writes ART/bench/web.{json,md}. Needs the built site (make web), Chromium and node-setup.
@@ -48,7 +48,7 @@ def measure_browser(site: Path, prefixes: list[str], rounds: int) -> dict:
     if binary is None:
         raise SystemExit(f"error: Chromium not found: {INSTALL}")
     server, url = serve_in_thread(site)
-    first, keys = [], []
+    first, keys, worker = [], [], []
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=binary, args=ARGS)
@@ -72,15 +72,16 @@ def measure_browser(site: Path, prefixes: list[str], rounds: int) -> dict:
                         before = page.evaluate("window.charrnnTimings.updates.length")
                     page.keyboard.type(prefix[-1])
                     page.wait_for_function(wait, arg=prefix)
-                    updates = page.evaluate("window.charrnnTimings.updates")
+                    updates, inside = page.evaluate("[window.charrnnTimings.updates, window.charrnnTimings.worker]")
                     keys.append(updates[-1])
+                    worker.append(inside[-1])
                     assert len(updates) == before + 1, "one update per keystroke expected"
                     before = len(updates)
                 context.close()
             browser.close()
     finally:
         server.shutdown()
-    return {"first_ms": first, "keystroke_ms": keys, "chromium": version}
+    return {"first_ms": first, "keystroke_ms": keys, "worker_ms": worker, "chromium": version}
 
 
 def measure_node(art: Path, prefixes: list[str], rounds: int) -> dict:
@@ -130,7 +131,8 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
             "versions": {"chromium": runs["chromium"]["chromium"], "node": runs["node"]["node"],
                          "onnxruntime_node": runs["node"]["onnxruntime_node"],
                          "onnxruntime_web": site_info["onnxruntime_web"], "onnxruntime": machine["onnxruntime"]},
-            "runs": {k: {"first_ms": v["first_ms"], "keystroke_ms": v["keystroke_ms"]} for k, v in runs.items()}}
+            "runs": {k: {key: v[key] for key in ("first_ms", "keystroke_ms", "worker_ms") if key in v}
+                     for k, v in runs.items()}}
 
 
 def format_result(result: dict) -> str:
@@ -161,6 +163,10 @@ def format_result(result: dict) -> str:
         "",
         table(["runtime", "first suggestion (median)", "per keystroke (median)", "per keystroke (p90)",
                "keystroke vs Python"], rows),
+        "",
+        (f"In Chromium, the worker's own share of a keystroke (suggest() in onnxruntime-web): median "
+         f"{statistics.median(result['runs']['chromium']['worker_ms']):.2f} ms; the rest is messages, "
+         "the DOM and waiting for the main thread."),
         "",
         ("First suggestion: Chromium from navigation start to suggestions on screen; Node.js and Python from "
          "the model bytes in memory to the first answer. Per keystroke: Chromium from the input event to the "
