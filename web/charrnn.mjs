@@ -171,7 +171,7 @@ function argmax(values, offset, length) {
 
 /** The next symbol of one row from its logits (export.runtime.Chooser): argmax at temperature
  * 0, else the Gumbel-max sample of the temperature-scaled, top-k-restricted logits. */
-function choose(logits, offset, vocabSize, row, step) {
+function choose(logits, offset, vocabSize, row, seedHash, step) {
   if (!(row.temperature > 0)) return argmax(logits, offset, vocabSize);
   const divisor = Math.max(f32(row.temperature), TEMPERATURE_FLOOR);
   const scaled = new Float32Array(vocabSize);
@@ -180,7 +180,7 @@ function choose(logits, offset, vocabSize, row, step) {
     const kth = Float32Array.from(scaled).sort()[vocabSize - row.topK];
     for (let s = 0; s < vocabSize; s++) if (scaled[s] < kth) scaled[s] = -Infinity;
   }
-  const noise = gumbelNoise(row.seedHash, step, vocabSize);
+  const noise = gumbelNoise(seedHash, step, vocabSize);
   for (let s = 0; s < vocabSize; s++) scaled[s] -= noise[s]; // Float32Array: rounds as numpy does
   return argmax(scaled, 0, vocabSize);
 }
@@ -244,7 +244,8 @@ export class CharRNN {
     this.session = step.session;
     this.graph = graph?.session ?? null;
     this.manifest = step.manifest;
-    this.integrity = graph ? [step.integrity, graph.integrity].includes("unchecked") ? "unchecked" : "ok" : step.integrity;
+    // "ok" when every loaded file's sealed checksum was verified, "unchecked" without Web Crypto
+    this.integrity = [step.integrity, graph?.integrity ?? "ok"].includes("unchecked") ? "unchecked" : "ok";
     const m = this.manifest;
     this.symbols = m.symbols;
     this.bosId = m.bos_id;
@@ -328,7 +329,7 @@ export class CharRNN {
     if (!batch) return [];
     const steps = Math.max(...rows.map((r) => r.maxLength));
     const V = this.vocabSize;
-    for (const r of rows) r.seedHash = r.temperature > 0 ? mix32(r.seed) : 0;
+    const seedHash = rows.map((r) => mix32(r.seed));
     const out = rows.map(() => []);
     const done = new Array(batch).fill(false);
     let tokens = new Array(batch).fill(this.bosId);
@@ -342,7 +343,7 @@ export class CharRNN {
         let token;
         if (done[b]) token = this.eosId;
         else if (t < r.prefix.length) token = r.prefix[t];
-        else token = choose(logits, b * V, V, r, t);
+        else token = choose(logits, b * V, V, r, seedHash[b], t);
         tokens[b] = token;
         if (!done[b] && token !== this.eosId) out[b].push(token);
         if (token === this.eosId || t + 1 >= r.maxLength) done[b] = true;
