@@ -427,6 +427,165 @@ export class CharRNN {
     }
     return { prefix: text, next: next.slice(0, top), greedy, completions };
   }
+
+  /** The `num` most probable distinct complete names starting with `prefix`, best first, with
+   * their natural-log probabilities: the exact search of model.nbest (issue 16), its JavaScript
+   * twin. `complete` is false when `maxExpansions` stopped it (the names are then the proven ones). */
+  async nbest(prefix = "", { num = 5, maxLength = DEFAULT_MAX_LENGTH, maxExpansions = DEFAULT_MAX_EXPANSIONS,
+    width = DEFAULT_WIDTH } = {}) {
+    const found = await searchNBest(this, this.encode(prefix), num, maxLength, maxExpansions, width);
+    return { ...found, names: found.ids.map((ids) => this.decodeIds(ids)) };
+  }
+}
+
+// ---------------------------------------------------------------- n-best (issue 16)
+
+export const DEFAULT_MAX_EXPANSIONS = 10000; // model.nbest.DEFAULT_MAX_EXPANSIONS
+export const DEFAULT_WIDTH = 32; // model.nbest.DEFAULT_WIDTH
+
+/** float64 log-softmax of one row of float32 logits; `first` excludes the end token (a name
+ * has at least one character), as model.nbest.log_softmax. */
+function logSoftmax(logits, offset, length, first, eosId) {
+  const x = new Float64Array(length);
+  for (let i = 0; i < length; i++) x[i] = logits[offset + i];
+  if (first) x[eosId] = -Infinity;
+  let top = -Infinity;
+  for (let i = 0; i < length; i++) if (x[i] > top) top = x[i];
+  let total = 0;
+  for (let i = 0; i < length; i++) total += Math.exp(x[i] - top);
+  const lse = top + Math.log(total);
+  for (let i = 0; i < length; i++) x[i] -= lse;
+  return x;
+}
+
+/** The frontier's order, as Python compares the tuples (-logp, ids, kind): log-probability
+ * descending, then ids ascending lexicographically (a proper prefix first), then a complete
+ * name (kind 0) before a prefix to expand (kind 1). */
+function before(a, b) {
+  if (a.neg !== b.neg) return a.neg < b.neg;
+  const n = Math.min(a.ids.length, b.ids.length);
+  for (let i = 0; i < n; i++) if (a.ids[i] !== b.ids[i]) return a.ids[i] < b.ids[i];
+  if (a.ids.length !== b.ids.length) return a.ids.length < b.ids.length;
+  return a.kind < b.kind;
+}
+
+/** A binary heap under `less`. */
+class Heap {
+  constructor(less) { this.less = less; this.items = []; }
+  get size() { return this.items.length; }
+  peek() { return this.items[0]; }
+  push(item) {
+    const a = this.items;
+    a.push(item);
+    for (let i = a.length - 1; i > 0;) {
+      const up = (i - 1) >> 1;
+      if (!this.less(a[i], a[up])) break;
+      [a[i], a[up]] = [a[up], a[i]];
+      i = up;
+    }
+  }
+  pop() {
+    const a = this.items, top = a[0], last = a.pop();
+    if (a.length) {
+      a[0] = last;
+      for (let i = 0; ;) {
+        const l = 2 * i + 1, r = l + 1;
+        let m = i;
+        if (l < a.length && this.less(a[l], a[m])) m = l;
+        if (r < a.length && this.less(a[r], a[m])) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m], a[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+/** The exact best-first search of model.nbest (its docstring defines the order, the
+ * log-probabilities and the bound): the `num` most probable distinct complete names starting
+ * with the prefix ids, best first, expanding up to `width` frontier prefixes per step call.
+ * Children enter the frontier lazily, sorted once per expanded prefix. */
+async function searchNBest(model, prefix, num, maxLength, maxExpansions, width) {
+  const { bosId, eosId, vocabSize: V } = model;
+  const [layers, size] = model.hiddenShape;
+  if (!(num >= 1) || !(width >= 1) || !(maxExpansions >= 0)) throw new CharRNNError("num and width must be >= 1 and maxExpansions >= 0");
+  if (maxLength < Math.max(1, prefix.length)) {
+    throw new CharRNNError(`maxLength ${maxLength} is shorter than the prefix (${prefix.length}) or < 1`);
+  }
+  // states are one row's hidden state, [L * H] (layer-major); a step call stacks them as [L, B, H]
+  const step = async (tokens, states) => {
+    const B = tokens.length, hidden = new Float32Array(layers * B * size);
+    states.forEach((st, b) => { for (let l = 0; l < layers; l++) hidden.set(st.subarray(l * size, (l + 1) * size), (l * B + b) * size); });
+    const [logits, out] = await model.runStep(tokens, new model.ort.Tensor("float32", hidden, [layers, B, size]));
+    const h = out.data;
+    const next = states.map((_, b) => {
+      const row = new Float32Array(layers * size);
+      for (let l = 0; l < layers; l++) row.set(h.subarray((l * B + b) * size, (l * B + b + 1) * size), l * size);
+      return row;
+    });
+    return [logits, next];
+  };
+  let state = new Float32Array(layers * size), token = bosId, logp = 0;
+  let calls = 0;
+  for (let t = 0; t < prefix.length; t++) { // feed the prefix, one symbol per step call
+    const [logits, states] = await step([token], [state]);
+    logp += logSoftmax(logits, 0, V, t === 0, eosId)[prefix[t]];
+    state = states[0];
+    token = prefix[t];
+    calls++;
+  }
+  const frontier = new Heap(before);
+  const known = new Heap((a, b) => a < b); // the best `num` complete log-probabilities pushed (min first)
+  const results = [];
+  let expansions = 0;
+  frontier.push({ neg: -logp, ids: prefix, kind: 1, link: null });
+  const push = (sib, i) => {
+    const lp = sib.logps[i], v = sib.symbols[i];
+    if (v === eosId) {
+      frontier.push({ neg: -lp, ids: sib.parent, kind: 0, link: [sib, i] });
+      if (known.size < num) known.push(lp);
+      else if (lp > known.peek()) { known.pop(); known.push(lp); }
+    } else frontier.push({ neg: -lp, ids: [...sib.parent, v], kind: 1, link: [sib, i] });
+  };
+  const pop = () => {
+    const entry = frontier.pop();
+    if (entry.link && entry.link[1] + 1 < entry.link[0].logps.length) push(entry.link[0], entry.link[1] + 1);
+    return entry;
+  };
+  while (frontier.size && results.length < num) {
+    const floor = known.size === num ? known.peek() : -Infinity;
+    if (-frontier.peek().neg < floor) break; // nothing left can reach the top `num`
+    if (frontier.peek().kind === 0) { // the best entry is a complete name: proven
+      const entry = pop();
+      results.push([entry.ids, -entry.neg]);
+      continue;
+    }
+    if (expansions >= maxExpansions) break;
+    const batch = [];
+    while (frontier.size && frontier.peek().kind === 1 && -frontier.peek().neg >= floor && batch.length < width &&
+           expansions + batch.length < maxExpansions) batch.push(pop());
+    const [logits, states] = await step(batch.map((e) => (e.ids.length ? e.ids[e.ids.length - 1] : bosId)),
+      batch.map((e) => (e.link ? e.link[0].state : state)));
+    calls++;
+    expansions += batch.length;
+    batch.forEach((entry, row) => {
+      const lp = logSoftmax(logits, row * V, V, entry.ids.length === 0, eosId);
+      const children = [];
+      for (let v = 0; v < V; v++) {
+        const allowed = v === eosId ? entry.ids.length > 0 : v !== bosId && entry.ids.length < maxLength;
+        if (allowed && lp[v] > -Infinity) children.push([v, -entry.neg + lp[v]]);
+      }
+      // siblings in the frontier's order: log-prob descending, then the end token, then id
+      const rank = (v) => (v === eosId ? -1 : v);
+      children.sort((a, b) => (b[1] - a[1]) || (rank(a[0]) - rank(b[0])));
+      if (children.length) {
+        push({ parent: entry.ids, symbols: children.map((c) => c[0]), logps: children.map((c) => c[1]), state: states[row] }, 0);
+      }
+    });
+  }
+  const complete = results.length === num || !frontier.size || (known.size === num && -frontier.peek().neg < known.peek());
+  return { ids: results.map((r) => r[0]), logprobs: results.map((r) => r[1]), complete, expansions, stepCalls: calls };
 }
 
 /** A uniformly drawn seed in [0, 2**32): Web Crypto where there is one. */

@@ -3,6 +3,7 @@
 //   node generate.mjs --model ../../artifacts/charrnn.onnx L Ma ""   (one greedy name per prefix and line)
 //   node generate.mjs --model M --num 3 --temperature 0.8 --top-k 5 --seed 7 Ma   (seeded samples)
 //   node generate.mjs --model M --next Ma   (next-character probabilities, one "char<TAB>p" a line)
+//   node generate.mjs --model M --search nbest --num 5 --logprobs Ma   (the 5 most probable names)
 //
 // The decoding is web/charrnn.mjs, the module the browser page uses too: the same names as the
 // Python runtime (export.runtime) for the same model, prefix, temperature, top-k and seed.
@@ -12,7 +13,8 @@ import { CharRNN, DEFAULT_MAX_LENGTH } from "../../web/charrnn.mjs";
 
 function parseArgs(argv) {
   const args = { model: "artifacts/charrnn.onnx", generateModel: null, maxLength: DEFAULT_MAX_LENGTH, num: 1,
-    temperature: 0, topK: 0, seed: null, next: false, prefixes: [] };
+    temperature: 0, topK: 0, seed: null, next: false, search: null, logprobs: false, maxExpansions: undefined,
+    prefixes: [] };
   const number = (flag, value, integer) => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
@@ -30,7 +32,16 @@ function parseArgs(argv) {
     else if (a === "--top-k") args.topK = number(a, argv[++i], true);
     else if (a === "--seed") args.seed = number(a, argv[++i], true);
     else if (a === "--next") args.next = true;
+    else if (a === "--search") args.search = argv[++i];
+    else if (a === "--logprobs") args.logprobs = true;
+    else if (a === "--max-expansions") args.maxExpansions = number(a, argv[++i], true);
     else args.prefixes.push(a);
+  }
+  if (![null, "greedy", "nbest"].includes(args.search)) {
+    throw new Error(`--search must be greedy or nbest, got ${JSON.stringify(args.search)}`);
+  }
+  if (args.search === "nbest" && args.temperature > 0) {
+    throw new Error("--search nbest returns the most probable names: it needs temperature 0");
   }
   return args;
 }
@@ -46,6 +57,12 @@ async function main(argv) {
   for (const prefix of args.prefixes.length ? args.prefixes : [""]) {
     if (args.next) {
       for (const { char, p } of await model.nextProbabilities(prefix)) console.log(`${char}\t${p}`);
+      continue;
+    }
+    if (args.search === "nbest") {
+      const found = await model.nbest(prefix, { num: args.num, maxLength: args.maxLength, maxExpansions: args.maxExpansions });
+      found.names.forEach((name, i) => console.log(args.logprobs ? `${name}\t${found.logprobs[i].toFixed(6)}` : name));
+      if (!found.complete) console.error(`warning: the search bound (--max-expansions) stopped the search after ${found.names.length} proven names`);
       continue;
     }
     const names = await model.generate(prefix, { num: args.num, maxLength: args.maxLength,
