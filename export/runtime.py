@@ -15,6 +15,7 @@ CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,11 +39,10 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     """Options for a tiny model on few cores.
 
     A step is a few [B, H] x [H, H] products: thread hand-offs cost more than they save, so one
-    intra-op thread, sequential. Measured on 2 shared cores (H=128, both ONNX models): 2 threads
-    gave nothing at batch 1 and halved names/s at batch 256 (the pool's spinning threads fight
-    for the cores). The optimisation level made no measurable difference (the exported graphs
-    are already plain ops); ORT_ENABLE_ALL stays, as it costs only load time. For more cores,
-    run one session per core (threads=1 each) rather than threads > 1."""
+    intra-op thread, sequential: on few cores a second thread gains nothing at batch 1 and its
+    spinning fights the first for a core at large batches. The exported graphs are already plain
+    ops, so the optimisation level matters little; ORT_ENABLE_ALL costs only load time. For more
+    cores, run one session per core (threads=1 each) rather than threads > 1."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -166,8 +166,9 @@ class Chooser:
 def decode(step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape: tuple[int, int]) -> list[list[int]]:
     """numpy twin of model.decode.decode (fresh names only): ids per row, end token excluded.
 
-    A step costs ONNX Runtime ~20 µs here, and each numpy call ~1 µs: what is known before the
-    loop is decided before it, and a step runs only the calls it needs (greedy, no prefix left,
+    A step is small, so per-call overhead (one ONNX Runtime call, each numpy call) is most of
+    its cost: what is known before the loop is decided before it, and a step runs only the calls
+    it needs (greedy, no prefix left,
     nobody done: step, argmax, one write, one compare, one count)."""
     batch = len(rows)
     if batch == 0:
@@ -281,6 +282,45 @@ class NameGenerator:
         rows = [row for p in prefixes for row in make_rows(self.vocab, p, num=num, max_length=max_length,
                                                            temperature=temperature, top_k=top_k, seed=seed)]
         return self.generate_rows(rows)
+
+
+    # ---- type-ahead (twin: web/charrnn.mjs, the page and the Node.js example) ----
+
+    def next_probabilities(self, prefix: str = "") -> list[tuple[str, float]]:
+        """(symbol, probability) of each next symbol after `prefix`, most likely first; "" is the
+        end of the name (impossible after the empty prefix: a name has at least one character)."""
+        ids = self.vocab.encode(unicodedata.normalize("NFC", prefix))
+        hidden = np.zeros((self.step.hidden_shape[0], 1, self.step.hidden_shape[1]), dtype=np.float32)
+        for token in [self.vocab.bos_id, *ids]:
+            logits, hidden = self.step(np.array([token], dtype=np.int64), hidden)
+        logits = logits[0].astype(np.float64)
+        if not ids:
+            logits[self.vocab.eos_id] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        eos, bos = self.vocab.eos_id, self.vocab.bos_id
+        pairs = [("" if i == eos else s, float(p)) for i, (s, p) in enumerate(zip(self.vocab.symbols, probs))
+                 if i == eos or i != bos]
+        return sorted(pairs, key=lambda pair: -pair[1])  # stable: ties keep symbol order
+
+    def suggest(self, prefix: str = "", *, top: int = 8, count: int = 5,
+                max_length: int = DEFAULT_MAX_LENGTH) -> dict:
+        """What a type-ahead box shows: `next`, the `top` most likely next symbols; `greedy`, the
+        greedy name; `completions`, for each of the `count` most likely next symbols, best first,
+        the greedy name that continues with it (the prefix itself for the end of the name),
+        duplicates dropped. (Issue 16's exact n-best search is the better list once it lands.)"""
+        text = unicodedata.normalize("NFC", prefix)
+        nxt = self.next_probabilities(text)
+        heads = [(c, p) for c, p in nxt[:count] if p > 0] if len(text) < max_length else []
+        starts = [text, *(text + c for c, _ in heads if c)]
+        names = self.generate(starts, max_length=max(max_length, len(text)))
+        completions, k = [], 1
+        for c, p in heads:
+            name = names[k] if c else text
+            k += bool(c)
+            if all(name != done["name"] for done in completions):
+                completions.append({"name": name, "next": c, "p": p})
+        return {"prefix": text, "next": nxt[:top], "greedy": names[0], "completions": completions}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,3 +92,14 @@ def test_the_handler_uses_the_chunked_path_and_answers_as_before(model_dir, monk
         return [(r.status, r.text, r.streamed) for r in got], [(r.status, r.text) for r in answers]
 
     assert run(True) == run(False)
+
+
+def test_the_decoder_header_names_the_chunked_decoder(engines, tiny_artifacts):
+    from serve.engine import ONNX_GRAPH, TORCH, TORCH_CHUNKED
+
+    plain, chunked = engines
+    sampled, greedy = GenerateRequest(temperature=1.0, seed=1), GenerateRequest()
+    assert plain.decoder(sampled) == TORCH and chunked.decoder(sampled) == chunked.decoder(greedy) == TORCH_CHUNKED
+    with_graph = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, chunked=True,
+                                       greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
+    assert with_graph.decoder(greedy) == ONNX_GRAPH and with_graph.decoder(sampled) == TORCH_CHUNKED
