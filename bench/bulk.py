@@ -76,7 +76,7 @@ def markdown(r: dict) -> str:
     best = max(rates["bulk_1"]["median"], rates[f"bulk_{w}"]["median"])
     met = "met" if best >= r["target_names_per_s"] else "**missed**"
     rows = [["bulk, 1 process (`make names`)", f"{r['num']:,}", fmt(rates["bulk_1"])],
-            [f"bulk, {w} processes (`make names NAMES_ARGS=\"--workers {w}\"`)", f"{r['num']:,}",
+            [f"bulk, {w} processes (`make names WORKERS={w}`)", f"{r['num']:,}",
              fmt(rates[f"bulk_{w}"])],
             ["per-step loop, 1 process (model.decode + Vocab.decode)", f"{r['loop_num']:,}", fmt(rates["loop"])]]
     return (table(["path (T=1, seed 7, to a file; 1 torch thread per process)", "names", "names/s"], rows) + "\n\n"
