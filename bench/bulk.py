@@ -22,7 +22,16 @@ import torch
 
 from bench.common import fmt, summary, table
 from model.decode import decode
-from model.names import BATCH, BulkSpec, _worker_batch, _worker_start, bulk_decoder, load_step, worker_texts, write_names
+from model.names import (
+    BATCH,
+    BulkSpec,
+    _worker_batch,
+    _worker_start,
+    bulk_decoder,
+    load_step,
+    worker_texts,
+    write_names,
+)
 from model.request import make_rows
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine

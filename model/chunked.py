@@ -155,7 +155,7 @@ class ChunkedDecoder:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.buckets = tuple(sorted({int(b) for b in buckets}))
         if not self.buckets or self.buckets[0] < 1:
             raise ValueError(f"buckets must be sizes >= 1, got {buckets}")
         if max_steps < 1 or max_prefix < 0 or chunk < 1:
@@ -251,7 +251,7 @@ class ChunkedDecoder:
         state: _Slot | _Live = slot
         for k in range(chunks_needed):
             self._replay_or_run(slot, (mode, record, k), graphed,
-                                lambda: self._chunk(state, k, mode, record, prefix_steps, on_step, all_sample))
+                                lambda s=state, k=k: self._chunk(s, k, mode, record, prefix_steps, on_step, all_sample))
             chunks += 1
             if k + 1 < chunks_needed:
                 syncs += 1

@@ -1,11 +1,11 @@
 """Bulk generation: many names straight to a file (synthetic data sets), on CPU or GPU.
 
 Usage: python -m model.names --num 1000000 --out names.txt [--device cuda] [--temperature 1
-       --seed 7 --prefix Ma --top-k 0 --max-length 24] [--distinct] [--batch-size N]
+       --seed 7 --prefix Ma --top-k 0 --max-length 24] [--distinct] [--batch-size N] [--workers 2]
 
 Line i of the file is the name `python -m model.generate --seed SEED --temperature T` gives as
 its i-th name: row i is seeded row_seed(SEED, i) (model.noise), never from a random generator's
-state, so the file is the same for the same arguments whatever the batch size, device or
+state, so the file is the same for the same arguments whatever the batch size, workers, device or
 machine (the GPU computes the same names as the CPU; `make gpu-check` checks it). Batches run
 through model.chunked.ChunkedDecoder (CUDA graphs on a GPU) and model.batch.NameText; the file
 is written atomically (data.atomic): a failed or interrupted run leaves the previous file.

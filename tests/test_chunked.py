@@ -70,7 +70,6 @@ def test_a_batch_of_one_kind_decodes_exactly_as_decode(loaded, kind):
 
 
 def test_all_rows_done_stops_after_the_chunk_where_they_end(loaded):
-    _, vocab = loaded
     decoder = chunked(loaded, buckets=(8,), chunk=2, max_steps=64)
     short = RowBatch.from_rows([Row((), max_length=3)] * 5)
     out = decoder.run(short)

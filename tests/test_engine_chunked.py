@@ -54,7 +54,7 @@ def check_streams(plain, chunked):
     got = {}
     for name, engine in (("plain", plain), ("chunked", chunked)):
         events = []
-        names = engine.generate(reqs, on_chars=lambda i, chars: events.append((i, chars)))
+        names = engine.generate(reqs, on_chars=lambda i, chars, events=events: events.append((i, chars)))
         got[name] = (names, events)
     assert got["chunked"] == got["plain"] and got["plain"][1]
 
