@@ -22,6 +22,9 @@ from model.noise import MAX_SEED, row_seeds
 from model.request import Row
 
 
+SMALL = 32  # rows up to which a batch's seeds are hashed as Python ints (same function, same values)
+
+
 @dataclass
 class RowBatch:
     """B rows on the host. prefix is padded with 0 past each row's prefix_len (never read)."""
@@ -42,31 +45,45 @@ class RowBatch:
                     temperatures: Sequence[float], top_ks: Sequence[int], seeds: Sequence[int], *,
                     first_index: int = 0, name_lengths: Sequence[int] | None = None) -> RowBatch:
         """Group g gives nums[g] rows; its row i (counting from first_index) has seed
-        row_seed(seeds[g], i): the rows `make_rows` gives for each group, concatenated."""
-        nums_t = torch.tensor(list(nums), dtype=torch.long)
-        if (nums_t < 0).any():
-            raise ValueError(f"every group's count must be >= 0, got {nums_t.min().item()}")
-        group = torch.repeat_interleave(torch.arange(len(nums_t)), nums_t)  # each row's group
-        starts = torch.cumsum(nums_t, 0) - nums_t
-        index = torch.arange(len(group), dtype=torch.long) - starts[group] + first_index
-        if len(index) and index.max().item() >= 2**31:
-            raise ValueError(f"row index {index.max().item()} is too large (at most 2**31 - 1)")
-        seeds_t = _checked(torch.tensor(list(seeds), dtype=torch.long), "seed", 0, MAX_SEED)
-        lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-        return cls(
-            prefix=_pad_ragged(prefixes, lengths)[group],
-            prefix_len=lengths[group],
-            max_length=torch.tensor(list(max_lengths), dtype=torch.long)[group],
-            temperature=torch.tensor(list(temperatures), dtype=torch.float64)[group],
-            top_k=torch.tensor(list(top_ks), dtype=torch.long)[group],
-            seed=row_seeds(seeds_t[group], index),
-            name_length=(torch.zeros(len(nums_t), dtype=torch.long) if name_lengths is None
-                         else torch.tensor(list(name_lengths), dtype=torch.long))[group],
-        ).checked()
+        row_seed(seeds[g], i): the rows `make_rows` gives for each group, concatenated.
+        Checked per group (Row's rules, the error naming the field); the rows are built with a
+        fixed number of tensor operations, whatever their count."""
+        name_lengths = [0] * len(nums) if name_lengths is None else list(name_lengths)
+        groups = list(zip(prefixes, nums, max_lengths, temperatures, top_ks, seeds, name_lengths, strict=True))
+        for g, (prefix, num, max_length, temperature, top_k, seed, _) in enumerate(groups):
+            if num < 0:
+                raise ValueError(f"group {g}: the count must be >= 0, got {num}")
+            if max_length < max(1, len(prefix)):
+                raise ValueError(f"group {g}: max_length {max_length} is shorter than the prefix "
+                                 f"({len(prefix)}) or < 1")
+            if not (math.isfinite(temperature) and temperature >= 0):
+                raise ValueError(f"group {g}: temperature must be a finite number >= 0, got {temperature}")
+            if top_k < 0:
+                raise ValueError(f"group {g}: top_k must be >= 0, got {top_k}")
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"group {g}: seed must be in [0, {MAX_SEED}], got {seed}")
+        if first_index + max(nums, default=0) > 2**31:
+            raise ValueError(f"row index {first_index + max(nums) - 1} is too large (at most 2**31 - 1)")
+        fields = torch.tensor([[len(p), m, k, s, n] for p, _, m, _, k, s, n in groups], dtype=torch.long)
+        temperature = torch.tensor([float(g[3]) for g in groups], dtype=torch.float64)
+        prefix = _pad_ragged(prefixes, fields[:, 0])
+        if all(n == 1 for n in nums):  # one row per group (e.g. a batch of 1-name requests)
+            index = torch.full((len(nums),), first_index, dtype=torch.long)
+        else:
+            counts = torch.tensor(list(nums), dtype=torch.long)
+            group = torch.repeat_interleave(torch.arange(len(nums)), counts)
+            index = torch.arange(len(group)) - (torch.cumsum(counts, 0) - counts)[group] + first_index
+            fields, temperature, prefix = fields[group], temperature[group], prefix[group]
+        if len(index) <= SMALL:  # ~20 operators on a handful of numbers: Python ints are cheaper
+            seed = torch.tensor([row_seeds(s, i) for s, i in zip(fields[:, 3].tolist(), index.tolist())])
+        else:
+            seed = row_seeds(fields[:, 3], index)
+        return cls(prefix=prefix, prefix_len=fields[:, 0], max_length=fields[:, 1], temperature=temperature,
+                   top_k=fields[:, 2], seed=seed, name_length=fields[:, 4])
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row], name_lengths: Sequence[int] | None = None) -> RowBatch:
-        """The rows as they are (their seeds already final)."""
+        """The rows as they are (Row checks itself; their seeds are already final)."""
         lengths = torch.tensor([len(r.prefix) for r in rows], dtype=torch.long)
         return cls(
             prefix=_pad_ragged([r.prefix for r in rows], lengths),
@@ -77,17 +94,7 @@ class RowBatch:
             seed=torch.tensor([r.seed for r in rows], dtype=torch.long),
             name_length=(torch.zeros(len(rows), dtype=torch.long) if name_lengths is None
                          else torch.tensor(list(name_lengths), dtype=torch.long)),
-        ).checked()
-
-    def checked(self) -> RowBatch:
-        """Row's rules, for all rows at once; the error names the field and the first bad row."""
-        _first_bad(self.max_length < self.prefix_len.clamp_min(1), "max_length",
-                   "is shorter than the prefix or < 1", self.max_length)
-        _first_bad(~(self.temperature >= 0) | ~torch.isfinite(self.temperature), "temperature",
-                   "must be a finite number >= 0", self.temperature)
-        _first_bad(self.top_k < 0, "top_k", "must be >= 0", self.top_k)
-        _checked(self.seed, "seed", 0, MAX_SEED)
-        return self
+        )
 
     def rows(self, lo: int, hi: int) -> RowBatch:
         return RowBatch(*(getattr(self, f)[lo:hi] for f in self.__dataclass_fields__))
@@ -100,17 +107,6 @@ def _pad_ragged(seqs: Sequence[Sequence[int]], lengths: torch.Tensor) -> torch.T
     if flat:
         out[torch.arange(out.shape[1]) < lengths.unsqueeze(1)] = torch.tensor(flat, dtype=torch.long)
     return out
-
-
-def _first_bad(bad: torch.Tensor, field: str, rule: str, values: torch.Tensor) -> None:
-    if bad.any():
-        row = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{field} {rule}: row {row} has {values[row].item()}")
-
-
-def _checked(values: torch.Tensor, field: str, lo: int, hi: int) -> torch.Tensor:
-    _first_bad((values < lo) | (values > hi), field, f"must be in [{lo}, {hi}]", values)
-    return values
 
 
 _UTF32 = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"  # the host's int32 layout

@@ -164,9 +164,12 @@ def test_row_batch_from_groups_holds_what_make_rows_gives(loaded):
         assert torch.equal(getattr(batch, field), getattr(want, field)), field
     later = RowBatch.from_groups([vocab.encode("Ma")], [2], [10], [0.7], [2], [5], first_index=1)
     assert torch.equal(later.seed, want.seed[1:3])
+    # past SMALL rows the seeds are hashed as tensors: the same values
+    many = RowBatch.from_groups([vocab.encode("J"), []], [70, 1], [9, 24], [1.0, 0.0], [0, 0], [77, 3])
+    assert many.seed.tolist() == [r.seed for r in make_rows(vocab, "J", num=70, seed=77) + make_rows(vocab, "", seed=3)]
 
 
-@pytest.mark.parametrize("bad,message", [({"max_lengths": [1]}, "max_length is shorter than the prefix"),
+@pytest.mark.parametrize("bad,message", [({"max_lengths": [1]}, "group 0: max_length 1 is shorter than the prefix"),
                                          ({"temperatures": [float("nan")]}, "temperature must be a finite"),
                                          ({"top_ks": [-1]}, "top_k must be >= 0"),
                                          ({"seeds": [2**32]}, "seed must be in")])
