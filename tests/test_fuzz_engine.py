@@ -24,8 +24,15 @@ from hypothesis import strategies as st
 
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH
-from serve.engine import (GENERATE_FIELDS, SESSION_FIELDS, Engine, GenerateRequest, Limits, RequestError,
-                          SessionRequest)
+from serve.engine import (
+    GENERATE_FIELDS,
+    SESSION_FIELDS,
+    Engine,
+    GenerateRequest,
+    Limits,
+    RequestError,
+    SessionRequest,
+)
 from serve.handler import PHRASES, CharRNNHandler
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
 from tests.test_serve_handler import make_handler
@@ -259,9 +266,9 @@ def test_each_limit_is_accepted_at_its_value_and_refused_one_past_it(limited):
     past_it = {**at, "prefix": letter * (lim.max_prefix + 1), "max_length": lim.max_length + 1,
                "num": lim.max_num + 1, "temperature": math.nextafter(lim.max_temperature, math.inf),
                "top_k": len(limited.vocab) + 1, "seed": MAX_SEED + 1}
-    for field in at:
-        body = {"max_length": lim.max_length, field: at[field]}
-        assert getattr(limited.parse_generate(json.dumps(body)), field) == at[field], field
+    for field, value in at.items():
+        body = {"max_length": lim.max_length, field: value}
+        assert getattr(limited.parse_generate(json.dumps(body)), field) == value, field
         with pytest.raises(RequestError, match=repr(field)):
             limited.parse_generate(json.dumps({**body, field: past_it[field]}))
     for field, low in (("max_length", {"max_length": 0}), ("num", {"num": 0}), ("top_k", {"top_k": -1}),

@@ -20,12 +20,13 @@ import pytest
 import torch
 
 from export import runtime
-from export.runtime import NameGenerator
+from export.runtime import GENERATE_FILE, NameGenerator
 from model import decode as torch_decode
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
 from model.noise import MAX_SEED, to_unit_interval, uniform_bits
 from model.request import Row
+from tests.conftest import Artifacts
 
 VARIANTS = ["rnn-1", "rnn-2", "gru-1", "gru-2"]
 every_variant = pytest.mark.parametrize("variant_artifacts", VARIANTS, indirect=True)
@@ -33,21 +34,25 @@ PREFIXES = ["", "A", "Ma", "Jo", "Z"]
 SEEDS = [0, 1, 7, 123_456_789, MAX_SEED]
 
 
-@cache
-def backends(folder: Path) -> dict:
+LOADED: dict[Path, dict] = {}  # per export folder, loaded once per session
+
+
+def backends(artifacts: Artifacts) -> dict:
     """generate_rows of each backend of one export. "onnx+graph" decodes all-greedy batches with
     the one-graph model (charrnn_generate.onnx) and everything else with the ONNX step loop."""
-    return {
-        "eager": TorchGenerator.from_checkpoint(folder / "checkpoint.pt").generate_rows,
-        "torchscript": TorchGenerator.from_torchscript(folder / "charrnn.torchscript.pt").generate_rows,
-        "onnx": NameGenerator(folder / "charrnn.onnx").generate_rows,
-        "onnx+graph": NameGenerator(folder / "charrnn.onnx", generate_model=folder / "charrnn_generate.onnx").generate_rows,
-    }
+    if artifacts.dir not in LOADED:
+        LOADED[artifacts.dir] = {
+            "eager": TorchGenerator.from_checkpoint(artifacts.checkpoint).generate_rows,
+            "torchscript": TorchGenerator.from_torchscript(artifacts.torchscript).generate_rows,
+            "onnx": NameGenerator(artifacts.onnx).generate_rows,
+            "onnx+graph": NameGenerator(artifacts.onnx, generate_model=artifacts.dir / GENERATE_FILE).generate_rows,
+        }
+    return LOADED[artifacts.dir]
 
 
 @cache
-def eager_model(folder: Path):
-    model, vocab, _ = load_checkpoint(folder / "checkpoint.pt")
+def eager_model(checkpoint: Path):
+    model, vocab, _ = load_checkpoint(checkpoint)
     return model, vocab
 
 
@@ -56,8 +61,9 @@ def rows_of(vocab, specs) -> list[Row]:
     return [Row(tuple(vocab.encode(p)), max_length=m, temperature=t, top_k=k, seed=s) for p, t, k, s, m in specs]
 
 
-def names_by_backend(folder: Path, rows: list[Row]) -> dict[str, list[str]]:
-    return {name: generate(rows) for name, generate in backends(folder).items() if name != "onnx+graph"}
+def sampled_by_backend(artifacts: Artifacts, rows: list[Row]) -> dict[str, list[str]]:
+    """Names of a batch with sampled rows ("onnx+graph" would take the "onnx" step loop)."""
+    return {name: generate(rows) for name, generate in backends(artifacts).items() if name != "onnx+graph"}
 
 
 # ---------------------------------------------------------------- the same names everywhere
@@ -67,10 +73,10 @@ def names_by_backend(folder: Path, rows: list[Row]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("temperature", [0.3, 3.0])
 def test_sampled_names_agree_across_backends(variant_artifacts, temperature):
     """One batch per temperature: every prefix, several seeds, with and without top-k, two caps."""
-    folder = variant_artifacts.dir
-    vocab = eager_model(folder)[1]
+    artifacts = variant_artifacts
+    vocab = eager_model(artifacts.checkpoint)[1]
     specs = [(p, temperature, k, s, m) for p in PREFIXES for s in SEEDS[:3] for k, m in ((0, 24), (3, 24), (5, 8))]
-    got = names_by_backend(folder, rows_of(vocab, specs))
+    got = sampled_by_backend(artifacts, rows_of(vocab, specs))
     assert got["torchscript"] == got["eager"]
     assert got["onnx"] == got["eager"]
     assert all(name.startswith(p) for name, (p, *_) in zip(got["eager"], specs))
@@ -91,11 +97,11 @@ def mixed_specs(vocab_size: int) -> list[tuple]:
 def test_a_row_gets_the_same_name_alone_or_in_a_mixed_batch_on_every_backend(variant_artifacts):
     """Each row decoded alone (greedy rows alone take the argmax path, or the one-graph model
     for "onnx+graph") equals it in a batch with greedy and sampled rows, in either order."""
-    folder = variant_artifacts.dir
-    vocab = eager_model(folder)[1]
+    artifacts = variant_artifacts
+    vocab = eager_model(artifacts.checkpoint)[1]
     rows = rows_of(vocab, mixed_specs(len(vocab)))
     reference = None
-    for name, generate in backends(folder).items():
+    for name, generate in backends(artifacts).items():
         batched = generate(rows)
         assert [generate([r])[0] for r in rows] == batched, name
         assert generate(rows[::-1]) == batched[::-1], name
@@ -125,14 +131,14 @@ def test_a_greedy_row_in_a_mixed_batch_takes_the_argmax_even_on_a_near_tie(twin)
 # ---------------------------------------------------------------- what temperature and top-k do
 
 
-def reference_margins(folder: Path, row: Row, name: str) -> list[float]:
+def reference_margins(artifacts: Artifacts, row: Row, name: str) -> list[float]:
     """Replay `name` through the eager model, step by step, and return at each sampled step how
     far the chosen symbol's score falls short of the best one (0 when it is the best).
 
     The reference sampler (Gumbel-max): draw u(row seed, step, symbol) from model.noise, score
     each symbol of the top k as log softmax(logits / T) - log(-log u), choose the highest. It is
     computed in float64 from plain Python floats, not with either Chooser."""
-    model, vocab = eager_model(folder)
+    model, vocab = eager_model(artifacts.checkpoint)
     ids = vocab.encode(name)
     chosen = ids + ([vocab.eos_id] if len(ids) < row.max_length else [])
     margins = []
@@ -166,15 +172,15 @@ def test_each_sampled_choice_is_the_reference_samplers_choice(variant_artifacts)
     """Every sampled character (and the end of every name) of the torch and the numpy samplers
     is the reference's choice, up to float32 rounding: a temperature or top-k ignored by either
     sampler, or by both, picks other characters."""
-    folder = variant_artifacts.dir
-    vocab = eager_model(folder)[1]
+    artifacts = variant_artifacts
+    vocab = eager_model(artifacts.checkpoint)[1]
     specs = [(p, t, k, s, 24) for p in ("", "Ma") for t in (0.3, 3.0) for k in (0, 3) for s in SEEDS]
     rows = rows_of(vocab, specs)
-    gens = backends(folder)
+    gens = backends(artifacts)
     checked = 0
     for backend in ("eager", "onnx"):
         for row, name in zip(rows, gens[backend](rows)):
-            margins = reference_margins(folder, row, name)
+            margins = reference_margins(artifacts, row, name)
             # float32 logits, scaling and noise against float64: relative rounding, small floor
             assert all(m <= 1e-4 for m in margins), (backend, row, name, margins)
             checked += len(margins)
@@ -185,9 +191,9 @@ def test_temperature_moves_names_from_the_greedy_one_to_many(tiny_artifacts):
     """Statistics over 64 seeds per prefix, on the eager and the numpy sampler: a low temperature
     gives the greedy name for most seeds, a high one almost never and nearly all names distinct,
     and the names spread more as the temperature rises."""
-    folder = tiny_artifacts.dir
-    vocab = eager_model(folder)[1]
-    gens = backends(folder)
+    artifacts = tiny_artifacts
+    vocab = eager_model(artifacts.checkpoint)[1]
+    gens = backends(artifacts)
     for prefix in ("", "Ma"):
         (greedy,) = gens["eager"]([Row(tuple(vocab.encode(prefix)))])
         for backend in ("eager", "onnx"):
