@@ -508,3 +508,11 @@ def test_a_valid_request_after_the_fuzzing_is_answered_as_before(gen, engine):
     handler, ctx = gen
     names = json.loads(ctx.run(handler, [b'{"prefix": "Ma", "num": 3}'])[0].text)["names"]
     assert names == engine.generate([GenerateRequest(prefix="Ma", num=3)])[0]
+
+
+def test_defaults_of_left_out_fields_respect_an_operator_s_smaller_caps(tiny_artifacts):
+    """A cap below a field's default is the promise: a body that leaves the field out gets the cap."""
+    small = Engine.from_artifacts(tiny_artifacts.torchscript, limits=Limits(max_length=10, max_candidates=3))
+    assert small.parse_generate(b"{}").max_length == 10
+    session = small.parse_session(b'{"text": "Ma"}')
+    assert session.max_length == 10 and session.top_k == 3
