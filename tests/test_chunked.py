@@ -239,3 +239,12 @@ def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
     assert torch.equal(out.logits[: len(recorder.logits)], torch.stack(recorder.logits))
     # a bucket that was not warmed up still decodes, eagerly, and says so
     assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
+
+
+def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):
+    """2-layer RNN and GRU steps too (their hidden state has more than one layer)."""
+    model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
+    rows = mixed_rows(vocab, n=40, seed=9)
+    decoder = ChunkedDecoder(model, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                             hidden_shape=(model.num_layers, model.hidden_size), buckets=(8, 64), chunk=3)
+    assert decoder.decode(rows) == reference((model, vocab), rows)
