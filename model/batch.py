@@ -21,7 +21,6 @@ from data.vocab import Vocab
 from model.noise import MAX_SEED, row_seeds
 from model.request import Row
 
-
 SMALL = 32  # rows up to which a batch's seeds are hashed as Python ints (same function, same values)
 
 
