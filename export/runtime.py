@@ -18,9 +18,12 @@ import argparse
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:  # imported where a session is made: GENERATE_FILE and the Chooser need no ORT
+    import onnxruntime as ort  # (the handler imports this module on GPU machines without it)
 
 from data.vocab import Vocab, VocabError
 from export import integrity, manifest
@@ -43,6 +46,8 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     spinning fights the first for a core at large batches. The exported graphs are already plain
     ops, so the optimisation level matters little; ORT_ENABLE_ALL costs only load time. For more
     cores, run one session per core (threads=1 each) rather than threads > 1."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -86,6 +91,8 @@ class _OnnxModel:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1):
         """Load from the file's bytes; its sealed content checksum (export.integrity) must match."""
+        import onnxruntime as ort
+
         try:
             session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
