@@ -48,3 +48,32 @@ def test_a_dry_run_prints_every_section(capsys, tiny_artifacts):
                      "engine names/s", "the first 300 lines are the same", "physical limit: per row and step",
                      "decoder greedy @8", "targets (issue 14", "gpu-check passed"):
         assert expected in out, expected
+
+
+BLOCKED = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("onnxruntime", "onnx", "tqdm"):
+            raise ImportError("not installed on this GPU machine: " + name)
+sys.meta_path.insert(0, Block())
+from serve import gpu_check
+sys.exit(gpu_check.main(sys.argv[1:]))
+"""
+
+
+def test_it_runs_without_onnx_runtime_or_tqdm(tiny_artifacts):
+    """A GPU machine may have only PyTorch (and numpy): gpu-check must not need the CPU-side
+    runtimes, down to its dry run's every section."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: run `make gpu-check` instead")
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "--model", str(tiny_artifacts.torchscript), "--vocab",
+                           str(tiny_artifacts.vocab_json), "--dry-run-on-cpu", "--seconds", "0.01",
+                           "--decoder-rows", "1,4", "--engine-requests", "1", "--bulk", "50"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
+                          check=False)
+    assert done.returncode == 0 and "gpu-check passed" in done.stdout, done.stderr[-2000:]
