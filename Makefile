@@ -107,15 +107,15 @@ generate: $(EXPORTS)
 # Bulk generation straight to a file (docs/bulk-generation.md); the same SEED gives the same file on CPU or GPU.
 # make names NUM=1000000 OUT=names.txt [DEVICE=cuda] [TEMPERATURE=1 SEED=7 PREFIX=Ma TOP_K=0] [DISTINCT=1] [WORKERS=2]
 # Uses $(ART)'s export as it is (built first only when missing); TEMPERATURE defaults to 1 here;
-# WORKERS: CPU processes, one core each (the file does not depend on it).
+# WORKERS: CPU processes, one core each (default: the usable cores; the file does not depend on it).
 OUT      ?= names.txt
 TOP_K    ?= 0
 DISTINCT ?=
-WORKERS  ?= 1
+WORKERS  ?=
 NAMES_ARGS ?=
 names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
 	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' --device $(DEVICE) \
-		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),) \
+		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
 		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
 		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 import unicodedata
@@ -200,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"--distinct: give up after this many rows (default {DRAWS_PER_NAME} x NUM)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"rows per run (default {BATCH['cpu']} on CPU, {BATCH['cuda']} on CUDA); does not change the file")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU only: processes decoding batches in parallel, one core each (e.g. the core count)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU only: processes decoding batches in parallel, one core each (default: the usable "
+                        "cores, at most one per batch; 1 = no worker processes)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads of the one process (default 1 on CPU: faster than intra-op threads here)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
         batch_size = batch_size if args.distinct else min(batch_size, args.num)
+        if args.workers is None:
+            args.workers = min(len(os.sched_getaffinity(0)), -(-args.num // batch_size)) if cpu else 1
         if args.workers < 1 or (args.workers > 1 and not cpu):
             raise ValueError(f"--workers must be >= 1 (and 1 with --device {args.device}), got {args.workers}")
         from tqdm import tqdm

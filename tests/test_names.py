@@ -19,7 +19,8 @@ def model(tiny_artifacts) -> str:
 
 
 def run(model, out, *extra, num=300) -> int:
-    return bulk.main(["--model", model, "--out", str(out), "--num", str(num), "--no-progress", *extra])
+    workers = () if "--workers" in extra else ("--workers", "1")  # in this process unless asked
+    return bulk.main(["--model", model, "--out", str(out), "--num", str(num), "--no-progress", *workers, *extra])
 
 
 def test_the_same_seed_gives_the_same_file_whatever_the_batch_size(model, tmp_path):
@@ -107,6 +108,7 @@ def test_progress_counts_every_name_and_the_cli_reports_its_rate(model, tmp_path
     (["--top-k", "-2"], "--top-k must be >= 0"),
     (["--max-length", "1", "--prefix", "Ma"], "--max-length 1 is shorter than the prefix"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
     (["--model", "missing.torchscript.pt"], "no such file"),
     (["--device", "cuda:7"], "CUDA is not available"),
 ])
