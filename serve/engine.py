@@ -37,9 +37,13 @@ from export import manifest
 from export.errors import ArtifactError
 from export.runtime import OnnxGreedy
 from export.torchscript import load_torchscript
+from model import nbest
 from model.decode import Start, decode
+from model.nbest_torch import TorchStepper
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from serve import answers
+from serve.answers import Answer
 
 NDJSON = "application/x-ndjson"
 
@@ -65,6 +69,10 @@ class Limits:
     max_temperature: float = 10.0
     max_candidates: int = 20  # next-character candidates per session answer
     max_body_bytes: int = 16384  # a raw body larger than this is refused with 413
+    max_nbest: int = 32  # names per n-best request (temperature 0, num > 1, or search "nbest")
+    max_completions: int = 10  # top completions per session answer
+    max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS  # n-best bound: prefixes expanded per search
+    nbest_width: int = nbest.DEFAULT_WIDTH  # frontier prefixes expanded per step call
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> Limits:
@@ -85,6 +93,7 @@ class GenerateRequest:
     top_k: int = 0  # 0 = all symbols
     seed: int | None = None  # None: a fresh seed per request (sampling only)
     stream: bool = False
+    search: str | None = None  # "nbest" | "greedy"; None: model.nbest.choose_search decides
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class SessionRequest:
     top_k: int = 5  # next-character candidates to return
     max_length: int = DEFAULT_MAX_LENGTH  # length cap of the greedy completion
     close: bool = False
+    completions: int = 3  # the most probable whole names to add (model.nbest), 0 = none
 
 
 GENERATE_FIELDS = frozenset(f.name for f in fields(GenerateRequest))
@@ -393,7 +403,7 @@ class Engine:
         if max_length < len(prefix):
             raise RequestError(f"'max_length' ({max_length}) is shorter than the prefix "
                                f"({len(prefix)} characters)")
-        return GenerateRequest(
+        request = GenerateRequest(
             prefix=prefix,
             max_length=max_length,
             num=_int(body, "num", 1, 1, lim.max_num),
@@ -401,12 +411,42 @@ class Engine:
             top_k=_int(body, "top_k", 0, 0, self._max_top_k),
             seed=_int(body, "seed", None, 0, MAX_SEED, nullable=True),
             stream=_bool(body, "stream", False),
+            search=_search(body),
         )
+        if _search_of(request) == "nbest" and request.num > lim.max_nbest:
+            raise RequestError(f"'num' must be at most {lim.max_nbest} for the n-best search (temperature 0 "
+                               f"and num > 1, or search 'nbest'), got {request.num}; sample with a "
+                               "temperature above 0 for more names")
+        return request
 
     def generate(self, requests: Sequence[GenerateRequest],
                  on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None) -> list[list[str]]:
-        """Names per request. With the one-graph decoder (`greedy`), the greedy requests that do
-        not stream are decoded in one run of it; all other requests in one `decode` call.
+        """Names per request (`answer` without the log-probabilities)."""
+        return [a.names for a in self.answer(requests, on_chars, scores=False)]
+
+    def answer(self, requests: Sequence[GenerateRequest],
+               on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
+               scores: bool = True) -> list[Answer]:
+        """Names and their log-probabilities per request: the n-best requests by the search
+        (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
+        searched = {i for i, r in enumerate(requests) if _search_of(r) == "nbest"}
+        names = self._decode_names(requests, on_chars, skip=searched)
+        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
+        flat = [n for i, got in enumerate(names) if i not in searched for n in got]
+        logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
+        out = []
+        for i, r in enumerate(requests):
+            if i in searched:
+                out.append(answers.searched_answer(stepper, self.vocab, r.prefix, r.num, r.max_length,
+                                                   max_expansions=self.limits.max_expansions,
+                                                   width=self.limits.nbest_width))
+            else:
+                out.append(Answer(names[i], [next(logprobs) for _ in names[i]] if scores and flat else []))
+        return out
+
+    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
+        """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
+        requests that do not stream are decoded in one run of it; all other requests in one `decode` call.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
@@ -415,7 +455,7 @@ class Engine:
         names: list[list[str]] = [[] for _ in requests]
         by_graph = [self.greedy is not None and r.temperature == 0 and not r.stream for r in requests]
         for graph in (True, False):
-            indices = [i for i, g in enumerate(by_graph) if g == graph]
+            indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
                 for i, got in zip(indices, self._decode_requests([requests[i] for i in indices], indices,
                                                                  graph, on_chars)):
@@ -472,6 +512,7 @@ class Engine:
             top_k=_int(body, "top_k", 5, 0, self._max_candidates),
             max_length=_int(body, "max_length", DEFAULT_MAX_LENGTH, 1, self.limits.max_length),
             close=close,
+            completions=_int(body, "completions", 3, 0, self.limits.max_completions),
         )
 
     def session(self, items: Sequence[tuple[str, SessionRequest, bool]]) -> list[dict | RequestError]:
@@ -582,6 +623,19 @@ class Engine:
                     candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s],
                                        "p": round(p, 6)})
             results[i] = {"session": sid, "text": text, "next": candidates, "completion": completion}
+        self._add_completions(jobs, results)
+
+    def _add_completions(self, jobs, results: list) -> None:
+        """Each answer's top whole names ("completions": [{"name", "logprob"}], best first, and
+        "completions_complete") from the n-best search over the session's text (serve.answers)."""
+        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
+        for i, _, req, _, text, _ in jobs:
+            if req.completions:
+                found, complete = answers.completions(stepper, self.vocab, text, req.completions, req.max_length,
+                                                      max_expansions=self.limits.max_expansions,
+                                                      width=self.limits.nbest_width)
+                results[i]["completions"] = found
+                results[i]["completions_complete"] = complete
 
     # ------------------------------------------------------------ misc
 
@@ -622,6 +676,24 @@ def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscri
                             f"{', '.join(differs)}: the file was altered; rebuild the archive (make archive)")
 
 
+def _search(body: dict) -> str | None:
+    value = body.get("search")
+    if value is None:
+        return None
+    if value not in nbest.SEARCHES:
+        raise RequestError(f"'search' must be one of {', '.join(map(repr, nbest.SEARCHES))}, got "
+                           f"{_json_type(value) if not isinstance(value, str) else repr(value[:40])}")
+    return value
+
+
+def _search_of(request: GenerateRequest) -> str:
+    """"nbest", "greedy" or "sample" (model.nbest.choose_search); a conflict is a RequestError."""
+    try:
+        return nbest.choose_search(request.search, request.num, request.temperature, request.stream)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
 def names_json(names: list[str]) -> str:
     return json.dumps({"names": names}, ensure_ascii=False)
 
@@ -636,5 +708,8 @@ def stream_lines(chars: list[tuple[int, str]]) -> bytes:
                    for j, c in chars).encode("utf-8")
 
 
-def stream_end(names: list[str]) -> bytes:
-    return (json.dumps({"names": names, "done": True}, ensure_ascii=False) + "\n").encode("utf-8")
+def stream_end(names: list[str], logprobs: list[float] | None = None) -> bytes:
+    end = {"names": names, "done": True}
+    if logprobs is not None:
+        end["logprobs"] = [round(x, answers.DIGITS) for x in logprobs]
+    return (json.dumps(end, ensure_ascii=False) + "\n").encode("utf-8")

@@ -48,7 +48,6 @@ from serve.engine import (
     RequestError,
     SessionStore,
     error_json,
-    names_json,
     stream_end,
     stream_lines,
 )
@@ -169,12 +168,12 @@ class CharRNNHandler:
                 if r.stream:
                     context.set_response_content_type(i, NDJSON)
             on_chars = self._stream_sender(context, where)
-        for i, r, names in zip(where, requests, engine.generate(requests, on_chars=on_chars)):
+        for i, r, answer in zip(where, requests, engine.answer(requests, on_chars=on_chars)):
             if r.stream:
-                out[i] = stream_end(names)  # the last chunk
+                out[i] = stream_end(answer.names, answer.logprobs)  # the last chunk
             else:
                 context.set_response_content_type(i, JSON)
-                out[i] = names_json(names)
+                out[i] = answer.to_json()
         return out
 
     def _stream_sender(self, context, where: list[int]):
