@@ -170,22 +170,23 @@ def search(stepper, prefix: Sequence[int], num: int, *, max_length: int, bos_id:
         if not characters.size:
             characters = np.ones(lp.shape[1], dtype=bool)
             characters[[bos_id, eos_id]] = False
-        for row, (neg, ids, _, _) in enumerate(batch):
-            child = -neg + lp[row]  # float64, summed in the same order as `score`
-            allowed = characters if len(ids) < max_length else np.zeros_like(characters)
-            if ids:  # a name has at least one character
-                allowed = allowed.copy()
-                allowed[eos_id] = True
-            allowed = allowed & (child > -np.inf)
-            symbols = np.flatnonzero(allowed)
-            if not symbols.size:
-                continue
-            # the frontier's order among siblings: log-prob descending, then the end token (a
-            # proper prefix sorts first), then symbol id ascending
-            rank = np.where(symbols == eos_id, -1, symbols)
-            order = np.lexsort((rank, -child[symbols]))
-            sib = _Siblings(ids, symbols[order].tolist(), child[symbols][order].tolist(), states[row])
-            push(sib, 0)
+            rank = np.where(np.arange(lp.shape[1]) == eos_id, -1, np.arange(lp.shape[1]))
+        # every row's children at once: log-probs [B, V] (float64, summed in the same order as
+        # `score`), the symbols allowed, then each row sorted in the frontier's order among
+        # siblings: log-prob descending, then the end token (a proper prefix sorts first), then id
+        lengths = np.array([len(ids) for _, ids, _, _ in batch])
+        child = np.array([-neg for neg, *_ in batch])[:, None] + lp
+        allowed = (lengths < max_length)[:, None] & characters[None, :]
+        allowed[:, eos_id] = lengths > 0  # a name has at least one character
+        child = np.where(allowed, child, -np.inf)
+        order = np.lexsort((np.broadcast_to(rank, child.shape), -child), axis=-1)
+        ranked_lp = np.take_along_axis(child, order, axis=1)
+        counts = np.count_nonzero(ranked_lp > -np.inf, axis=1).tolist()
+        ranked_lp, order = ranked_lp.tolist(), order.tolist()
+        for row, (_, ids, _, _) in enumerate(batch):
+            if counts[row]:
+                n = counts[row]
+                push(_Siblings(ids, order[row][:n], ranked_lp[row][:n], states[row]), 0)
     done = len(results) == num or not frontier or (
         len(known) == num and -frontier[0][0] < known[0])
     return NBest([ids for ids, _ in results], [lp for _, lp in results], done, expansions, calls)
