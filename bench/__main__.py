@@ -71,8 +71,12 @@ def run_generation(args) -> dict:
         from bench import runtime
     except ImportError as exc:
         raise NotWired(f"bench/runtime.py is not there yet ({exc})") from None
+    from bench import nbest
+
     result = runtime.measure(args.art_dir, repeats=args.gen_repeats, batch=args.gen_batch)
-    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)}
+    result["nbest"] = nbest.measure(args.art_dir, repeats=args.nbest_repeats)
+    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)
+            + "\n\n" + nbest.format_table(result["nbest"])}
 
 
 def run_serving(args) -> dict:
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation (bench/runtime.py)")
     g.add_argument("--gen-repeats", type=int, default=20)
     g.add_argument("--gen-batch", type=int, default=256)
+    g.add_argument("--nbest-repeats", type=int, default=3, help="rounds of the n-best latency table (bench/nbest.py)")
     g = p.add_argument_group("serving (bench/serving.py)")
     g.add_argument("--serving-model-store", default=None, help="archives to serve (default: ART_DIR/model_store)")
     g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")

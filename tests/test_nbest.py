@@ -169,3 +169,16 @@ def test_which_search_a_request_runs():
     for bad in (("nbest", 2, 0.5, False), ("nbest", 2, 0.0, True), ("greedy", 1, 1.0, False), ("beam", 2, 0, False)):
         with pytest.raises(ValueError):
             nbest.choose_search(*bad)
+
+
+def test_the_bench_measures_nbest_against_greedy_on_both_backends(tiny_artifacts):
+    from bench import nbest as bench_nbest
+
+    result = bench_nbest.measure(tiny_artifacts.dir, repeats=1, letters=4)
+    assert result["agree"] is True
+    for backend in ("torch", "onnx"):
+        for request in ("greedy + logprob", "greedy, names only", "nbest 5", "nbest 20"):
+            row = result["rows"][f"{backend}: {request}"]
+            assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"]
+    assert result["searches"]["nbest 20"]["expansions_mean"] >= result["searches"]["nbest 5"]["expansions_mean"] > 0
+    assert "| onnx | nbest 20 |" in bench_nbest.format_table(result)

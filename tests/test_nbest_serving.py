@@ -126,3 +126,24 @@ def test_torchserve_sessions_carry_completions(served, engine):  # noqa: F811 - 
         want = engine.session([("local", SessionRequest(text="Jo", completions=3), True)])[0]
     assert [c["name"] for c in r.json()["completions"]] == [c["name"] for c in want["completions"]]
     served.post("charrnn_session", b'{"close": true}', {SEQUENCE_ID: r.headers[SEQUENCE_ID]})
+
+
+def test_the_fuzz_classes_for_nbest_get_the_statuses_they_expect(model_dir, engine):
+    from soak.fuzz import CATEGORIES, Generator
+
+    assert {"valid n-best", "bad n-best values"} <= set(CATEGORIES)
+    gen, gen_ctx = handler(model_dir)
+    sess, sess_ctx = handler(model_dir, "session")
+    fuzz = Generator(engine, seed=5)
+    seen = set()
+    for category in ("valid n-best", "bad n-best values") * 25:
+        case = fuzz.case(category)
+        if case.path.endswith("charrnn_session"):
+            (r,) = sess_ctx.run(sess, [case.body], [{SEQUENCE_ID: "fuzz", SEQUENCE_START: "true"}])
+        else:
+            (r,) = gen_ctx.run(gen, [case.body])
+        assert r.status in case.expect, (case.body, r.text)
+        if case.names is not None:
+            assert json.loads(r.text)["names"] == case.names
+        seen.add((category, r.status))
+    assert seen == {("valid n-best", 200), ("bad n-best values", 400)}
