@@ -96,32 +96,69 @@ def log_softmax(logits: np.ndarray, first: np.ndarray | None, eos_id: int) -> np
     return x - (top + np.log(np.exp(x - top).sum(axis=1, keepdims=True)))
 
 
-def _feed(stepper, prefix: Sequence[int], bos_id: int, eos_id: int) -> tuple[object, int, float, int]:
-    """Feed `prefix` one symbol at a time: (state before its last symbol, that symbol or bos,
-    the prefix's log-probability, step calls)."""
-    state, token, logp = stepper.root(), bos_id, 0.0
-    for t, symbol in enumerate(prefix):
-        logits, states = stepper([token], [state])
-        logp += float(log_softmax(logits, np.array([t == 0]), eos_id)[0, symbol])
-        state, token = states[0], symbol
-    return state, token, logp, len(prefix)
-
-
 def search(stepper, prefix: Sequence[int], num: int, *, max_length: int, bos_id: int, eos_id: int,
            max_expansions: int = DEFAULT_MAX_EXPANSIONS, width: int = DEFAULT_WIDTH) -> NBest:
     """The `num` most probable distinct complete names that start with `prefix` and have at most
-    `max_length` characters, best first (see the module docstring for the order and the bound).
+    `max_length` characters, best first (see the module docstring for the order and the bound)."""
+    return search_many(stepper, [(prefix, num, max_length)], bos_id=bos_id, eos_id=eos_id,
+                       max_expansions=max_expansions, width=width)[0]
 
-    Children enter the frontier lazily: an expanded prefix's children (its end token, giving a
-    complete name, and its characters) are sorted once in the frontier's order, and only the
-    first is pushed; popping one pushes the next. So the frontier holds a few entries per
-    expanded prefix, not the whole vocabulary, and the order of pops is unchanged."""
-    prefix = tuple(int(i) for i in prefix)
+
+def search_many(stepper, queries: Sequence[tuple[Sequence[int], int, int]], *, bos_id: int, eos_id: int,
+                max_expansions: int = DEFAULT_MAX_EXPANSIONS, width: int = DEFAULT_WIDTH) -> list[NBest]:
+    """`search` for each (prefix, num, max_length) of `queries`, all in lockstep: each step call
+    carries every unfinished search's rows (their prefixes fed side by side, then their frontier
+    batches), so a batch of requests costs about as many step calls as its hardest search. Each
+    search's answer is the one it gives alone; `step_calls` counts the calls it took part in."""
+    searches = [_search(tuple(int(i) for i in prefix), num, max_length, stepper.root(), bos_id, eos_id,
+                        max_expansions, width) for prefix, num, max_length in queries]
+    return _drive(stepper, searches)
+
+
+def _drive(stepper, searches: list) -> list:
+    """Run generator-searches to the end: each yields (tokens, states) and is sent back
+    (logits, new states) for its rows; all pending rows share one step call."""
+    results: list = [None] * len(searches)
+    pending: dict[int, tuple] = {}
+
+    def advance(i: int, value) -> None:
+        try:
+            pending[i] = searches[i].send(value)
+        except StopIteration as done:
+            pending.pop(i, None)
+            results[i] = done.value
+
+    for i in range(len(searches)):
+        advance(i, None)
+    while pending:
+        order = list(pending)
+        tokens = [t for i in order for t in pending[i][0]]
+        logits, states = stepper(tokens, [s for i in order for s in pending[i][1]])
+        start = 0
+        for i in order:
+            n = len(pending[i][0])
+            advance(i, (logits[start:start + n], states[start:start + n]))
+            start += n
+    return results
+
+
+def _search(prefix: tuple[int, ...], num: int, max_length: int, root, bos_id: int, eos_id: int,
+            max_expansions: int, width: int):
+    """The search as a generator (see _drive). Children enter the frontier lazily: an expanded
+    prefix's children (its end token, giving a complete name, and its characters) are sorted
+    once in the frontier's order and only the first is pushed; popping one pushes the next. So
+    the frontier holds a few entries per expanded prefix, not the whole vocabulary, and the
+    order of pops is unchanged."""
     if num < 1 or width < 1 or max_expansions < 0:
         raise ValueError("num and width must be >= 1 and max_expansions >= 0")
     if max_length < max(1, len(prefix)):
         raise ValueError(f"max_length {max_length} is shorter than the prefix ({len(prefix)}) or < 1")
-    state, _, logp, calls = _feed(stepper, prefix, bos_id, eos_id)
+    state, token, logp = root, bos_id, 0.0  # feed the prefix, one symbol per step call
+    for t, symbol in enumerate(prefix):
+        logits, states = yield [token], [state]
+        logp += float(log_softmax(logits, np.array([t == 0]), eos_id)[0, symbol])
+        state, token = states[0], symbol
+    calls = len(prefix)
     characters = np.ones(0, dtype=bool)  # which symbols may extend a name (known at the first step)
     # entries: (-logp, ids, kind, link); kind 0 = a complete name, 1 = a prefix to expand.
     # (ids, kind) is unique, so links are never compared. link: (siblings, position) or None.
@@ -163,7 +200,7 @@ def search(stepper, prefix: Sequence[int], num: int, *, max_length: int, bos_id:
                and expansions + len(batch) < max_expansions):
             batch.append(pop())
         tokens = [ids[-1] if ids else bos_id for _, ids, _, _ in batch]
-        logits, states = stepper(tokens, [_state_of(entry, state) for entry in batch])
+        logits, states = yield tokens, [_state_of(entry, state) for entry in batch]
         calls += 1
         expansions += len(batch)
         lp = log_softmax(logits, np.array([not ids for _, ids, _, _ in batch]), eos_id)

@@ -36,16 +36,13 @@ class Answer:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
-def search(stepper: TorchStepper, vocab: Vocab, prefix: str, num: int, max_length: int, *,
-           max_expansions: int, width: int) -> nbest.NBest:
-    return nbest.search(stepper, vocab.encode(prefix), num, max_length=max_length, bos_id=vocab.bos_id,
-                        eos_id=vocab.eos_id, max_expansions=max_expansions, width=width)
-
-
-def searched_answer(stepper: TorchStepper, vocab: Vocab, prefix: str, num: int, max_length: int, *,
-                    max_expansions: int, width: int) -> Answer:
-    found = search(stepper, vocab, prefix, num, max_length, max_expansions=max_expansions, width=width)
-    return Answer([vocab.decode(i) for i in found.ids], found.logprobs, found.complete)
+def searched_answers(stepper: TorchStepper, vocab: Vocab, queries: Sequence[tuple[str, int, int]], *,
+                     max_expansions: int, width: int) -> list[Answer]:
+    """Answers of n-best requests (prefix, num, max_length), all searched in lockstep
+    (model.nbest.search_many: one step call per round for the whole batch)."""
+    found = nbest.search_many(stepper, [(vocab.encode(p), n, m) for p, n, m in queries], bos_id=vocab.bos_id,
+                              eos_id=vocab.eos_id, max_expansions=max_expansions, width=width)
+    return [Answer([vocab.decode(i) for i in f.ids], f.logprobs, f.complete) for f in found]
 
 
 def scores(stepper: TorchStepper, vocab: Vocab, names: Sequence[str]) -> list[float]:
@@ -53,10 +50,11 @@ def scores(stepper: TorchStepper, vocab: Vocab, names: Sequence[str]) -> list[fl
     return nbest.score(stepper, [vocab.encode(n) for n in names], bos_id=vocab.bos_id, eos_id=vocab.eos_id)
 
 
-def completions(stepper: TorchStepper, vocab: Vocab, text: str, num: int, max_length: int, *,
-                max_expansions: int, width: int) -> tuple[list[dict], bool]:
-    """A session's top `num` whole names that start with `text`: ([{"name", "logprob"}], complete)."""
-    found = search(stepper, vocab, text, num, max(max_length, len(text), 1), max_expansions=max_expansions,
-                   width=width)
-    return ([{"name": vocab.decode(i), "logprob": round(lp, DIGITS)} for i, lp in zip(found.ids, found.logprobs)],
-            found.complete)
+def completions(stepper: TorchStepper, vocab: Vocab, texts: Sequence[tuple[str, int, int]], *,
+                max_expansions: int, width: int) -> list[tuple[list[dict], bool]]:
+    """Sessions' top whole names for (text, num, max_length) each, searched in lockstep:
+    ([{"name", "logprob"}], complete) per text."""
+    found = searched_answers(stepper, vocab, [(t, n, max(m, len(t), 1)) for t, n, m in texts],
+                             max_expansions=max_expansions, width=width)
+    return [([{"name": name, "logprob": round(lp, DIGITS)} for name, lp in zip(a.names, a.logprobs)], a.complete)
+            for a in found]

@@ -14,9 +14,13 @@ in-process, and another server could host it later.
   call (each request's `num` names become rows via `model.request.make_rows`, with their own
   prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
   never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+- `answer` is `generate` with each name's log-probability; requests with temperature 0 and
+  num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
+  model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
   feeds the newly typed characters and returns the next-character distribution and the greedy
-  completion, again in one `decode` call per batch (continuing from decode's `Start`).
+  completion, again in one `decode` call per batch (continuing from decode's `Start`), and the
+  top whole-name completions from the n-best search.
 """
 
 from __future__ import annotations
@@ -429,20 +433,16 @@ class Engine:
                scores: bool = True) -> list[Answer]:
         """Names and their log-probabilities per request: the n-best requests by the search
         (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
-        searched = {i for i, r in enumerate(requests) if _search_of(r) == "nbest"}
-        names = self._decode_names(requests, on_chars, skip=searched)
+        searched = [i for i, r in enumerate(requests) if _search_of(r) == "nbest"]
+        names = self._decode_names(requests, on_chars, skip=set(searched))
         stepper = TorchStepper(self.step, self.hidden_shape, self.device)
-        flat = [n for i, got in enumerate(names) if i not in searched for n in got]
+        found = dict(zip(searched, answers.searched_answers(
+            stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
+            max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
+        flat = [n for i, got in enumerate(names) if i not in found for n in got]
         logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
-        out = []
-        for i, r in enumerate(requests):
-            if i in searched:
-                out.append(answers.searched_answer(stepper, self.vocab, r.prefix, r.num, r.max_length,
-                                                   max_expansions=self.limits.max_expansions,
-                                                   width=self.limits.nbest_width))
-            else:
-                out.append(Answer(names[i], [next(logprobs) for _ in names[i]] if scores and flat else []))
-        return out
+        return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
+                for i, got in enumerate(names)]
 
     def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
         """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
@@ -628,14 +628,13 @@ class Engine:
     def _add_completions(self, jobs, results: list) -> None:
         """Each answer's top whole names ("completions": [{"name", "logprob"}], best first, and
         "completions_complete") from the n-best search over the session's text (serve.answers)."""
-        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
-        for i, _, req, _, text, _ in jobs:
-            if req.completions:
-                found, complete = answers.completions(stepper, self.vocab, text, req.completions, req.max_length,
-                                                      max_expansions=self.limits.max_expansions,
-                                                      width=self.limits.nbest_width)
-                results[i]["completions"] = found
-                results[i]["completions_complete"] = complete
+        wanted = [(i, text, req.completions, req.max_length) for i, _, req, _, text, _ in jobs if req.completions]
+        found = answers.completions(TorchStepper(self.step, self.hidden_shape, self.device), self.vocab,
+                                    [w[1:] for w in wanted], max_expansions=self.limits.max_expansions,
+                                    width=self.limits.nbest_width)
+        for (i, *_), (names, complete) in zip(wanted, found):
+            results[i]["completions"] = names
+            results[i]["completions_complete"] = complete
 
     # ------------------------------------------------------------ misc
 

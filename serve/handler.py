@@ -4,8 +4,9 @@ TorchServe allows exactly one class in a handler module, so everything else live
 shipped beside it in the archive (data/, model/, export/, serve/engine.py: see serve/archive.py).
 
 Modes (the `handler.mode` key of the archive's model-config.yaml):
-- `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream"}
-  -> {"names": [...]}, or NDJSON lines when "stream": true. The whole TorchServe batch is
+- `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream", "search"}
+  -> {"names": [...], "logprobs": [...]} (+ "complete" for the n-best search, docs/nbest.md),
+  or NDJSON lines when "stream": true. The whole TorchServe batch is
   decoded in one engine call; on CPU its greedy, non-streamed requests run in one call of the
   one-graph ONNX decoder (charrnn_generate.onnx, in the archive; `handler.one_graph: false`
   turns that off).

@@ -182,3 +182,20 @@ def test_the_bench_measures_nbest_against_greedy_on_both_backends(tiny_artifacts
             assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"]
     assert result["searches"]["nbest 20"]["expansions_mean"] >= result["searches"]["nbest 5"]["expansions_mean"] > 0
     assert "| onnx | nbest 20 |" in bench_nbest.format_table(result)
+
+
+def test_searches_in_lockstep_give_each_its_own_answer(small_model):
+    stepper = TorchStepper(small_model, (1, 8))
+    queries = [((), 10, 4), ((1,), 3, 5), ((1, 2, 3), 6, 4), ((2,), 1, 2), ((), 40, 6)]
+    calls = []
+
+    def counting(tokens, states):
+        calls.append(len(tokens))
+        return stepper(tokens, states)
+
+    counting.root = stepper.root
+    together = nbest.search_many(counting, queries, bos_id=0, eos_id=0, width=4)
+    alone = [nbest.search(stepper, p, n, max_length=m, bos_id=0, eos_id=0, width=4) for p, n, m in queries]
+    assert [(a.ids, a.complete) for a in together] == [(a.ids, a.complete) for a in alone]
+    assert all(close(x, y) for a, b in zip(together, alone) for x, y in zip(a.logprobs, b.logprobs))
+    assert len(calls) == max(a.step_calls for a in alone) < sum(a.step_calls for a in alone)
