@@ -44,7 +44,7 @@ import numpy as np
 from model.request import make_rows
 
 SEARCHES = ("greedy", "nbest")  # the explicit values of a request's "search" field
-DEFAULT_MAX_EXPANSIONS = 4000  # frontier prefixes expanded per search (one row of a step call each)
+DEFAULT_MAX_EXPANSIONS = 10000  # frontier prefixes expanded per search (one row of a step call each)
 DEFAULT_WIDTH = 32  # most frontier prefixes expanded in one step call
 
 
