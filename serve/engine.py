@@ -50,6 +50,9 @@ from serve import answers
 from serve.answers import Answer
 
 NDJSON = "application/x-ndjson"
+# the decoders a one-shot request can be answered by (Engine.decoder)
+ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
+TORCH = "torch"  # model.decode.decode over the TorchScript step
 
 
 class RequestError(ValueError):
@@ -367,9 +370,9 @@ class Engine:
         .mar), refuse to start unless it matches the vocabulary inside the TorchScript file.
 
         With `greedy_graph` (charrnn_generate.onnx of the same export) and a CPU device, greedy
-        one-shot requests run the whole loop in one ONNX Runtime call: a batch of 8 names costs
-        ~0.3 ms there against ~2 ms of TorchScript steps (each TorchScript call costs ~100 µs of
-        interpreter overhead here). On a GPU the TorchScript loop stays: the batch is on the device."""
+        one-shot requests run the whole loop in one ONNX Runtime call instead of one TorchScript
+        call (with its interpreter overhead) per step; `make bench-runtime` measures both. On a
+        GPU the TorchScript loop stays: the batch is on the device."""
         module, vocab, meta = load_torchscript(torchscript, device)
         if vocab_json is not None:
             check_vocab_file(vocab_json, vocab, meta, torchscript)
@@ -453,7 +456,7 @@ class Engine:
         step, so it is only installed when a request streams).
         """
         names: list[list[str]] = [[] for _ in requests]
-        by_graph = [self.greedy is not None and r.temperature == 0 and not r.stream for r in requests]
+        by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
             indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
@@ -461,6 +464,11 @@ class Engine:
                                                                  graph, on_chars)):
                     names[i] = got
         return names
+
+    def decoder(self, request: GenerateRequest) -> str:
+        """Which decoder `generate` runs for `request` (the one home of that choice; the handler
+        reports it per response): ONNX_GRAPH or TORCH."""
+        return ONNX_GRAPH if self.greedy is not None and request.temperature == 0 and not request.stream else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars) -> list[list[str]]:
