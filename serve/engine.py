@@ -53,6 +53,7 @@ NDJSON = "application/x-ndjson"
 # the decoders a one-shot request can be answered by (Engine.decoder)
 ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
 TORCH = "torch"  # model.decode.decode over the TorchScript step
+NBEST = "nbest"  # the n-best search (model.nbest) over the TorchScript step
 
 
 class RequestError(ValueError):
@@ -436,7 +437,7 @@ class Engine:
                scores: bool = True) -> list[Answer]:
         """Names and their log-probabilities per request: the n-best requests by the search
         (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
-        searched = [i for i, r in enumerate(requests) if _search_of(r) == "nbest"]
+        searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
         names = self._decode_names(requests, on_chars, skip=set(searched))
         stepper = TorchStepper(self.step, self.hidden_shape, self.device)
         found = dict(zip(searched, answers.searched_answers(
@@ -467,7 +468,9 @@ class Engine:
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
-        reports it per response): ONNX_GRAPH or TORCH."""
+        reports it per response): NBEST, ONNX_GRAPH or TORCH."""
+        if _search_of(request) == "nbest":
+            return NBEST
         return ONNX_GRAPH if self.greedy is not None and request.temperature == 0 and not request.stream else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,

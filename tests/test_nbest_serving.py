@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from serve.engine import Engine, GenerateRequest, SessionRequest
-from serve.handler import CharRNNHandler
+from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
+from serve.handler import DECODER_HEADER, CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
 from tests.test_serve_integration import one_thread, served  # noqa: F401 - the served fixture
 
@@ -55,6 +55,7 @@ def test_the_handler_answers_nbest_requests_with_logprobs(model_dir, engine):
         assert answer["names"] == w.names and close_lists(answer["logprobs"], w.logprobs)
         assert "complete" not in answer and len(answer["logprobs"]) == body.get("num", 1)
     assert answers[5]["names"][0] == answers[5]["names"][1]  # search "greedy": today's repeated name
+    assert [r.headers[DECODER_HEADER] for r in out] == [NBEST] * 3 + [ONNX_GRAPH, TORCH, ONNX_GRAPH]
 
 
 @pytest.mark.parametrize("body,words", [

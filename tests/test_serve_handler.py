@@ -192,7 +192,7 @@ def test_the_decoder_header_names_the_decoder_that_ran(gen, gen_torch, monkeypat
     graph = greedy.decode
     monkeypatch.setattr(greedy, "decode", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
     monkeypatch.setattr(serve.engine, "decode", lambda *a, **k: ran.append(TORCH) or loop(*a, **k))
-    cases = [body(prefix="Ma"), body(), body(num=3, max_length=4), body(prefix="A", temperature=0.8, seed=5),
+    cases = [body(prefix="Ma"), body(), body(num=3, max_length=4, search="greedy"), body(prefix="A", temperature=0.8, seed=5),
              body(prefix="B", top_k=1, temperature=1.0, seed=1), body(prefix="C", stream=True)]
     for raw in cases:
         ran.clear()
