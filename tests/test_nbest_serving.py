@@ -11,7 +11,7 @@ import pytest
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
 from serve.handler import DECODER_HEADER, CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
-from tests.test_serve_integration import one_thread, served  # noqa: F401 - the served fixture
+from tests.test_serve_integration import one_thread, served, store  # noqa: F401 - the served fixture
 
 
 def handler(model_dir, mode: str = "generate", **config) -> tuple[CharRNNHandler, StandInContext]:

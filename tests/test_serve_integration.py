@@ -247,7 +247,9 @@ def test_a_streamed_response(served, engine):
     assert r.headers.get("transfer-encoding") == "chunked"
     lines = [json.loads(line) for line in r.iter_lines() if line]
     want = expected_names(engine, prefix="Ma", num=2, temperature=1.0, seed=11)
-    assert lines[-1] == {"names": want, "done": True}
+    assert {k: lines[-1][k] for k in ("names", "done")} == {"names": want, "done": True}
+    assert lines[-1]["logprobs"] == pytest.approx(engine.answer(
+        [GenerateRequest(prefix="Ma", num=2, temperature=1.0, seed=11)])[0].logprobs, rel=1e-5, abs=2e-6)
     assert ["".join(x["char"] for x in lines[:-1] if x["index"] == i) for i in range(2)] == want
     assert list(served.client().stream("Jo"))[-1]["names"] == expected_names(engine, prefix="Jo")
 
