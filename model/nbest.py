@@ -7,6 +7,7 @@ NumpyStepper). A runtime supplies only a batched step over opaque states:
 
     stepper.root() -> state                      # the state before the first input token
     stepper(tokens, states) -> (logits, states)  # logits: float array [B, V]; states: B new states
+    stepper.zeros(B), stepper.run(tokens, state) # the same step on one batched state (scoring)
 
 A node's state is the hidden state before its last symbol is fed; a step feeds that symbol to
 many nodes at once (the frontier's best prefixes) and its new states are shared by the nodes'
@@ -246,22 +247,28 @@ def _state_of(entry, root_state):
 
 def score(stepper, names: Sequence[Sequence[int]], *, bos_id: int, eos_id: int) -> list[float]:
     """log p(name) of each name (symbol ids, end token excluded) under the module docstring's
-    definition, all names in one batch: one step call per position of the longest name."""
+    definition, all names in one batch: one step call per position of the longest name (the
+    stepper's dense `run` over one batched state; rows past their end feed the end token and
+    are not counted)."""
     names = [tuple(int(i) for i in n) for n in names]
     totals = [0.0] * len(names)
     if not names:
         return totals
-    active = list(range(len(names)))
-    states = [stepper.root() for _ in names]
-    for t in range(max(len(n) for n in names) + 1):
-        active = [i for i in active if t <= len(names[i])]
-        tokens = [bos_id if t == 0 else names[i][t - 1] for i in active]
-        logits, new = stepper(tokens, [states[i] for i in active])
-        lp = log_softmax(logits, np.full(len(active), t == 0), eos_id)
-        for row, i in enumerate(active):
-            target = names[i][t] if t < len(names[i]) else eos_id
-            totals[i] += float(lp[row, target])
-            states[i] = new[row]
+    width = max(len(n) for n in names) + 1
+    inputs = np.full((len(names), width), eos_id, dtype=np.int64)
+    targets = np.full((len(names), width), eos_id, dtype=np.int64)
+    for i, n in enumerate(names):
+        inputs[i, 0] = bos_id
+        inputs[i, 1:len(n) + 1] = n
+        targets[i, :len(n)] = n
+    lengths = np.array([len(n) for n in names])
+    rows = np.arange(len(names))
+    state = stepper.zeros(len(names))
+    for t in range(width):
+        logits, state = stepper.run(inputs[:, t], state)
+        picked = log_softmax(logits, np.full(len(names), t == 0), eos_id)[rows, targets[:, t]]
+        for i in np.flatnonzero(lengths >= t).tolist():  # in position order, float64, as `search` sums
+            totals[i] += float(picked[i])
     return totals
 
 
@@ -274,6 +281,14 @@ class NumpyStepper:
 
     def root(self) -> np.ndarray:
         return np.zeros(self.hidden_shape, dtype=np.float32)
+
+    def zeros(self, batch: int) -> np.ndarray:
+        return np.zeros((self.hidden_shape[0], batch, self.hidden_shape[1]), dtype=np.float32)
+
+    def run(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step itself on a batched state: (logits [B, V], hidden [L, B, H])."""
+        logits, hidden = self.step(np.asarray(tokens, dtype=np.int64), hidden)
+        return np.asarray(logits), np.asarray(hidden)
 
     def __call__(self, tokens: Sequence[int], states: Sequence[np.ndarray]) -> tuple[np.ndarray, list]:
         logits, hidden = self.step(np.asarray(tokens, dtype=np.int64), np.stack(states, axis=1))

@@ -22,3 +22,12 @@ class TorchStepper:
         token = torch.tensor(list(tokens), dtype=torch.long, device=self.device)
         logits, hidden = self.step(token, torch.stack(list(states), dim=1))
         return logits.float().cpu().numpy(), list(hidden.unbind(1))
+
+    def zeros(self, batch: int) -> torch.Tensor:
+        return torch.zeros(self.hidden_shape[0], batch, self.hidden_shape[1], device=self.device)
+
+    @torch.inference_mode()
+    def run(self, tokens, hidden: torch.Tensor):
+        """The step itself on a batched state: (logits [B, V] on the host, hidden on the device)."""
+        logits, hidden = self.step(torch.as_tensor(tokens, dtype=torch.long, device=self.device), hidden)
+        return logits.float().cpu().numpy(), hidden
