@@ -159,6 +159,41 @@ node-generate: node-setup $(EXPORTS)
 bench-runtime: $(EXPORTS) | $(STAMP)
 	$(PY) -m bench.runtime --art-dir $(ART)
 
+# ---- the browser page: onnxruntime-web in a static site (README.md "Web", docs/web.md) ----
+WEB_DIR     := web
+WEB_OUT     ?= $(ART)/web
+WEB_PORT    ?= 8000
+SOURCES_WEB := $(WEB_DIR)/charrnn.mjs $(wildcard $(WEB_DIR)/site/*) $(WEB_DIR)/build.py
+BENCH_WEB_ARGS ?=
+
+.PHONY: web-setup web web-serve bench-web
+
+# The pinned onnxruntime-web (web/package-lock.json); the site copies its wasm build (no CDN).
+web-setup: $(WEB_DIR)/node_modules/.installed
+
+$(WEB_DIR)/node_modules/.installed: $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found (the web page build needs Node.js 18+)"; exit 1; }
+	cd $(WEB_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+# The page, its JavaScript, onnxruntime-web's files and the current models -> $(WEB_OUT)/
+web: $(WEB_OUT)/site.json
+
+$(WEB_OUT)/site.json: $(EXPORTS) $(SOURCES_WEB) $(WEB_DIR)/node_modules/.installed | $(STAMP)
+	$(PY) -m web.build --art-dir $(ART) --out $(WEB_OUT)
+
+# make web-serve [WEB_PORT=8000]: serves $(WEB_OUT) on 127.0.0.1 until Ctrl-C
+web-serve: web
+	$(PY) -m web.serve --dir $(WEB_OUT) --port $(WEB_PORT)
+
+# First suggestion after page load and per-keystroke updates in headless Chromium, next to
+# Node.js and Python ONNX Runtime doing the same work -> $(ART)/bench/web.{json,md}
+bench-web: web node-setup | $(STAMP)
+	$(PY) -m bench.web --art-dir $(ART) --site $(WEB_OUT) --out-dir $(ART)/bench $(BENCH_WEB_ARGS)
+
+# built in a temporary folder and swapped in: make must not delete the stamp on an interrupt
+.PRECIOUS: $(WEB_OUT)/site.json
+
 # ---- evaluation and benchmarks (README.md "Results") ----
 .PHONY: eval bench bench-serving sweep
 
