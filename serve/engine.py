@@ -407,7 +407,8 @@ class Engine:
         _check_fields(body, GENERATE_FIELDS)
         lim = self.limits
         prefix = self._text(body, "prefix") if "prefix" in body else ""
-        max_length = _int(body, "max_length", DEFAULT_MAX_LENGTH, 1, lim.max_length)
+        # a default never exceeds an operator's smaller cap: the cap is the promise
+        max_length = _int(body, "max_length", min(DEFAULT_MAX_LENGTH, lim.max_length), 1, lim.max_length)
         if max_length < len(prefix):
             raise RequestError(f"'max_length' ({max_length}) is shorter than the prefix "
                                f"({len(prefix)} characters)")
@@ -520,8 +521,9 @@ class Engine:
         return SessionRequest(
             text=self._text(body, "text") if "text" in body else None,
             append=self._text(body, "append") if "append" in body else None,
-            top_k=_int(body, "top_k", 5, 0, self._max_candidates),
-            max_length=_int(body, "max_length", DEFAULT_MAX_LENGTH, 1, self.limits.max_length),
+            top_k=_int(body, "top_k", min(5, self._max_candidates), 0, self._max_candidates),
+            max_length=_int(body, "max_length", min(DEFAULT_MAX_LENGTH, self.limits.max_length), 1,
+                            self.limits.max_length),
             close=close,
             completions=_int(body, "completions", 3, 0, self.limits.max_completions),
         )
