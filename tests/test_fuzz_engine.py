@@ -203,6 +203,8 @@ def generate_bodies_within(draw, engine: Engine) -> tuple[dict, bytes]:
                "stream": st.booleans()}
     for key in draw(st.sets(st.sampled_from(sorted(options)))):
         body[key] = draw(options[key])
+    if choose_search(None, body.get("num", 1), body.get("temperature", 0), body.get("stream", False)) == "nbest":
+        body["num"] = min(body["num"], lim.max_nbest)  # the n-best search has its own cap
     size = len(padded(body, None))
     return body, padded(body, draw(st.one_of(st.none(), st.sampled_from([size, lim.max_body_bytes]))))
 
@@ -268,7 +270,7 @@ def test_each_limit_is_accepted_at_its_value_and_refused_one_past_it(limited):
                "num": lim.max_num + 1, "temperature": math.nextafter(lim.max_temperature, math.inf),
                "top_k": len(limited.vocab) + 1, "seed": MAX_SEED + 1}
     for field, value in at.items():
-        body = {"max_length": lim.max_length, field: value}
+        body = {"max_length": lim.max_length, **({"search": "greedy"} if field == "num" else {}), field: value}
         assert getattr(limited.parse_generate(json.dumps(body)), field) == value, field
         with pytest.raises(RequestError, match=repr(field)):
             limited.parse_generate(json.dumps({**body, field: past_it[field]}))
