@@ -325,7 +325,8 @@ def test_session_bodies_within_the_limits_are_accepted_and_over_them_refused(lim
     r = limited.parse_session(json.dumps(body))
     assert r == SessionRequest(text=unicodedata.normalize("NFC", body["text"]) if "text" in body else None,
                                append=unicodedata.normalize("NFC", body["append"]) if "append" in body else None,
-                               top_k=body.get("top_k", 5), max_length=body.get("max_length", DEFAULT_MAX_LENGTH),
+                               top_k=body.get("top_k", min(5, limited.limits.max_candidates)),
+                               max_length=body.get("max_length", DEFAULT_MAX_LENGTH),
                                close=body.get("close", False))
     field = data.draw(st.sampled_from(["text", "append", "top_k", "max_length"]))
     with pytest.raises(RequestError, match=repr(field)) as refused:
