@@ -71,8 +71,12 @@ def run_generation(args) -> dict:
         from bench import runtime
     except ImportError as exc:
         raise NotWired(f"bench/runtime.py is not there yet ({exc})") from None
+    from bench import nbest
+
     result = runtime.measure(args.art_dir, repeats=args.gen_repeats, batch=args.gen_batch)
-    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)}
+    result["nbest"] = nbest.measure(args.art_dir, repeats=args.nbest_repeats)
+    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)
+            + "\n\n" + nbest.format_table(result["nbest"])}
 
 
 def run_bulk(args) -> dict:
@@ -143,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation (bench/runtime.py)")
     g.add_argument("--gen-repeats", type=int, default=20)
     g.add_argument("--gen-batch", type=int, default=256)
+    g.add_argument("--nbest-repeats", type=int, default=3, help="rounds of the n-best latency table (bench/nbest.py)")
     g = p.add_argument_group("bulk generation (bench/bulk.py)")
     g.add_argument("--bulk-num", type=int, default=200_000, help="names per bulk run")
     g.add_argument("--bulk-repeats", type=int, default=3)

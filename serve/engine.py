@@ -14,9 +14,13 @@ in-process, and another server could host it later.
   call (each request's `num` names become rows via `model.request.make_rows`, with their own
   prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
   never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+- `answer` is `generate` with each name's log-probability; requests with temperature 0 and
+  num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
+  model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
   feeds the newly typed characters and returns the next-character distribution and the greedy
-  completion, again in one `decode` call per batch (continuing from decode's `Start`).
+  completion, again in one `decode` call per batch (continuing from decode's `Start`), and the
+  top whole-name completions from the n-best search.
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ from data.vocab import Vocab, VocabError
 from export import manifest
 from export.errors import ArtifactError
 from export.torchscript import load_torchscript
+from model import nbest
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
 from model.decode import Start, decode
+from model.nbest_torch import TorchStepper
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from serve import answers
+from serve.answers import Answer
 
 if TYPE_CHECKING:  # imported when used: numpy and ONNX Runtime are not needed on a GPU
     from export.runtime import OnnxGreedy
@@ -54,6 +62,7 @@ ENGINE_BUCKETS = (1, 8, 64, 256, 1024, 4096)
 ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
 TORCH = "torch"  # model.decode.decode over the TorchScript step
 TORCH_CHUNKED = "torch-chunked"  # model.chunked over the TorchScript step (CUDA graphs on a GPU)
+NBEST = "nbest"  # the n-best search (model.nbest) over the TorchScript step
 
 
 class RequestError(ValueError):
@@ -77,6 +86,10 @@ class Limits:
     max_temperature: float = 10.0
     max_candidates: int = 20  # next-character candidates per session answer
     max_body_bytes: int = 16384  # a raw body larger than this is refused with 413
+    max_nbest: int = 32  # names per n-best request (temperature 0, num > 1, or search "nbest")
+    max_completions: int = 10  # top completions per session answer
+    max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS  # n-best bound: prefixes expanded per search
+    nbest_width: int = nbest.DEFAULT_WIDTH  # frontier prefixes expanded per step call
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> Limits:
@@ -97,6 +110,7 @@ class GenerateRequest:
     top_k: int = 0  # 0 = all symbols
     seed: int | None = None  # None: a fresh seed per request (sampling only)
     stream: bool = False
+    search: str | None = None  # "nbest" | "greedy"; None: model.nbest.choose_search decides
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class SessionRequest:
     top_k: int = 5  # next-character candidates to return
     max_length: int = DEFAULT_MAX_LENGTH  # length cap of the greedy completion
     close: bool = False
+    completions: int = 3  # the most probable whole names to add (model.nbest), 0 = none
 
 
 GENERATE_FIELDS = frozenset(f.name for f in fields(GenerateRequest))
@@ -422,7 +437,7 @@ class Engine:
         if max_length < len(prefix):
             raise RequestError(f"'max_length' ({max_length}) is shorter than the prefix "
                                f"({len(prefix)} characters)")
-        return GenerateRequest(
+        request = GenerateRequest(
             prefix=prefix,
             max_length=max_length,
             num=_int(body, "num", 1, 1, lim.max_num),
@@ -430,12 +445,38 @@ class Engine:
             top_k=_int(body, "top_k", 0, 0, self._max_top_k),
             seed=_int(body, "seed", None, 0, MAX_SEED, nullable=True),
             stream=_bool(body, "stream", False),
+            search=_search(body),
         )
+        if _search_of(request) == "nbest" and request.num > lim.max_nbest:
+            raise RequestError(f"'num' must be at most {lim.max_nbest} for the n-best search (temperature 0 "
+                               f"and num > 1, or search 'nbest'), got {request.num}; sample with a "
+                               "temperature above 0 for more names")
+        return request
 
     def generate(self, requests: Sequence[GenerateRequest],
                  on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None) -> list[list[str]]:
-        """Names per request. With the one-graph decoder (`greedy`), the greedy requests that do
-        not stream are decoded in one run of it; all other requests in one `decode` call.
+        """Names per request (`answer` without the log-probabilities)."""
+        return [a.names for a in self.answer(requests, on_chars, scores=False)]
+
+    def answer(self, requests: Sequence[GenerateRequest],
+               on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
+               scores: bool = True) -> list[Answer]:
+        """Names and their log-probabilities per request: the n-best requests by the search
+        (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
+        searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
+        names = self._decode_names(requests, on_chars, skip=set(searched))
+        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
+        found = dict(zip(searched, answers.searched_answers(
+            stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
+            max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
+        flat = [n for i, got in enumerate(names) if i not in found for n in got]
+        logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
+        return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
+                for i, got in enumerate(names)]
+
+    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
+        """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
+        requests that do not stream are decoded in one run of it; all other requests in one `decode` call.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
@@ -444,7 +485,7 @@ class Engine:
         names: list[list[str]] = [[] for _ in requests]
         by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
-            indices = [i for i, g in enumerate(by_graph) if g == graph]
+            indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
                 for i, got in zip(indices, self._decode_requests([requests[i] for i in indices], indices,
                                                                  graph, on_chars)):
@@ -453,8 +494,10 @@ class Engine:
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
-        reports it per response): ONNX_GRAPH, TORCH, or TORCH_CHUNKED where the engine runs
-        model.chunked (on a GPU)."""
+        reports it per response): NBEST, ONNX_GRAPH, TORCH, or TORCH_CHUNKED where the engine
+        runs model.chunked (on a GPU)."""
+        if _search_of(request) == "nbest":
+            return NBEST
         if self.greedy is not None and request.temperature == 0 and not request.stream:
             return ONNX_GRAPH
         return TORCH_CHUNKED if self.chunked is not None else TORCH
@@ -530,6 +573,7 @@ class Engine:
             max_length=_int(body, "max_length", min(DEFAULT_MAX_LENGTH, self.limits.max_length), 1,
                             self.limits.max_length),
             close=close,
+            completions=_int(body, "completions", 3, 0, self.limits.max_completions),
         )
 
     def session(self, items: Sequence[tuple[str, SessionRequest, bool]]) -> list[dict | RequestError]:
@@ -645,6 +689,18 @@ class Engine:
                     candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s],
                                        "p": round(p, 6)})
             results[i] = {"session": sid, "text": text, "next": candidates, "completion": completion}
+        self._add_completions(jobs, results)
+
+    def _add_completions(self, jobs, results: list) -> None:
+        """Each answer's top whole names ("completions": [{"name", "logprob"}], best first, and
+        "completions_complete") from the n-best search over the session's text (serve.answers)."""
+        wanted = [(i, text, req.completions, req.max_length) for i, _, req, _, text, _ in jobs if req.completions]
+        found = answers.completions(TorchStepper(self.step, self.hidden_shape, self.device), self.vocab,
+                                    [w[1:] for w in wanted], max_expansions=self.limits.max_expansions,
+                                    width=self.limits.nbest_width)
+        for (i, *_), (names, complete) in zip(wanted, found):
+            results[i]["completions"] = names
+            results[i]["completions_complete"] = complete
 
     # ------------------------------------------------------------ misc
 
@@ -688,6 +744,24 @@ def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscri
                             f"{', '.join(differs)}: the file was altered; rebuild the archive (make archive)")
 
 
+def _search(body: dict) -> str | None:
+    value = body.get("search")
+    if value is None:
+        return None
+    if value not in nbest.SEARCHES:
+        raise RequestError(f"'search' must be one of {', '.join(map(repr, nbest.SEARCHES))}, got "
+                           f"{_json_type(value) if not isinstance(value, str) else repr(value[:40])}")
+    return value
+
+
+def _search_of(request: GenerateRequest) -> str:
+    """"nbest", "greedy" or "sample" (model.nbest.choose_search); a conflict is a RequestError."""
+    try:
+        return nbest.choose_search(request.search, request.num, request.temperature, request.stream)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
 def names_json(names: list[str]) -> str:
     return json.dumps({"names": names}, ensure_ascii=False)
 
@@ -702,5 +776,8 @@ def stream_lines(chars: list[tuple[int, str]]) -> bytes:
                    for j, c in chars).encode("utf-8")
 
 
-def stream_end(names: list[str]) -> bytes:
-    return (json.dumps({"names": names, "done": True}, ensure_ascii=False) + "\n").encode("utf-8")
+def stream_end(names: list[str], logprobs: list[float] | None = None) -> bytes:
+    end = {"names": names, "done": True}
+    if logprobs is not None:
+        end["logprobs"] = [round(x, answers.DIGITS) for x in logprobs]
+    return (json.dumps(end, ensure_ascii=False) + "\n").encode("utf-8")

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from model.nbest import choose_search
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH
 from serve.engine import (
@@ -202,6 +203,8 @@ def generate_bodies_within(draw, engine: Engine) -> tuple[dict, bytes]:
                "stream": st.booleans()}
     for key in draw(st.sets(st.sampled_from(sorted(options)))):
         body[key] = draw(options[key])
+    if choose_search(None, body.get("num", 1), body.get("temperature", 0), body.get("stream", False)) == "nbest":
+        body["num"] = min(body["num"], lim.max_nbest)  # the n-best search has its own cap
     size = len(padded(body, None))
     return body, padded(body, draw(st.one_of(st.none(), st.sampled_from([size, lim.max_body_bytes]))))
 
@@ -267,7 +270,7 @@ def test_each_limit_is_accepted_at_its_value_and_refused_one_past_it(limited):
                "num": lim.max_num + 1, "temperature": math.nextafter(lim.max_temperature, math.inf),
                "top_k": len(limited.vocab) + 1, "seed": MAX_SEED + 1}
     for field, value in at.items():
-        body = {"max_length": lim.max_length, field: value}
+        body = {"max_length": lim.max_length, **({"search": "greedy"} if field == "num" else {}), field: value}
         assert getattr(limited.parse_generate(json.dumps(body)), field) == value, field
         with pytest.raises(RequestError, match=repr(field)):
             limited.parse_generate(json.dumps({**body, field: past_it[field]}))
@@ -322,7 +325,8 @@ def test_session_bodies_within_the_limits_are_accepted_and_over_them_refused(lim
     r = limited.parse_session(json.dumps(body))
     assert r == SessionRequest(text=unicodedata.normalize("NFC", body["text"]) if "text" in body else None,
                                append=unicodedata.normalize("NFC", body["append"]) if "append" in body else None,
-                               top_k=body.get("top_k", 5), max_length=body.get("max_length", DEFAULT_MAX_LENGTH),
+                               top_k=body.get("top_k", min(5, limited.limits.max_candidates)),
+                               max_length=body.get("max_length", DEFAULT_MAX_LENGTH),
                                close=body.get("close", False))
     field = data.draw(st.sampled_from(["text", "append", "top_k", "max_length"]))
     with pytest.raises(RequestError, match=repr(field)) as refused:
@@ -352,7 +356,12 @@ def valid_requests(draw, chars: list[str]) -> dict:
 
 def check_names(body: dict, names: list[str], characters: set[str]) -> None:
     prefix = unicodedata.normalize("NFC", body.get("prefix", ""))
-    assert len(names) == body.get("num", 1)
+    num = body.get("num", 1)
+    if choose_search(None, num, body.get("temperature", 0.0), bool(body.get("stream"))) == "nbest":
+        # distinct names, fewer when fewer exist (or the search bound stops it)
+        assert len(set(names)) == len(names) <= num
+    else:
+        assert len(names) == num
     for name in names:
         assert name.startswith(prefix), (body, name)
         assert set(name) <= characters, (body, name)

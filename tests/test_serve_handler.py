@@ -110,7 +110,7 @@ def test_sampling_with_a_seed_is_reproducible(gen, reference):
 
 
 def test_top_k_1_is_greedy(gen):
-    greedy = names_of(one(gen, body(prefix="Ma", num=3)))
+    greedy = names_of(one(gen, body(prefix="Ma", num=3, search="greedy")))
     assert names_of(one(gen, body(prefix="Ma", num=3, temperature=1.5, top_k=1, seed=9))) == greedy
 
 
@@ -146,7 +146,7 @@ def test_greedy_requests_run_on_the_one_graph_decoder_with_the_torchscript_names
     assert gen[0].engine.greedy is not None and gen_torch[0].engine.greedy is None
     vocab = reference.vocab
     batch = [body(prefix=c) for c in vocab.characters[:20]] + [
-        body(), body(num=3), body(prefix="Ma", max_length=3), body(prefix="J", max_length=1),
+        body(), body(num=3, search="greedy"), body(prefix="Ma", max_length=3), body(prefix="J", max_length=1),
         body(prefix="A", temperature=0.8, seed=5, num=2), body(prefix="B", top_k=1, temperature=1.0, seed=1),
         body(prefix="C", stream=True), body(prefix="D", max_length=30)]
     got, want = gen[1].run(gen[0], batch), gen_torch[1].run(gen_torch[0], batch)
@@ -195,7 +195,7 @@ def test_the_decoder_header_names_the_decoder_that_ran(gen, gen_torch, monkeypat
     graph = greedy.decode
     monkeypatch.setattr(greedy, "decode", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
     monkeypatch.setattr(serve.engine, "decode", lambda *a, **k: ran.append(TORCH) or loop(*a, **k))
-    cases = [body(prefix="Ma"), body(), body(num=3, max_length=4), body(prefix="A", temperature=0.8, seed=5),
+    cases = [body(prefix="Ma"), body(), body(num=3, max_length=4, search="greedy"), body(prefix="A", temperature=0.8, seed=5),
              body(prefix="B", top_k=1, temperature=1.0, seed=1), body(prefix="C", stream=True)]
     for raw in cases:
         ran.clear()
