@@ -45,7 +45,7 @@ TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
 EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.onnx $(ART)/charrnn_generate.onnx
-SOURCES_DATA  := $(wildcard data/*.py)
+SOURCES_DATA  := $(wildcard core/*.py data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import machine_info, machine_line
 from bench.presets import PRESET_DIR
-from data.atomic import exit_on_sigterm, write_text_atomic
+from core.atomic import exit_on_sigterm, write_text_atomic
 
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench.common import fmt, summary, table
+from core.request import make_rows
 from model.decode import decode
 from model.names import (
     BATCH,
@@ -32,7 +33,6 @@ from model.names import (
     worker_texts,
     write_names,
 )
-from model.request import make_rows
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine
 

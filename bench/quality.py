@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import torch
 
+from core.vocab import Vocab
 from data.corpus import Entry, split
-from data.vocab import Vocab
 from evaluation.bigram import Bigram, choose_alpha
 from model.charrnn import CharRNN
 from model.train import TrainConfig, encode_names, evaluate, train

@@ -65,8 +65,8 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    from core.request import DEFAULT_MAX_LENGTH, Row
     from export.runtime import NameGenerator, session_options
-    from model.request import DEFAULT_MAX_LENGTH, Row
 
     d = Path(art_dir)
     gen = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
@@ -163,7 +163,7 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
     import torch
 
     from bench.common import machine_info
-    from model.request import Row
+    from core.request import Row
 
     machine = machine_info()  # before set_num_threads: it reports torch's default
     torch.set_num_threads(1)

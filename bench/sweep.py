@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import describe, machine_info, machine_line, table
 from bench.quality import bigram_baseline, time_to_quality
-from data.atomic import exit_on_sigterm, write_text_atomic
+from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import read_corpus
 from model.train import TrainConfig
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import fmt, summary, table
+from core.vocab import Vocab
 from data.corpus import Entry, split
-from data.vocab import Vocab
 from model.charrnn import CharRNN, ModelConfig
 from model.train import TrainConfig, train
 

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.atomic import write_text_atomic
+from core.atomic import write_text_atomic
 
 
 class CorpusError(ValueError):

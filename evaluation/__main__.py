@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from data.atomic import exit_on_sigterm, write_text_atomic
+from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import CorpusError
 from evaluation import figures, markdown
 from evaluation.report import EvalError, build_report, load_inputs

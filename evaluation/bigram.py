@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.vocab import Vocab
+from core.vocab import Vocab
 
 # alpha is picked from this grid by the validation NLL (see choose_alpha)
 ALPHA_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from data.atomic import atomic_path
+from core.atomic import atomic_path
 
 VISIBLE = {" ": "␣", "-": "‐", "'": "’"}  # tick labels for characters that would be hard to see
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data.vocab import BOUNDARY
+from core.vocab import BOUNDARY
 
 FIGURES = {"lengths": "lengths.png", "first_letters": "first_letters.png", "loss": "loss_curves.png"}
 
@@ -82,7 +82,7 @@ def render(rep: dict, *, generated: str, command: str) -> str:
             ["new names", nov["new"], f"{nov['new_share']:.1%}", nov["new_distinct"]],
             ["all", nov["samples"], "100.0%", nov["distinct"]]]),
         "",
-        (f"Sampled with `model.request.make_rows` + `model.decode.decode`; {s['at_length_cap']} sample(s) "
+        (f"Sampled with `core.request.make_rows` + `model.decode.decode`; {s['at_length_cap']} sample(s) "
         f"reached the {s['max_length']}-character cap."),
         "",
         f"The {len(nov['top_new'])} most frequent new names (ties in the order first sampled):",

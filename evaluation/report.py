@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
+from core.request import DEFAULT_MAX_LENGTH, make_rows
+from core.vocab import Vocab, VocabError
 from data.corpus import Entry, read_corpus, split
-from data.vocab import Vocab, VocabError
 from evaluation.bigram import ALPHA_GRID, Bigram, choose_alpha, transitions
 from model.charrnn import CharRNN
 from model.checkpoint import load_checkpoint
 from model.decode import decode
-from model.request import DEFAULT_MAX_LENGTH, make_rows
 from model.train import IGNORE, encode_names, evaluate, sampling_weights
 
 LN2 = math.log(2)

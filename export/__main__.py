@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from data.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
-from export import manifest
+from core import manifest
+from core.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
 from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
 from export.parity import Parity

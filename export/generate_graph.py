@@ -19,7 +19,7 @@ Contract (extend, never rename):
                                                      when every name has ended)
            length         int64 [batch]              characters per name (ids before the eos_id)
   metadata_props "vocab.json": the same JSON as charrnn.onnx's (symbols, bos_id, eos_id, ...);
-                 "charrnn.sha256": the content checksum, the file's last entry (export.integrity).
+                 "charrnn.sha256": the content checksum, the file's last entry (core.integrity).
 
 The greedy rule is model.decode's: input bos_id first; at step t the name's character t is the
 prefix's when t < prefix_length, else the argmax of the logits (first index on ties), with the
@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from data.atomic import write_bytes_atomic
-from data.vocab import VocabError
-from export import integrity, manifest
-from export.errors import ArtifactError
+from core import integrity, manifest
+from core.atomic import write_bytes_atomic
+from core.errors import ArtifactError
+from core.vocab import VocabError
 from export.simplify import simplify_step
 
 INPUTS = ("prefix", "prefix_length", "max_length")
@@ -302,8 +302,8 @@ def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
     letter, the empty prefix, batches of mixed prefixes and a short length cap. Returns the
     number of names compared; raises export.parity.ExportMismatch (ArtifactError without torch)
     on any difference."""
+    from core.request import Row
     from export.runtime import OnnxGreedy, OnnxStep, decode
-    from model.request import Row
 
     step = OnnxStep.from_bytes(step_data, source + " (step)")
     greedy = OnnxGreedy.from_bytes(generate_data, source)

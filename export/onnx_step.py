@@ -1,6 +1,6 @@
 """The ONNX step: inputs `char` int64 [batch], `hidden` float32 [num_layers, batch, hidden_size];
 outputs `logits` [batch, vocab_size], `hidden_out`; vocab.json in metadata_props, and the content
-checksum `charrnn.sha256` appended as the last entry (export.integrity)."""
+checksum `charrnn.sha256` appended as the last entry (core.integrity)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from data.atomic import write_bytes_atomic
-from data.vocab import Vocab
-from export import integrity, manifest
+from core import integrity, manifest
+from core.atomic import write_bytes_atomic
+from core.vocab import Vocab
 from export.parity import Parity, check
 from export.simplify import simplify_step
 from model.charrnn import CharRNN

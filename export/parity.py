@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.vocab import Vocab
+from core.request import Row
+from core.vocab import Vocab
 from model.charrnn import CharRNN
 from model.decode import decode
-from model.request import Row
 
 RTOL = 1e-5  # ~80 float32 ulps of the row's largest value
 ATOL = 1e-6  # floor for rows whose values are all near zero

@@ -28,12 +28,12 @@ import numpy as np
 if TYPE_CHECKING:  # imported where a session is made: GENERATE_FILE and the Chooser need no ORT
     import onnxruntime as ort  # (the handler imports this module on GPU machines without it)
 
-from data.vocab import Vocab, VocabError
-from export import integrity, manifest
-from export.errors import ArtifactError
+from core import integrity, manifest
+from core.errors import ArtifactError
+from core.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
+from core.request import DEFAULT_MAX_LENGTH, Row
+from core.vocab import Vocab, VocabError
 from model import nbest
-from model.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
-from model.request import DEFAULT_MAX_LENGTH, Row
 
 INPUTS = ("char", "hidden")
 OUTPUTS = ("logits", "hidden_out")
@@ -94,7 +94,7 @@ class _OnnxModel:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1):
-        """Load from the file's bytes; its sealed content checksum (export.integrity) must match."""
+        """Load from the file's bytes; its sealed content checksum (core.integrity) must match."""
         import onnxruntime as ort
 
         try:
@@ -127,7 +127,7 @@ class OnnxStep(_OnnxModel):
 
 
 class Chooser:
-    """numpy twin of model.decode.Chooser, with the same values (model.noise): argmax for
+    """numpy twin of model.decode.Chooser, with the same values (core.noise): argmax for
     temperature 0, else a Gumbel-max sample of the temperature-scaled, top-k-restricted
     distribution. What is fixed for a decode is decided once and the noise is drawn NOISE_CHUNK
     steps at a time: its hash is ~30 numpy calls, each ~1 µs, against ~20 µs for a step."""

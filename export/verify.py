@@ -10,9 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from data.vocab import VocabError
-from export import manifest
-from export.errors import ArtifactError
+from core import manifest
+from core.errors import ArtifactError
+from core.vocab import VocabError
 from model.checkpoint import CheckpointError
 
 ARTIFACTS = ("checkpoint.pt", "vocab.json", "charrnn.torchscript.pt", "charrnn.onnx", "charrnn_generate.onnx")
@@ -29,7 +29,7 @@ def _checkpoint(path: Path) -> dict:
 def manifests(directory: str | Path) -> tuple[dict[str, dict], list[str]]:
     """vocab.json contents per artifact that loaded, and a message per artifact that did not."""
     from export.runtime import OnnxGreedy, OnnxStep
-    from export.torchscript import load_torchscript
+    from model.torchscript import load_torchscript
 
     d = Path(directory)
     found: dict[str, dict] = {}

@@ -1,6 +1,6 @@
 """Rows as tensors, and decoded ids back to text, without Python loops over rows.
 
-`RowBatch` holds what `model.request.Row` holds, one tensor per field: built from request-like
+`RowBatch` holds what `core.request.Row` holds, one tensor per field: built from request-like
 groups (a prefix, a count and its knobs; row i of a group seeded `row_seed(seed, i)`, exactly as
 `make_rows` seeds it) or from Row objects. `NameText` turns a block of ids into newline-ended
 names with a handful of tensor ops and one decode of the whole block (UTF-32), on the ids'
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from data.vocab import Vocab
-from model.noise import MAX_SEED, row_seeds
-from model.request import Row
+from core.noise import MAX_SEED, row_seeds
+from core.request import Row
+from core.vocab import Vocab
 
 SMALL = 32  # rows up to which a batch's seeds are hashed as Python ints (same function, same values)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import atomic_path
-from data.vocab import Vocab, VocabError
-from export.errors import ArtifactError
-from export.integrity import check_zip
+from core.atomic import atomic_path
+from core.errors import ArtifactError
+from core.integrity import check_zip
+from core.vocab import Vocab, VocabError
 from model.charrnn import CharRNN, ModelConfig
 
 FORMAT = "charrnn-checkpoint"

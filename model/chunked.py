@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
+from core.noise import NOISE_CHUNK, mix32
+from core.request import Row
 from model.batch import RowBatch
 from model.decode import Start, Step, gumbel_noise, pick
-from model.noise import NOISE_CHUNK, mix32
-from model.request import Row
 
 BUCKETS = (1, 8, 64, 256, 1024, 4096, 16384, 65536)
 GREEDY, SAMPLE, TOP_K = "greedy", "sample", "top_k"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
-from model.request import Row
+from core.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
+from core.request import Row
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -35,7 +35,7 @@ class Start:
 class Chooser:
     """Picks each row's next symbol: argmax for temperature 0, else a Gumbel-max sample of the
     temperature-scaled, top-k-restricted distribution using counter-based noise
-    (model.noise; export.runtime.Chooser is the numpy twin, with the same values).
+    (core.noise; export.runtime.Chooser is the numpy twin, with the same values).
 
     A step of this model is a handful of small kernels, and hashing the noise is ~30 more: so
     what is fixed for the whole decode (which rows sample, who uses top-k, the rows' seed hashes)
@@ -64,7 +64,7 @@ class Chooser:
             self.kth_index = (k - 1).unsqueeze(1)
 
     def _noise(self, step: int) -> torch.Tensor:
-        """log(-log(u)) for `step`, u the uniform draw of (row seed, step, symbol) (model.noise)."""
+        """log(-log(u)) for `step`, u the uniform draw of (row seed, step, symbol) (core.noise)."""
         if not self.noise_from <= step < self.noise_from + len(self.noise):
             self.noise = gumbel_noise(self.seed_hash, step, NOISE_CHUNK, self.symbols, self.dtype)
             self.noise_from = step
@@ -81,7 +81,7 @@ class Chooser:
 def gumbel_noise(seed_hash: torch.Tensor, first_step: int, steps: int, symbols: torch.Tensor,
                  dtype: torch.dtype) -> torch.Tensor:
     """log(-log(u)) [steps, B, V] for decoding steps first_step.. of rows with hashed seeds
-    seed_hash [B, 1] (symbols: arange(V) as [1, 1, V]); u is model.noise's uniform draw."""
+    seed_hash [B, 1] (symbols: arange(V) as [1, 1, V]); u is core.noise's uniform draw."""
     at = torch.arange(first_step, first_step + steps, device=seed_hash.device).view(-1, 1, 1)
     bits = seeded_bits(seed_hash.unsqueeze(0), at, symbols)
     return to_unit_interval(bits.to(dtype)).log_().neg_().log_()  # in place: the same values, less memory traffic

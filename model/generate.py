@@ -11,13 +11,13 @@ from collections.abc import Sequence
 
 import torch
 
-from data.vocab import Vocab, VocabError
-from export.errors import ArtifactError
+from core.errors import ArtifactError
+from core.request import DEFAULT_MAX_LENGTH, Row
+from core.vocab import Vocab, VocabError
 from model import nbest
 from model.checkpoint import CheckpointError
 from model.decode import decode
 from model.nbest_torch import TorchStepper
-from model.request import DEFAULT_MAX_LENGTH, Row
 
 BACKENDS = ("eager", "torchscript", "onnx")
 DEFAULT_PATHS = {"eager": "artifacts/checkpoint.pt", "torchscript": "artifacts/charrnn.torchscript.pt",
@@ -39,7 +39,7 @@ class TorchGenerator:
 
     @classmethod
     def from_torchscript(cls, path, device: str = "cpu") -> TorchGenerator:
-        from export.torchscript import load_torchscript
+        from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(path, device)
         return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device)

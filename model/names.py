@@ -4,11 +4,11 @@ Usage: python -m model.names --num 1000000 --out names.txt [--device cuda] [--te
        --seed 7 --prefix Ma --top-k 0 --max-length 24] [--distinct] [--batch-size N] [--workers 2]
 
 Line i of the file is the name `python -m model.generate --seed SEED --temperature T` gives as
-its i-th name: row i is seeded row_seed(SEED, i) (model.noise), never from a random generator's
+its i-th name: row i is seeded row_seed(SEED, i) (core.noise), never from a random generator's
 state, so the file is the same for the same arguments whatever the batch size, workers, device or
 machine (the GPU computes the same names as the CPU; `make gpu-check` checks it). Batches run
 through model.chunked.ChunkedDecoder (CUDA graphs on a GPU) and model.batch.NameText; the file
-is written atomically (data.atomic): a failed or interrupted run leaves the previous file.
+is written atomically (core.atomic): a failed or interrupted run leaves the previous file.
 
 --distinct keeps the first occurrence of each name, in row order, until NUM distinct names are
 found; it gives up with an error after --max-draws rows (default 20 x NUM). Greedy decoding
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import atomic_path, exit_on_sigterm
-from data.vocab import Vocab, VocabError
+from core.atomic import atomic_path, exit_on_sigterm
+from core.noise import MAX_SEED
+from core.request import DEFAULT_MAX_LENGTH
+from core.vocab import Vocab, VocabError
 from model.batch import NameText, RowBatch
 from model.chunked import SAMPLE, TOP_K, ChunkedDecoder
-from model.noise import MAX_SEED
-from model.request import DEFAULT_MAX_LENGTH
 
 DEFAULT_MODEL = "artifacts/charrnn.torchscript.pt"
 BATCH = {"cpu": 2048, "cuda": 65536}  # rows per run: cache-sized on CPU, the largest bucket on a GPU
@@ -174,7 +174,7 @@ def worker_texts(pool, spec: BulkSpec, batch_size: int) -> Iterator[str]:
 def load_step(model: str, device: str):
     """(step, vocab, hidden_shape) from a TorchScript export or a training checkpoint."""
     if model.endswith(".torchscript.pt"):
-        from export.torchscript import load_torchscript
+        from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(model, device)
         return module, vocab, (meta["num_layers"], meta["hidden_size"])
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     spec = BulkSpec(args.num, args.prefix, args.temperature, args.top_k, args.seed, args.max_length,
                     args.distinct, args.max_draws)
-    from export.errors import ArtifactError
+    from core.errors import ArtifactError
     from model.checkpoint import CheckpointError
 
     cpu = not args.device.startswith("cuda")

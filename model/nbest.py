@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.request import make_rows
+from core.request import make_rows
 
 SEARCHES = ("greedy", "nbest")  # the explicit values of a request's "search" field
 DEFAULT_MAX_EXPANSIONS = 10000  # frontier prefixes expanded per search (one row of a step call each)

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data.atomic import exit_on_sigterm, write_text_atomic
+from core.atomic import exit_on_sigterm, write_text_atomic
+from core.vocab import Vocab
 from data.corpus import Entry, read_corpus, split
-from data.vocab import Vocab
 from model.charrnn import CELLS, CharRNN, ModelConfig
 from model.checkpoint import save_checkpoint
 from model.progress import TrainingProgress
@@ -269,7 +269,7 @@ def plot_loss(path: Path, history: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data.atomic import atomic_path
+    from core.atomic import atomic_path
 
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)

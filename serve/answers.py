@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.vocab import Vocab
+from core.vocab import Vocab
 from model import nbest
 from model.nbest_torch import TorchStepper
 

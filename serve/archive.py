@@ -34,8 +34,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from data.atomic import exit_on_sigterm, signals_deferred
-from export.errors import ArtifactError
+from core.atomic import exit_on_sigterm, signals_deferred
+from core.errors import ArtifactError
 from export.runtime import GENERATE_FILE
 from serve import checksums
 
@@ -177,7 +177,7 @@ def _start_handler(mar: Path, model_dir: Path) -> str:
     import torch
     import yaml
 
-    from data.vocab import VocabError
+    from core.vocab import VocabError
     from serve.handler import CharRNNHandler
     from serve.standin import StandInContext
 

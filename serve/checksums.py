@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
 
 CHECKSUMS = "checksums.json"
 FORMAT = "charrnn-archive-checksums"

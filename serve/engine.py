@@ -11,7 +11,7 @@ in-process, and another server could host it later.
   characters outside the vocabulary are all refused.
 - `generate` decodes the requests of a batch in one call per decoder: the greedy, non-streamed
   ones in one run of the one-graph decoder when the engine has it, all others in ONE `decode`
-  call (each request's `num` names become rows via `model.request.make_rows`, with their own
+  call (each request's `num` names become rows via `core.request.make_rows`, with their own
   prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
   never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
 - `answer` is `generate` with each name's log-probability; requests with temperature 0 and
@@ -38,17 +38,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from data.vocab import Vocab, VocabError
-from export import manifest
-from export.errors import ArtifactError
-from export.torchscript import load_torchscript
+from core import manifest
+from core.errors import ArtifactError
+from core.noise import MAX_SEED
+from core.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from core.vocab import Vocab, VocabError
 from model import nbest
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
 from model.decode import Start, decode
 from model.nbest_torch import TorchStepper
-from model.noise import MAX_SEED
-from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from model.torchscript import load_torchscript
 from serve import answers
 from serve.answers import Answer
 

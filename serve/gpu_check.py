@@ -42,9 +42,9 @@ TARGETS = {"engine greedy @1": 3_000, "engine greedy @1024": 500_000, "decoder g
 
 def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
     """A scripted, randomly initialised CharRNN (default size) with its vocab.json, torch only."""
-    from data.vocab import Vocab
-    from export import manifest
-    from export.torchscript import save_torchscript
+    from core import manifest
+    from core.vocab import Vocab
+    from model.torchscript import save_torchscript
     from model.charrnn import CharRNN, ModelConfig
 
     vocab = Vocab.from_names(["ABCDEFGHIJKLMNOPRSTUVZ abcdefghijlmnopqrstuvxyzáãéêíóôú"])

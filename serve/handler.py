@@ -43,7 +43,7 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
 from export.runtime import GENERATE_FILE
 from serve import checksums
 from serve.engine import (

@@ -210,7 +210,7 @@ def is_ready(run_dir: Path, ports: Ports, model: str) -> bool:
 
 
 # the last line of a Python traceback in a worker's output, e.g.
-# "... W-9000-charrnn_1.0-stdout MODEL_LOG - export.errors.ArtifactError: <message>"
+# "... W-9000-charrnn_1.0-stdout MODEL_LOG - core.errors.ArtifactError: <message>"
 _WORKER_ERROR = re.compile(r"W-\d+-(?P<model>.+?)_[^_\s]+-stdout MODEL_LOG - "
                            r"(?P<error>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?::.*)?)$")
 
@@ -283,7 +283,7 @@ def log_tail(run_dir: Path, lines: int = 40) -> str:
 
 def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
     """Each archive starts the handler in-process (serve.archive.check_archive), or ServerError."""
-    from export.errors import ArtifactError
+    from core.errors import ArtifactError
     from serve.archive import check_archive
 
     for m in models:

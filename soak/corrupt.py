@@ -162,7 +162,7 @@ def probe(path: Path, reference_dir: Path) -> object:
         model, vocab, _ = load_checkpoint(path)
         return vocab.symbols, [(k, v.numpy().tobytes()) for k, v in sorted(model.state_dict().items())]
     if name == "vocab.json":
-        from export.torchscript import load_torchscript
+        from model.torchscript import load_torchscript
         from serve.engine import check_vocab_file
 
         ts = reference_dir / "charrnn.torchscript.pt"
@@ -174,8 +174,8 @@ def probe(path: Path, reference_dir: Path) -> object:
 
         return check_archive(path)
     if name.endswith(".onnx") and "generate" in name:
+        from core.request import Row
         from export.runtime import OnnxGreedy
-        from model.request import Row
 
         greedy = OnnxGreedy.from_path(path)
         rows = [Row(())] + [Row(tuple(greedy.vocab.encode(c))) for c in greedy.vocab.characters]
@@ -193,7 +193,7 @@ def probe(path: Path, reference_dir: Path) -> object:
     if name.endswith(".pt"):
         import torch
 
-        from export.torchscript import load_torchscript
+        from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(path)
         n, layers, size = len(vocab), meta["num_layers"], meta["hidden_size"]
@@ -206,8 +206,8 @@ def probe(path: Path, reference_dir: Path) -> object:
 
 def verdict(damaged: Path, original: object, reference_dir: Path) -> tuple[str, str]:
     """(outcome, message) of loading `damaged` (see the module docstring)."""
-    from data.vocab import VocabError
-    from export.errors import ArtifactError
+    from core.errors import ArtifactError
+    from core.vocab import VocabError
     from model.checkpoint import CheckpointError
 
     try:

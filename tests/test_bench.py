@@ -13,8 +13,8 @@ from bench import quality, sweep, training
 from bench.__main__ import main as bench_main
 from bench.common import fmt, summary
 from bench.presets import KNOBS, PresetError, load_preset
+from core.vocab import Vocab
 from data.corpus import Entry, split
-from data.vocab import Vocab
 from model.charrnn import CharRNN, ModelConfig
 from model.train import batch_loss, encode_names
 from tests.conftest import NAMES, tiny_config

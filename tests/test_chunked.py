@@ -10,12 +10,12 @@ import random
 import pytest
 import torch
 
-from data.vocab import Vocab
+from core.request import Row, make_rows
+from core.vocab import Vocab
 from model.batch import NameText, RowBatch
 from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
-from model.request import Row, make_rows
 from serve.engine import _Recorder
 
 

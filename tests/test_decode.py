@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from data.vocab import VocabError
+from core.noise import to_unit_interval, uniform_bits
+from core.request import Row, make_rows
+from core.vocab import VocabError
 from model.checkpoint import load_checkpoint
 from model.decode import NOISE_CHUNK, Chooser, Start, decode
-from model.noise import to_unit_interval, uniform_bits
-from model.request import Row, make_rows
 
 
 @pytest.fixture(scope="module")

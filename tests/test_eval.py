@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from data.vocab import Vocab
+from core.vocab import Vocab
 from evaluation.__main__ import main as eval_main
 from evaluation.bigram import Bigram, choose_alpha
 from evaluation.report import EvalError, load_inputs, novelty, shares, total_variation

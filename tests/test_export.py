@@ -7,15 +7,16 @@ import onnx
 import pytest
 import torch
 
-from export import manifest, parity
+from core import manifest
+from core.errors import ArtifactError
+from core.request import Row
+from export import parity
 from export.__main__ import export_all
-from export.errors import ArtifactError
 from export.parity import ExportMismatch
 from export.runtime import NameGenerator, OnnxStep
-from export.torchscript import load_torchscript
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
-from model.request import Row
+from model.torchscript import load_torchscript
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from core.noise import MAX_SEED
+from core.request import DEFAULT_MAX_LENGTH
 from model.nbest import choose_search
-from model.noise import MAX_SEED
-from model.request import DEFAULT_MAX_LENGTH
 from serve.engine import (
     GENERATE_FIELDS,
     SESSION_FIELDS,

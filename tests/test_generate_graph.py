@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from core.request import Row
 from export.__main__ import export_all
 from export.generate_graph import INPUTS, OUTPUTS, build_generate_model
 from export.onnx_step import exported_graph
@@ -16,7 +17,6 @@ from export.parity import ExportMismatch
 from export.runtime import NameGenerator, OnnxGreedy, OnnxStep, decode
 from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
 from model.generate import TorchGenerator
-from model.request import Row
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_rnn_is_tanh_and_gru_is_an_option():
 
 
 def test_targets_end_with_the_end_token_and_padding_is_masked():
-    from data.vocab import Vocab
+    from core.vocab import Vocab
 
     vocab = Vocab.from_names(["Ana", "Bo"])
     enc = encode_names(["Ana", "Bo"], vocab)

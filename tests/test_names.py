@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from core.request import make_rows
 from model import names as bulk
 from model.generate import TorchGenerator
-from model.request import make_rows
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.vocab import Vocab
+from core.vocab import Vocab
 from export.runtime import NameGenerator
 from model import nbest
 from model.charrnn import CharRNN, ModelConfig

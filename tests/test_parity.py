@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 
-from export import integrity, manifest, parity
+from core import integrity, manifest
+from export import parity
 from export.onnx_step import export_onnx, to_onnx_model
 from export.parity import ExportMismatch
 from export.runtime import OnnxStep, decode

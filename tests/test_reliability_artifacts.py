@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
 from export.verify import fingerprints
 from serve.archive import build_archives, check_archive
 from serve.handler import CharRNNHandler

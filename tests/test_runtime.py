@@ -11,9 +11,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from data.vocab import VocabError
-from export import integrity, manifest
-from export.errors import ArtifactError
+from core import integrity, manifest
+from core.errors import ArtifactError
+from core.vocab import VocabError
 from export.runtime import NameGenerator, session_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,9 +122,9 @@ def test_cli_greedy_and_errors(tiny_artifacts):
 def test_chunked_noise_is_the_counter_based_noise_of_each_step():
     """The numpy chooser draws noise several steps at a time; each step's must still be the
     noise of (row seed, step, symbol), as the torch loop's (tests/test_decode.py)."""
+    from core.noise import to_unit_interval, uniform_bits
+    from core.request import Row
     from export.runtime import NOISE_CHUNK, Chooser
-    from model.noise import to_unit_interval, uniform_bits
-    from model.request import Row
 
     rows = [Row((), temperature=1.0, seed=s) for s in (0, 1, 2**32 - 1, 12345)]
     choose, vocab = Chooser(rows), 7
@@ -163,8 +163,8 @@ def test_the_bare_loop_probe_runs_greedy_steps_for_each_name(tiny_artifacts):
     tokens are the step loop's argmax chain from bos, and each row's feed runs one iteration per
     character of its greedy name plus the end token's."""
     from bench.runtime import loop_bound_probe
+    from core.request import Row
     from export.runtime import NameGenerator, OnnxStep
-    from model.request import Row
 
     step = OnnxStep.from_path(tiny_artifacts.onnx)
     hidden = np.zeros((step.hidden_shape[0], 1, step.hidden_shape[1]), np.float32)

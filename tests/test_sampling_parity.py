@@ -5,7 +5,7 @@ The backends are the eager model and the TorchScript step (both decoded by model
 and the ONNX step decoded by its numpy twin (export.runtime.Chooser). Parity alone cannot notice
 a temperature ignored by both twins, so the choices are also checked against a reference computed
 here from the step's logits (softmax(logits / T) over the top k, with the counter-based noise of
-model.noise), and against what a temperature must do to the names (low: the greedy name; high:
+core.noise), and against what a temperature must do to the names (low: the greedy name; high:
 many names). Variants: 1- and 2-layer tanh RNN and GRU, all tiny (tests/conftest.py).
 """
 
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.noise import MAX_SEED, to_unit_interval, uniform_bits
+from core.request import Row
 from export import runtime
 from export.runtime import GENERATE_FILE, NameGenerator
 from model import decode as torch_decode
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
-from model.noise import MAX_SEED, to_unit_interval, uniform_bits
-from model.request import Row
 from tests.conftest import Artifacts
 
 VARIANTS = ["rnn-1", "rnn-2", "gru-1", "gru-2"]
@@ -135,7 +135,7 @@ def reference_margins(artifacts: Artifacts, row: Row, name: str) -> list[float]:
     """Replay `name` through the eager model, step by step, and return at each sampled step how
     far the chosen symbol's score falls short of the best one (0 when it is the best).
 
-    The reference sampler (Gumbel-max): draw u(row seed, step, symbol) from model.noise, score
+    The reference sampler (Gumbel-max): draw u(row seed, step, symbol) from core.noise, score
     each symbol of the top k as log softmax(logits / T) - log(-log u), choose the highest. It is
     computed in float64 from plain Python floats, not with either Chooser."""
     model, vocab = eager_model(artifacts.checkpoint)

@@ -18,10 +18,10 @@ import pytest
 import torch
 import yaml
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
+from core.request import make_rows
 from export.runtime import GENERATE_FILE
 from model.generate import TorchGenerator
-from model.request import make_rows
 from serve.engine import (
     ONNX_GRAPH,
     TORCH,
@@ -166,7 +166,7 @@ def test_greedy_requests_run_on_the_one_graph_decoder_with_the_torchscript_names
 def test_the_one_graph_decoder_must_come_from_the_same_export(model_dir, tiny_artifacts, tmp_path):
     import onnx
 
-    from export import integrity, manifest
+    from core import integrity, manifest
     from export.generate_graph import build_generate_model
 
     step = onnx.load(str(tiny_artifacts.onnx))
@@ -600,7 +600,7 @@ def test_the_generate_engine_is_torchserve_free():
     """serve.engine must import and run without TorchServe (`ts`), directly or through any of
     the project modules it imports, so the engine is testable and usable on its own."""
     names = imports_of("serve.engine")
-    assert {"torch", "model.decode", "model.noise", "data.vocab"} <= names  # the walk follows the project
+    assert {"torch", "model.decode", "core.noise", "core.vocab"} <= names  # the walk follows the project
     assert not {n for n in names if n == "ts" or n.startswith("ts.")}
 
 
@@ -608,8 +608,8 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     from serve.archive import build_archives, shipped_modules
 
     shipped = {str(p) for p in shipped_modules()}
-    assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "model/request.py",
-            "data/vocab.py", "export/torchscript.py"} <= shipped
+    assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "core/request.py",
+            "core/vocab.py", "export/torchscript.py"} <= shipped
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
     mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
                           greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")

@@ -318,7 +318,7 @@ def test_a_worker_refuses_an_archive_that_declares_a_missing_one_graph_decoder(s
         still_running = stop(run_dir)
     assert not still_running  # start() stopped it
     message = str(info.value)
-    assert "a charrnn worker died while loading the model: export.errors.ArtifactError" in message, message
+    assert "a charrnn worker died while loading the model: core.errors.ArtifactError" in message, message
     assert "declares the one-graph decoder (handler.one_graph: true)" in message
     assert "charrnn_generate.onnx is missing" in message
 

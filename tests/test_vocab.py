@@ -1,6 +1,6 @@
 import pytest
 
-from data.vocab import BOUNDARY, Vocab, VocabError
+from core.vocab import BOUNDARY, Vocab, VocabError
 
 
 def test_boundary_token_never_clashes_with_characters():

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
 
 WEB_DIR = Path(__file__).resolve().parent
 ORT_PACKAGE = WEB_DIR / "node_modules" / "onnxruntime-web"

@@ -9,12 +9,12 @@
 // Same rules as the Python runtime, so the same inputs give the same names: feed bos_id, then at
 // step t take the prefix's character while t < prefix length, else choose from the logits (end
 // token masked at t = 0); stop at eos_id or after maxLength characters. Sampling is a Gumbel-max
-// draw with the counter-based noise of model/noise.py, computed in float32 like numpy.
+// draw with the counter-based noise of core/noise.py, computed in float32 like numpy.
 
-export const DEFAULT_MAX_LENGTH = 24; // model.request.DEFAULT_MAX_LENGTH
-export const MAX_SEED = 2 ** 32 - 1; // model.noise.MAX_SEED
-const VOCAB_KEY = "vocab.json"; // export.manifest.VOCAB_KEY
-const SEAL_KEY = "charrnn.sha256"; // export.integrity.SEAL_KEY
+export const DEFAULT_MAX_LENGTH = 24; // core.request.DEFAULT_MAX_LENGTH
+export const MAX_SEED = 2 ** 32 - 1; // core.noise.MAX_SEED
+const VOCAB_KEY = "vocab.json"; // core.manifest.VOCAB_KEY
+const SEAL_KEY = "charrnn.sha256"; // core.integrity.SEAL_KEY
 const STEP_IO = [["char", "hidden"], ["logits", "hidden_out"]]; // export.runtime INPUTS/OUTPUTS
 const GRAPH_IO = [["prefix", "prefix_length", "max_length"], ["ids", "length"]];
 
@@ -69,7 +69,7 @@ export function readMetadata(bytes) {
   return props;
 }
 
-/** The sealed SHA-256 (export.integrity.check_onnx): "ok", or "unchecked" where no Web Crypto
+/** The sealed SHA-256 (core.integrity.check_onnx): "ok", or "unchecked" where no Web Crypto
  * digest exists (a page served over plain http from another host than localhost); a mismatch
  * throws. The seal is the file's last metadata entry and covers every byte before it. */
 async function checkSeal(bytes, metadata, source) {
@@ -97,7 +97,7 @@ async function checkSeal(bytes, metadata, source) {
   return "ok";
 }
 
-/** The vocabulary and model facts of vocab.json (export.manifest.parse), validated. */
+/** The vocabulary and model facts of vocab.json (core.manifest.parse), validated. */
 export function parseManifest(text, source) {
   let data;
   try { data = JSON.parse(text); } catch (err) {
@@ -127,9 +127,9 @@ export function parseManifest(text, source) {
   return data;
 }
 
-// ---------------------------------------------------------------- counter-based noise (model/noise.py)
+// ---------------------------------------------------------------- counter-based noise (core/noise.py)
 
-/** The 32-bit finaliser of model.noise.mix32 (Math.imul is the product modulo 2**32). */
+/** The 32-bit finaliser of core.noise.mix32 (Math.imul is the product modulo 2**32). */
 export function mix32(x) {
   x >>>= 0;
   x = (x ^ (x >>> 16)) >>> 0;
@@ -139,12 +139,12 @@ export function mix32(x) {
   return (x ^ (x >>> 16)) >>> 0;
 }
 
-/** Seed of the index-th name of a request seeded with `seed` (model.noise.row_seed). */
+/** Seed of the index-th name of a request seeded with `seed` (core.noise.row_seed). */
 export function rowSeed(seed, index) {
   return mix32((seed ^ mix32(Math.imul(index, 0x9e3779b1) + 0x632be5ab)) >>> 0);
 }
 
-/** 24 random bits for (hashed row seed, step, symbol) (model.noise.seeded_bits). */
+/** 24 random bits for (hashed row seed, step, symbol) (core.noise.seeded_bits). */
 export function seededBits(seedHash, step, symbol) {
   return mix32((seedHash ^ mix32(symbol + step * 65536 + 1)) >>> 0) >>> 8;
 }
@@ -263,8 +263,8 @@ export class CharRNN {
     return [...missing].sort((a, b) => a.codePointAt(0) - b.codePointAt(0));
   }
 
-  /** Symbol ids of `text` after NFC (model.request.make_rows); an unknown character is an error
-   * naming it, as data.vocab.Vocab.encode words it, with the characters in `error.missing`. */
+  /** Symbol ids of `text` after NFC (core.request.make_rows); an unknown character is an error
+   * naming it, as core.vocab.Vocab.encode words it, with the characters in `error.missing`. */
   encode(text) {
     const missing = this.unknownCharacters(text);
     if (missing.length) {
@@ -275,7 +275,7 @@ export class CharRNN {
     return [...text.normalize("NFC")].map((ch) => this.index.get(ch));
   }
 
-  /** Text of ids up to the first end token (data.vocab.Vocab.decode). */
+  /** Text of ids up to the first end token (core.vocab.Vocab.decode). */
   decodeIds(ids) {
     let out = "";
     for (const i of ids) {
@@ -285,7 +285,7 @@ export class CharRNN {
     return out;
   }
 
-  /** `num` rows for one prefix (model.request.make_rows): name i gets seed rowSeed(seed, i). */
+  /** `num` rows for one prefix (core.request.make_rows): name i gets seed rowSeed(seed, i). */
   makeRows(prefix = "", { num = 1, maxLength = DEFAULT_MAX_LENGTH, temperature = 0, topK = 0, seed = null } = {}) {
     const ids = this.encode(prefix);
     if (!Number.isInteger(num) || num < 1) throw new CharRNNError(`num must be a positive integer, got ${num}`);

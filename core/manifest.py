@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from data.vocab import Vocab, VocabError
+from core.vocab import Vocab, VocabError
 
 VOCAB_KEY = "vocab.json"  # TorchScript extra-file name and ONNX metadata_props key
 

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from export.errors import ArtifactError
+from core.errors import ArtifactError
 
 SEAL_KEY = "charrnn.sha256"  # TorchScript extra-file name and ONNX metadata_props key
 _TS_SKIP = (f"extra/{SEAL_KEY}", ".data/serialization_id")

@@ -11,8 +11,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.vocab import Vocab
-from model.noise import MAX_SEED, row_seed
+from core.noise import MAX_SEED, row_seed
+from core.vocab import Vocab
 
 DEFAULT_MAX_LENGTH = 24
 
