@@ -609,7 +609,9 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
 
     shipped = {str(p) for p in shipped_modules()}
     assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "core/request.py",
-            "core/vocab.py", "export/torchscript.py"} <= shipped
+            "core/vocab.py", "model/torchscript.py"} <= shipped
+    # only what the handler needs: no exporter, no parity check
+    assert not {"export/torchscript.py", "export/parity.py", "export/onnx_step.py"} & shipped, sorted(shipped)
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
     mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
                           greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
