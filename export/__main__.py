@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from data.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
+from data.atomic import exit_on_sigterm, pause_point, signals_deferred, write_text_atomic
 from export import manifest
 from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
@@ -43,9 +43,12 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
         }
         # the one-graph greedy loop, built from the checked step and compared with its loop
         export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"])
+        pause_point("export-staged")  # tests signal at these points (data.atomic.pause_point)
         with signals_deferred():  # the set changes together or not at all
-            for name in ARTIFACTS.values():
+            for i, name in enumerate(ARTIFACTS.values()):
                 os.replace(staging / name, out_dir / name)
+                if i == 0:
+                    pause_point("export-commit")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return diffs

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import atomic_path
+from data.atomic import atomic_path, pause_point
 from data.vocab import Vocab, VocabError
 from export.errors import ArtifactError
 from export.integrity import check_zip
@@ -57,6 +57,7 @@ def save_checkpoint(path: str | Path, model: CharRNN, vocab: Vocab, *, metrics: 
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
+        pause_point("checkpoint")  # tests signal here: written, not yet renamed over the old one
     return ckpt
 
 
