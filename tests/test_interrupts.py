@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from data.atomic import PAUSE_ENV
+from data.atomic import PAUSE_ENV, signals_deferred
 from data.corpus import Entry
 from export.verify import ARTIFACTS, fingerprints
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -34,21 +34,21 @@ def run_until(cmd: list[str], point: str, sig: int, tmp_path: Path, timeout: flo
     """Run `cmd` with the pause point `point` enabled, send `sig` once the process has announced
     that it reached it, and return the exit status."""
     marker = tmp_path / f"paused-at-{point}"
+    log = tmp_path / f"{point}.log"
     env = {**os.environ, PAUSE_ENV: f"{point}:{marker}"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            output = proc.communicate()[0].decode(errors="replace")
-            pytest.fail(f"{cmd[2]} never reached the pause point {point!r} (exit {proc.returncode}):\n{output[-2000:]}")
-        time.sleep(0.02)
-    proc.send_signal(sig)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{cmd[2]} never reached the pause point {point!r} (exit {proc.poll()}):\n"
+                            f"{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        return proc.wait(timeout=timeout)
     finally:
         proc.kill()
-    return proc.returncode
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -88,7 +88,7 @@ def test_training_interrupted_while_saving_keeps_the_previous_checkpoint(tiny_ar
 def test_export_interrupted_before_its_commit_keeps_the_previous_set(tiny_artifacts, other_checkpoint, tmp_path, sig):
     out = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts.dir, out)
-    new_checkpoint, new = other_checkpoint
+    new_checkpoint, _ = other_checkpoint
     # paused with every new file built and checked in the staging folder
     code = run_until([sys.executable, "-m", "export", "--checkpoint", str(new_checkpoint), "--out-dir", str(out)],
                      "export-staged", sig, tmp_path)
@@ -113,6 +113,21 @@ def test_a_signal_during_the_export_commit_waits_for_the_whole_set(tiny_artifact
     assert problems == []
     assert found == dict.fromkeys(ARTIFACTS, new)
     assert leftovers(out) == []
+
+
+def test_signals_deferred_holds_signals_until_the_block_ends_then_delivers_them():
+    seen = []
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("SIGTERM handled"))
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+            seen.append("block finished")
+        assert signal.getsignal(signal.SIGINT) is sigint_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["block finished", "SIGTERM handled"]  # held, then delivered in arrival order
 
 
 def test_verify_detects_an_export_from_another_training_run(tiny_artifacts, tmp_path):
