@@ -443,9 +443,9 @@ def aggregate(runs: Sequence[dict]) -> dict:
 def warm_jvm(server: Server, loads: dict, endpoints: Sequence[str], requests: int, max_seconds: float,
              log: Callable[[str], None]) -> dict:
     """Unrecorded load at 8 clients before any measurement. The JVM compiles the frontend's hot
-    paths over its first ~10,000 requests; until then its JIT compiler threads take more CPU than
-    the requests themselves (measured: 1-2 ms of compiler CPU per request at first, ~0.05 after),
-    which would measure a server that has just started, not one that is running."""
+    paths over its first several thousand requests; until then its JIT compiler threads take more
+    CPU than the requests themselves, which would measure a server that has just started, not one
+    that is running."""
     if requests <= 0:
         return {}
     done = {}

@@ -20,6 +20,7 @@ from data.atomic import exit_on_sigterm, pause_point, signals_deferred, write_te
 from export import manifest
 from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
+from export.parity import Parity
 from export.torchscript import export_torchscript
 from model.checkpoint import CheckpointError, load_checkpoint
 
@@ -27,7 +28,7 @@ ARTIFACTS = {"vocab": "vocab.json", "torchscript": "charrnn.torchscript.pt", "on
              "generate": "charrnn_generate.onnx"}
 
 
-def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
+def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]:
     model, vocab, ckpt = load_checkpoint(checkpoint)
     text = manifest.dumps(manifest.build_manifest(
         vocab, cell=model.config.cell, hidden_size=model.hidden_size, num_layers=model.num_layers,
@@ -38,8 +39,8 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, float]:
     try:
         write_text_atomic(staging / ARTIFACTS["vocab"], text)
         diffs = {
-            "torchscript": export_torchscript(model, text, staging / ARTIFACTS["torchscript"]),
-            "onnx": export_onnx(model, text, staging / ARTIFACTS["onnx"]),
+            "torchscript": export_torchscript(model, vocab, text, staging / ARTIFACTS["torchscript"]),
+            "onnx": export_onnx(model, vocab, text, staging / ARTIFACTS["onnx"]),
         }
         # the one-graph greedy loop, built from the checked step and compared with its loop
         export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"])
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         diffs = export_all(args.checkpoint, args.out_dir)
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
-    for kind, diff in diffs.items():
-        print(f"{kind}: max |difference| from eager {diff:.2e}")
+    for kind, parity in diffs.items():
+        print(f"{kind}: {parity}")
     print(f"wrote {', '.join(str(Path(args.out_dir) / n) for n in ARTIFACTS.values())}")
 
 

@@ -13,8 +13,9 @@ import onnx
 import torch
 
 from data.atomic import write_bytes_atomic
+from data.vocab import Vocab
 from export import integrity, manifest
-from export.parity import check
+from export.parity import Parity, check
 from export.simplify import simplify_step
 from model.charrnn import CharRNN
 
@@ -57,13 +58,18 @@ def exported_graph(model: CharRNN) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def export_onnx(model: CharRNN, manifest_text: str, path: str | Path) -> float:
-    """Export, compare with eager under ONNX Runtime, and write `path` only if they agree."""
-    from export.runtime import OnnxStep  # torch-free runtime, imported lazily
+def export_onnx(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
+    """Export, compare with eager under ONNX Runtime (export.parity), and write `path` only if
+    they agree."""
+    from export.runtime import OnnxStep, decode  # torch-free runtime, imported lazily
 
     proto = to_onnx_model(model, manifest_text)
     data = integrity.seal_onnx(proto.SerializeToString())
     step = OnnxStep.from_bytes(data, source=str(path))
-    diff = check(model, lambda c, h: step(c.numpy(), h.numpy()), f"ONNX export {path}")
+
+    def names(rows):
+        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=step.hidden_shape)
+
+    parity = check(model, vocab, lambda c, h: step(c.numpy(), h.numpy()), names, f"ONNX export {path}")
     write_bytes_atomic(path, data)
-    return diff
+    return parity

@@ -1,48 +1,155 @@
-"""Check an exported step against the eager model before it may be written."""
+"""Check an exported step against the eager model before it may be written.
+
+Two checks, both required:
+
+1. Every output value, on the inputs the model meets. Eager and the export get the same
+   (char, hidden) pairs: the hidden states of real decoding (greedy from every first letter and
+   the empty prefix, and seeded samples), in batches of 1, 3, 64 and all of them at once (CPU
+   kernels change with the batch size), plus random states over the whole (-1, 1) range a tanh or
+   GRU state can take. They are compared the way numerical libraries compare float32 results:
+   `|export - eager| <= ATOL + RTOL * magnitude`, with magnitude the largest |value| in that row
+   of eager's output. Float32 rounding grows with the size of the numbers involved (a trained
+   GRU's logits are large) and CPUs sum in different orders, so a fixed absolute bound refuses
+   correct exports on machines it was never tried on; a wrong weight or a dropped bias moves
+   values by orders of magnitude more than RTOL.
+2. The greedy names, exactly: every first letter and the empty prefix decode to the same names
+   through the export's step as through eager. This is the product's contract.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from data.vocab import Vocab
 from model.charrnn import CharRNN
+from model.decode import decode
+from model.request import Row
 
-TOLERANCE = 1e-5
-BATCH_SIZES = (1, 3, 64)
+RTOL = 1e-5  # ~80 float32 ulps of the row's largest value
+ATOL = 1e-6  # floor for rows whose values are all near zero
+PROBE_BATCH_SIZES = (1, 3, 64)
+SAMPLED_ROWS = 16
+RANDOM_ROWS = 64
+
+# run(char int64 [B], hidden float32 [L, B, H]) -> (logits [B, V], hidden_out [L, B, H]) as numpy
+Run = Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]
+# names(rows) -> each row's decoded ids through the export's step
+Names = Callable[[Sequence[Row]], list[list[int]]]
 
 
 class ExportMismatch(RuntimeError):
     pass
 
 
-def random_inputs(model: CharRNN, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    char = torch.randint(0, model.vocab_size, (batch,), generator=generator)
-    hidden = torch.randn(model.num_layers, batch, model.hidden_size, generator=generator)
-    return char, hidden
+@dataclass(frozen=True)
+class Probe:
+    """One batch of inputs for both runtimes, with a label that says where it came from."""
+
+    label: str
+    char: torch.Tensor  # int64 [B]
+    hidden: torch.Tensor  # float32 [L, B, H]
 
 
-def max_difference(model: CharRNN, run: Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]],
-                   batch_sizes=BATCH_SIZES, seed: int = 0) -> float:
-    """Largest absolute difference in logits or hidden between eager and `run` on random inputs."""
+@dataclass(frozen=True)
+class Parity:
+    """What a passed check measured: the largest |difference| over every output value, the
+    largest share of its tolerance any value used (1.0 = at the limit), and the number of greedy
+    names compared."""
+
+    max_abs: float
+    max_share: float
+    names: int
+
+    def __str__(self) -> str:
+        return (f"max |difference| from eager {self.max_abs:.2e} ({self.max_share:.1%} of the tolerance), "
+                f"{self.names} greedy names equal")
+
+
+def greedy_rows(vocab: Vocab) -> list[Row]:
+    """The empty prefix and every first letter: the names the greedy check compares."""
+    return [Row(())] + [Row(tuple(vocab.encode(ch))) for ch in vocab.characters]
+
+
+def decoding_states(model: CharRNN, vocab: Vocab, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (input char, hidden) pair eager decoding feeds its step: greedy from every first
+    letter and the empty prefix, and SAMPLED_ROWS seeded samples. Returns (char [N], hidden [L, N, H])."""
+    chars: list[torch.Tensor] = []
+    hiddens: list[torch.Tensor] = []
+
+    def recording_step(char: torch.Tensor, hidden: torch.Tensor):
+        chars.append(char.clone())
+        hiddens.append(hidden.clone())
+        return model(char, hidden)
+
+    rows = greedy_rows(vocab) + [Row((), temperature=1.0, seed=seed + i) for i in range(SAMPLED_ROWS)]
+    decode(recording_step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+           hidden_shape=(model.num_layers, model.hidden_size))
+    return torch.cat(chars), torch.cat(hiddens, dim=1)
+
+
+def probes(model: CharRNN, vocab: Vocab, seed: int = 0) -> list[Probe]:
+    """The batches both runtimes are fed (module docstring, check 1)."""
+    model = model.cpu().eval()
+    char, hidden = decoding_states(model, vocab, seed)
     generator = torch.Generator().manual_seed(seed)
-    worst = 0.0
+    order = torch.randperm(len(char), generator=generator)
+    out = []
+    for batch in PROBE_BATCH_SIZES:
+        pick = order[:batch]
+        out.append(Probe(f"decoding states, batch {len(pick)}", char[pick], hidden[:, pick]))
+    out.append(Probe(f"all {len(char)} decoding states in one batch", char, hidden))
+    random_char = torch.randint(0, model.vocab_size, (RANDOM_ROWS,), generator=generator)
+    random_hidden = torch.rand(model.num_layers, RANDOM_ROWS, model.hidden_size, generator=generator) * 2 - 1
+    out.append(Probe(f"random states in (-1, 1), batch {RANDOM_ROWS}", random_char, random_hidden))
+    return out
+
+
+def compare(want: np.ndarray, got: np.ndarray, output: str, where: str, what: str) -> tuple[float, float]:
+    """Check one output against eager's (module docstring); returns (max |difference|, largest
+    share of the tolerance used). Raises ExportMismatch naming the output, the batch, the worst
+    element, the difference and the tolerance with the magnitude it was derived from."""
+    got = np.asarray(got)
+    if got.shape != want.shape:
+        raise ExportMismatch(f"{what}: {output} has shape {got.shape}, eager {want.shape} ({where}); not written")
+    if not np.isfinite(got).all():
+        raise ExportMismatch(f"{what}: {output} has non-finite values ({where}); not written")
+    magnitude = np.broadcast_to(np.abs(want).max(axis=-1, keepdims=True), want.shape)
+    allowed = ATOL + RTOL * magnitude
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    share = diff / allowed
+    worst = np.unravel_index(int(np.argmax(share)), share.shape)
+    if share[worst] > 1.0:
+        index = (f"layer {worst[0]}, row {worst[1]}, unit {worst[2]}" if len(worst) == 3
+                 else f"row {worst[0]}, symbol {worst[1]}")
+        raise ExportMismatch(
+            f"{what}: {output} differs from eager on {where} at {index}: |difference| {diff[worst]:.3g} "
+            f"(eager {want[worst]:.6g}, export {got[worst]:.6g}) > tolerance {allowed[worst]:.3g} "
+            f"= {ATOL:g} + {RTOL:g} x {magnitude[worst]:.3g} (the largest |value| in that row of eager's "
+            f"{output}); not written")
+    return float(diff.max()), float(share.max())
+
+
+def check(model: CharRNN, vocab: Vocab, run: Run, names: Names, what: str, seed: int = 0) -> Parity:
+    """Both checks of the module docstring for one export; raises ExportMismatch on any failure."""
+    model = model.cpu().eval()
+    max_abs = max_share = 0.0
     with torch.inference_mode():
-        for batch in batch_sizes:
-            char, hidden = random_inputs(model, batch, generator)
-            want_logits, want_hidden = model(char, hidden)
-            got_logits, got_hidden = run(char, hidden)
-            for want, got in ((want_logits, got_logits), (want_hidden, got_hidden)):
-                got = np.asarray(got)
-                if got.shape != tuple(want.shape):
-                    raise ExportMismatch(f"shape {got.shape} != eager {tuple(want.shape)} at batch {batch}")
-                worst = max(worst, float(np.abs(got - want.numpy()).max()))
-    return worst
-
-
-def check(model: CharRNN, run, what: str) -> float:
-    diff = max_difference(model, run)
-    if not diff <= TOLERANCE:
-        raise ExportMismatch(f"{what} differs from eager by {diff:.3g} (> {TOLERANCE}); not written")
-    return diff
+        for probe in probes(model, vocab, seed):
+            want_logits, want_hidden = (t.numpy() for t in model(probe.char, probe.hidden))
+            got_logits, got_hidden = run(probe.char, probe.hidden)
+            for output, want, got in (("logits", want_logits, got_logits), ("hidden_out", want_hidden, got_hidden)):
+                a, s = compare(want, got, output, probe.label, what)
+                max_abs, max_share = max(max_abs, a), max(max_share, s)
+    rows = greedy_rows(vocab)
+    want_ids = decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                      hidden_shape=(model.num_layers, model.hidden_size))
+    got_ids = names(rows)
+    for row, want, got in zip(rows, want_ids, got_ids, strict=True):
+        if want != got:
+            raise ExportMismatch(f"{what}: the greedy name for prefix {vocab.decode(row.prefix)!r} is "
+                                 f"{vocab.decode(got)!r}, eager's is {vocab.decode(want)!r}; not written")
+    return Parity(max_abs, max_share, len(rows))

@@ -38,11 +38,10 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     """Options for a tiny model on few cores.
 
     A step is a few [B, H] x [H, H] products: thread hand-offs cost more than they save, so one
-    intra-op thread, sequential. Measured on 2 shared cores (H=128, both ONNX models): 2 threads
-    gave nothing at batch 1 and halved names/s at batch 256 (the pool's spinning threads fight
-    for the cores). The optimisation level made no measurable difference (the exported graphs
-    are already plain ops); ORT_ENABLE_ALL stays, as it costs only load time. For more cores,
-    run one session per core (threads=1 each) rather than threads > 1."""
+    intra-op thread, sequential: on few cores a second thread gains nothing at batch 1 and its
+    spinning fights the first for a core at large batches. The exported graphs are already plain
+    ops, so the optimisation level matters little; ORT_ENABLE_ALL costs only load time. For more
+    cores, run one session per core (threads=1 each) rather than threads > 1."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -166,8 +165,9 @@ class Chooser:
 def decode(step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape: tuple[int, int]) -> list[list[int]]:
     """numpy twin of model.decode.decode (fresh names only): ids per row, end token excluded.
 
-    A step costs ONNX Runtime ~20 µs here, and each numpy call ~1 µs: what is known before the
-    loop is decided before it, and a step runs only the calls it needs (greedy, no prefix left,
+    A step is small, so per-call overhead (one ONNX Runtime call, each numpy call) is most of
+    its cost: what is known before the loop is decided before it, and a step runs only the calls
+    it needs (greedy, no prefix left,
     nobody done: step, argmax, one write, one compare, one count)."""
     batch = len(rows)
     if batch == 0:

@@ -13,8 +13,9 @@ from data.atomic import atomic_path
 from data.vocab import Vocab, VocabError
 from export import integrity, manifest
 from export.errors import ArtifactError
-from export.parity import check
+from export.parity import Parity, check
 from model.charrnn import CharRNN
+from model.decode import decode
 
 
 def _script(model: CharRNN) -> torch.jit.ScriptModule:
@@ -32,8 +33,8 @@ def save_torchscript(module: torch.jit.ScriptModule, manifest_text: str, path: s
     torch.jit.save(module, str(path), _extra_files={manifest.VOCAB_KEY: manifest_text, integrity.SEAL_KEY: digest})
 
 
-def export_torchscript(model: CharRNN, manifest_text: str, path: str | Path) -> float:
-    """Script, reload and compare with eager; write `path` only if they agree. Returns max diff."""
+def export_torchscript(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
+    """Script, reload and compare with eager (export.parity); write `path` only if they agree."""
     model = model.cpu().eval()
     scripted = _script(model)
     with atomic_path(path) as tmp:
@@ -44,7 +45,11 @@ def export_torchscript(model: CharRNN, manifest_text: str, path: str | Path) -> 
             logits, hidden_out = reloaded(char, hidden)
             return logits.numpy(), hidden_out.numpy()
 
-        return check(model, run, f"TorchScript export {path}")
+        def names(rows):
+            return decode(reloaded, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                          hidden_shape=(model.num_layers, model.hidden_size))
+
+        return check(model, vocab, run, names, f"TorchScript export {path}")
 
 
 def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, Vocab, dict]:

@@ -1,6 +1,6 @@
-# PRESET=ibge-rnn: the tanh-RNN counterpart of PRESET=ibge (~30k parameters), 5 minutes on 2 cores,
+# PRESET=ibge-rnn: the tanh-RNN counterpart of PRESET=ibge (~30k parameters), 5 minutes of training,
 # built into artifacts/ibge-rnn/.
-# Best RNN of the 2026-11-27 sweep (docs/results/sweep.md): 1.7828 nats/symbol at 120 s, 1 thread.
+# Picked as the best RNN of the time-to-quality sweep (`make sweep`; its table: docs/results/sweep.md).
 ART             ?= artifacts/ibge-rnn
 CORPUS          ?= ../shared/data/ibge_names_train.tsv
 TITLE_CASE      ?= 1
@@ -12,8 +12,7 @@ LR              ?= 0.003
 LR_SCHEDULE     ?= cosine
 LR_DECAY        ?= 1.0
 COUNT_WEIGHTING ?= none
-# no length-sorted batches: at 120 s on IBGE the GRU preset reached 1.7409 without them, 1.7480 /
-# 1.7470 / 1.7522 with pools of 2 / 4 / 32 batches (docs/results/sweep-pools.md)
+# no length-sorted batches: they did not pay on this corpus (`make sweep`; docs/results/sweep-pools.md)
 LENGTH_POOL     ?= 0
 MAX_SECONDS     ?= 300
 EPOCHS          ?= 100000

@@ -353,9 +353,9 @@ class Engine:
         .mar), refuse to start unless it matches the vocabulary inside the TorchScript file.
 
         With `greedy_graph` (charrnn_generate.onnx of the same export) and a CPU device, greedy
-        one-shot requests run the whole loop in one ONNX Runtime call: a batch of 8 names costs
-        ~0.3 ms there against ~2 ms of TorchScript steps (each TorchScript call costs ~100 µs of
-        interpreter overhead here). On a GPU the TorchScript loop stays: the batch is on the device."""
+        one-shot requests run the whole loop in one ONNX Runtime call instead of one TorchScript
+        call (with its interpreter overhead) per step; `make bench-runtime` measures both. On a
+        GPU the TorchScript loop stays: the batch is on the device."""
         module, vocab, meta = load_torchscript(torchscript, device)
         if vocab_json is not None:
             check_vocab_file(vocab_json, vocab, meta, torchscript)

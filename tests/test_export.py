@@ -1,16 +1,16 @@
 """Eager, TorchScript and ONNX Runtime compute the same step, and the artifacts agree."""
 
+import copy
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
-from export import manifest
+from export import manifest, parity
 from export.__main__ import export_all
 from export.errors import ArtifactError
-from export.parity import ExportMismatch, random_inputs
+from export.parity import ExportMismatch
 from export.runtime import NameGenerator, OnnxStep
 from export.torchscript import load_torchscript
 from model.checkpoint import load_checkpoint
@@ -28,16 +28,16 @@ def test_step_parity_eager_torchscript_onnx(artifacts, batch):
     model, _, _ = load_checkpoint(artifacts.checkpoint)
     scripted, _, _ = load_torchscript(artifacts.torchscript)
     step = OnnxStep.from_path(artifacts.onnx)
-    char, hidden = random_inputs(model, batch, torch.Generator().manual_seed(batch))
-    hidden = hidden * 3  # well beyond the range seen in training: saturating tanh too
+    generator = torch.Generator().manual_seed(batch)
+    char = torch.randint(0, model.vocab_size, (batch,), generator=generator)
+    hidden = torch.randn(model.num_layers, batch, model.hidden_size, generator=generator) * 3  # saturating
     with torch.inference_mode():
         want = [t.numpy() for t in model(char, hidden)]
         script = [t.numpy() for t in scripted(char, hidden)]
     onnx_out = step(char.numpy(), hidden.numpy())
-    for got in (script, onnx_out):
-        for w, g in zip(want, got):
-            assert g.shape == w.shape
-            np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+    for what, got in (("torchscript", script), ("onnx", onnx_out)):
+        for output, w, g in zip(("logits", "hidden_out"), want, got):
+            parity.compare(w, g, output, f"batch {batch}", what)
 
 
 def test_greedy_names_from_every_first_letter_agree_across_backends(artifacts):
@@ -105,16 +105,29 @@ def test_onnx_without_vocabulary_metadata_is_refused(tiny_artifacts, tmp_path):
 
 
 def test_export_refuses_to_write_on_mismatch_and_keeps_previous_files(tiny_artifacts, tmp_path, monkeypatch):
+    """A refused export of ANOTHER checkpoint (every file would differ) changes no file."""
+    from tests.conftest import build_artifacts
+
     out = tmp_path / "out"
     export_all(tiny_artifacts.checkpoint, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = build_artifacts(tmp_path / "other", epochs=2, seed=7).checkpoint
 
-    import export.parity
+    import export.onnx_step
 
-    def always_off(model, run, *a, **k):
-        return 1.0
+    exported_graph = export.onnx_step.exported_graph
 
-    monkeypatch.setattr(export.parity, "max_difference", always_off)
-    with pytest.raises(ExportMismatch, match="not written"):
-        export_all(tiny_artifacts.checkpoint, out)
+    def one_weight_off(model):  # an exporter bug: the graph carries a wrong weight
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.head.bias[1] += 1e-3
+        return exported_graph(model)
+
+    monkeypatch.setattr(export.onnx_step, "exported_graph", one_weight_off)
+    with pytest.raises(ExportMismatch, match="logits differs from eager.*not written"):
+        export_all(other, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(export.onnx_step, "exported_graph", exported_graph)
+    export_all(other, out)  # the same export, unbroken, replaces every file
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before) and all(after[n] != before[n] for n in before)

@@ -1,0 +1,154 @@
+"""The export parity check (export.parity): refuses real export bugs, passes correct exports of
+large-magnitude models, and says what differed, where, by how much and relative to what."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from export import integrity, manifest, parity
+from export.onnx_step import export_onnx, to_onnx_model
+from export.parity import ExportMismatch
+from export.runtime import OnnxStep, decode
+from export.torchscript import export_torchscript
+from model.checkpoint import load_checkpoint
+from model.decode import decode as torch_decode
+
+
+def manifest_text(model, vocab) -> str:
+    return manifest.dumps(manifest.build_manifest(vocab, cell=model.config.cell, hidden_size=model.hidden_size,
+                                                  num_layers=model.num_layers, fingerprint="test"))
+
+
+def onnx_of(exported_model, vocab):
+    """`exported_model` exported to ONNX for real; returns (run, names) over ONNX Runtime."""
+    proto = to_onnx_model(exported_model, manifest_text(exported_model, vocab))
+    step = OnnxStep.from_bytes(integrity.seal_onnx(proto.SerializeToString()), source="test.onnx")
+
+    def names(rows):
+        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=step.hidden_shape)
+
+    return (lambda c, h: step(c.numpy(), h.numpy())), names
+
+
+def scaled(model, factor: float):
+    """Every weight times `factor`: the large weights and logits a high learning rate produces."""
+    big = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in big.parameters():
+            p.mul_(factor)
+    return big
+
+
+def logit_magnitude(model, vocab) -> float:
+    char, hidden = parity.decoding_states(model, vocab)
+    with torch.inference_mode():
+        return float(model(char, hidden)[0].abs().max())
+
+
+@pytest.mark.parametrize("factor", [1.0, 20.0])
+def test_correct_exports_of_every_variant_pass(variant_artifacts, tmp_path, factor):
+    model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
+    model = scaled(model, factor)
+    if factor > 1:  # the point of the case: magnitudes far above a 1e-5 absolute bound's comfort
+        assert logit_magnitude(model, vocab) > 30
+    text = manifest_text(model, vocab)
+    for export in (export_onnx, export_torchscript):
+        result = export(model, vocab, text, tmp_path / f"{export.__name__}.out")
+        assert result.max_share <= 1.0 and result.names == len(vocab.characters) + 1
+
+
+def eager_of(exported_model, vocab):
+    """(run, names) of an "export" that computes exactly what `exported_model` computes."""
+    def run(char, hidden):
+        with torch.inference_mode():
+            return tuple(t.numpy() for t in exported_model(char, hidden))
+
+    def names(rows):
+        return torch_decode(exported_model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                            hidden_shape=(exported_model.num_layers, exported_model.hidden_size))
+
+    return run, names
+
+
+def one_weight_off(model, name: str, index: tuple[int, ...], delta: float = 1e-3):
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        dict(bad.named_parameters())[name][index] += delta
+    return bad
+
+
+def used_char(vocab) -> int:
+    """A character real decoding feeds (the first letter of the greedy name from 'empty')."""
+    return vocab.encode(vocab.characters[0])[0]
+
+
+@pytest.mark.parametrize("weight", ["rnn.weight_hh_l0", "rnn.weight_ih_l0", "rnn.bias_hh_l0", "head.weight",
+                                    "head.bias"])
+def test_one_weight_off_by_1e_3_is_refused(variant_artifacts, weight):
+    model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
+    shape = dict(model.named_parameters())[weight].shape
+    index = (3, used_char(vocab)) if weight == "rnn.weight_ih_l0" else tuple(min(2, s - 1) for s in shape)
+    run, names = eager_of(one_weight_off(model, weight, index), vocab)
+    with pytest.raises(ExportMismatch, match="differs from eager") as refused:
+        parity.check(model, vocab, run, names, "ONNX export test.onnx")
+    message = str(refused.value)
+    assert "ONNX export test.onnx" in message and "not written" in message
+    assert ("logits" in message) or ("hidden_out" in message)
+
+
+@pytest.mark.parametrize("variant_artifacts", ["gru-1"], indirect=True)
+def test_a_dropped_gate_bias_in_a_real_onnx_export_is_refused(variant_artifacts):
+    model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
+    bad = copy.deepcopy(model)
+    with torch.no_grad():  # the update gate z's recurrent bias (PyTorch's GRU order: r, z, n)
+        bad.rnn.bias_hh_l0[model.hidden_size: 2 * model.hidden_size] = 0
+    run, names = onnx_of(bad, vocab)
+    with pytest.raises(ExportMismatch, match="hidden_out differs from eager|logits differs from eager"):
+        parity.check(model, vocab, run, names, "ONNX export")
+
+
+def test_the_refusal_says_what_where_how_much_and_relative_to_what(tiny_artifacts):
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+
+    def run(char, hidden):  # a correct step, but one hidden value of the 64-row batch is off
+        with torch.inference_mode():
+            logits, hidden_out = (t.numpy().copy() for t in model(char, hidden))
+        if len(char) == 64:
+            hidden_out[0, 5, 7] += 0.01
+        return logits, hidden_out
+
+    with pytest.raises(ExportMismatch) as refused:
+        parity.check(model, vocab, run, lambda rows: [], "X export")
+    message = str(refused.value)
+    assert "hidden_out differs from eager on decoding states, batch 64 at layer 0, row 5, unit 7" in message
+    assert "|difference| 0.01" in message and "tolerance" in message
+    assert "the largest |value| in that row of eager's hidden_out" in message
+
+
+def test_greedy_names_must_be_equal_exactly(tiny_artifacts):
+    """Values within tolerance are not enough: one different greedy name refuses the export."""
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    run, names = onnx_of(model, vocab)
+
+    def one_name_changed(rows):
+        ids = names(rows)
+        ids[1] = ids[1][:-1]
+        return ids
+
+    assert parity.check(model, vocab, run, names, "ONNX").names == len(vocab.characters) + 1
+    with pytest.raises(ExportMismatch, match="the greedy name for prefix"):
+        parity.check(model, vocab, run, one_name_changed, "ONNX")
+
+
+def test_probes_are_states_of_real_decoding(tiny_artifacts):
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    probes = parity.probes(model, vocab)
+    assert [len(p.char) for p in probes[:3]] == list(parity.PROBE_BATCH_SIZES)
+    every = probes[3]
+    # the first state of every decoded row is (begin-of-name, zeros); the later ones are not zeros
+    assert int((every.char == vocab.bos_id).sum()) >= len(vocab.characters) + 1
+    assert float(every.hidden.abs().max()) > 0.1
+    assert float(every.hidden.abs().max()) < 1.0  # a tanh state, not randn
