@@ -100,6 +100,15 @@ STEPS = (
 )
 
 
+def heed_sigint() -> None:
+    """Let the commands this process starts see SIGINT. A shell starts a background command
+    (`cmd &` in a script) with SIGINT ignored, an ignored signal stays ignored across exec, and
+    Python then installs no KeyboardInterrupt: make and its commands would never see the Ctrl-C
+    the harness sends. A handler, unlike SIG_IGN, is reset to the default action by exec."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -118,6 +127,7 @@ def run_make(art: Path, knobs: list[str], logfile: Path, sig: int | None = None,
     env.pop(PAUSE_ENV, None)
     if moment is not None and moment.pause:
         env[PAUSE_ENV] = f"{moment.pause}:{marker}"
+    heed_sigint()
     with open(logfile, "ab") as out:
         out.write(f"\n$ {' '.join(cmd)}{'  # ' + env[PAUSE_ENV] if PAUSE_ENV in env else ''}\n".encode())
         out.flush()

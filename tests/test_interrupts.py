@@ -23,6 +23,7 @@ from data.corpus import Entry
 from export.verify import ARTIFACTS, fingerprints
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.train import train
+from soak.interrupted_make import heed_sigint
 from tests.conftest import NAMES, build_artifacts, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def run_until(cmd: list[str], point: str, sig: int, tmp_path: Path, timeout: flo
     marker = tmp_path / f"paused-at-{point}"
     log = tmp_path / f"{point}.log"
     env = {**os.environ, PAUSE_ENV: f"{point}:{marker}"}
+    heed_sigint()  # a test run started in the background would pass SIGINT on ignored
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
