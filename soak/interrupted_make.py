@@ -9,9 +9,10 @@ at an earlier moment, and reported as "not exercised" if every moment came too l
 interruption that happened and left a wrong set fails the run.
 
 Two steps use real timing (training started; the export's staging folder exists); two use the
-pause points of data.atomic (CHARRNN_PAUSE_AT, inherited through make), which stop the command at
-its riskiest moments: the new checkpoint written but not yet renamed over the old one, and the
-export's multi-file commit half done (the signal must be held until the whole set is in place).
+pause points of data.atomic (CHARRNN_PAUSE_AT, inherited through make; docs/reliability.md,
+"Interrupted builds"), which stop the command at its riskiest moments: the new checkpoint written
+but not yet renamed over the old one, and the export's multi-file commit half done (the signal
+must be held until the whole set is in place).
 """
 
 from __future__ import annotations
