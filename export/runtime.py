@@ -15,6 +15,7 @@ CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -281,6 +282,45 @@ class NameGenerator:
         rows = [row for p in prefixes for row in make_rows(self.vocab, p, num=num, max_length=max_length,
                                                            temperature=temperature, top_k=top_k, seed=seed)]
         return self.generate_rows(rows)
+
+
+    # ---- type-ahead (twin: web/charrnn.mjs, the page and the Node.js example) ----
+
+    def next_probabilities(self, prefix: str = "") -> list[tuple[str, float]]:
+        """(symbol, probability) of each next symbol after `prefix`, most likely first; "" is the
+        end of the name (impossible after the empty prefix: a name has at least one character)."""
+        ids = self.vocab.encode(unicodedata.normalize("NFC", prefix))
+        hidden = np.zeros((self.step.hidden_shape[0], 1, self.step.hidden_shape[1]), dtype=np.float32)
+        for token in [self.vocab.bos_id, *ids]:
+            logits, hidden = self.step(np.array([token], dtype=np.int64), hidden)
+        logits = logits[0].astype(np.float64)
+        if not ids:
+            logits[self.vocab.eos_id] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        eos, bos = self.vocab.eos_id, self.vocab.bos_id
+        pairs = [("" if i == eos else s, float(p)) for i, (s, p) in enumerate(zip(self.vocab.symbols, probs))
+                 if i == eos or i != bos]
+        return sorted(pairs, key=lambda pair: -pair[1])  # stable: ties keep symbol order
+
+    def suggest(self, prefix: str = "", *, top: int = 8, count: int = 5,
+                max_length: int = DEFAULT_MAX_LENGTH) -> dict:
+        """What a type-ahead box shows: `next`, the `top` most likely next symbols; `greedy`, the
+        greedy name; `completions`, for each of the `count` most likely next symbols, best first,
+        the greedy name that continues with it (the prefix itself for the end of the name),
+        duplicates dropped. (Issue 16's exact n-best search is the better list once it lands.)"""
+        text = unicodedata.normalize("NFC", prefix)
+        nxt = self.next_probabilities(text)
+        heads = [(c, p) for c, p in nxt[:count] if p > 0] if len(text) < max_length else []
+        starts = [text, *(text + c for c, _ in heads if c)]
+        names = self.generate(starts, max_length=max(max_length, len(text)))
+        completions, k = [], 1
+        for c, p in heads:
+            name = names[k] if c else text
+            k += bool(c)
+            if all(name != done["name"] for done in completions):
+                completions.append({"name": name, "next": c, "p": p})
+        return {"prefix": text, "next": nxt[:top], "greedy": names[0], "completions": completions}
 
 
 def main(argv: list[str] | None = None) -> None:

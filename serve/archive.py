@@ -7,7 +7,9 @@ Usage: python -m serve.archive --torchscript artifacts/charrnn.torchscript.pt \
 Each .mar holds the handler (serve/handler.py), the TorchScript step (serialized file), the
 vocabulary (vocab.json, checked against the copy inside the TorchScript file when the worker
 starts), charrnn.mar also the one-graph greedy decoder (charrnn_generate.onnx, checked against
-the same fingerprint), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
+the same fingerprint; packed into every archive whose config declares it with
+`handler.one_graph: true`, and a build without it is refused, so the worker can treat a missing
+file as damage rather than fall back), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
 imports, as packages (data/, model/, export/, serve/) so `import serve.engine` works inside the
 model directory. The module list is the engine's actual import closure, not a hand-kept list.
 checksums.json (serve/checksums.py) holds the SHA-256 of every one of those files; the worker
@@ -65,13 +67,27 @@ def shipped_modules() -> list[Path]:
     return sorted(files)
 
 
+def declares_one_graph(model: str) -> bool:
+    """Does serve/config/<model>.yaml declare the one-graph decoder (handler.one_graph: true)?"""
+    import yaml
+
+    config = yaml.safe_load((CONFIG_DIR / f"{model}.yaml").read_text(encoding="utf-8")) or {}
+    return (config.get("handler") or {}).get("one_graph") is True
+
+
 def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str | Path,
                    models: tuple[str, ...] = MODELS, greedy_graph: str | Path | None = None) -> list[Path]:
     """Write <out_dir>/<model>.mar for each model; returns their paths. `greedy_graph`
-    (charrnn_generate.onnx) goes into the one-shot archive: its handler decodes greedy names
-    with it on CPU."""
+    (charrnn_generate.onnx) goes into each archive whose config declares it (handler.one_graph:
+    true: the one-shot archive, whose handler decodes greedy names with it on CPU); it is
+    required when one does."""
     torchscript, vocab_json, out_dir = Path(torchscript), Path(vocab_json), Path(out_dir)
     greedy_graph = Path(greedy_graph) if greedy_graph is not None else None
+    declaring = [name for name in models if declares_one_graph(name)]
+    if declaring and greedy_graph is None:
+        raise SystemExit(f"error: {', '.join(f'serve/config/{n}.yaml' for n in declaring)} declares the one-graph "
+                         f"decoder (handler.one_graph: true): pass --greedy-graph artifacts/{GENERATE_FILE} "
+                         "(make archive does)")
     for path in (torchscript, vocab_json, *([greedy_graph] if greedy_graph else [])):
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (run `make export` first)")
@@ -100,7 +116,7 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             # checksums.json: every file as it will lie in the worker's model dir
             sums = staging / "sums" / name
             sums.mkdir(parents=True)
-            extra = [(GENERATE_FILE, greedy_graph)] if greedy_graph is not None and name == "charrnn" else []
+            extra = [(GENERATE_FILE, greedy_graph)] if name in declaring else []
             for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
                                 ("vocab.json", vocab_copy), ("model-config.yaml", config), *extra,
                                 *[(str(rel), package / rel) for rel in shipped]]:
@@ -189,8 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Build (or --check) the TorchServe archives of the CharRNN.")
     p.add_argument("--torchscript", default="artifacts/charrnn.torchscript.pt")
     p.add_argument("--vocab", default="artifacts/vocab.json")
-    p.add_argument("--greedy-graph", default=None,
-                   help="charrnn_generate.onnx, shipped in charrnn.mar for greedy names on CPU")
+    p.add_argument("--greedy-graph", default=f"artifacts/{GENERATE_FILE}",
+                   help=f"{GENERATE_FILE}, shipped in charrnn.mar for greedy names on CPU")
     p.add_argument("--out", default="artifacts/model_store")
     p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)

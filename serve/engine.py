@@ -42,6 +42,9 @@ from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
 
 NDJSON = "application/x-ndjson"
+# the decoders a one-shot request can be answered by (Engine.decoder)
+ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
+TORCH = "torch"  # model.decode.decode over the TorchScript step
 
 
 class RequestError(ValueError):
@@ -413,7 +416,7 @@ class Engine:
         step, so it is only installed when a request streams).
         """
         names: list[list[str]] = [[] for _ in requests]
-        by_graph = [self.greedy is not None and r.temperature == 0 and not r.stream for r in requests]
+        by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
             indices = [i for i, g in enumerate(by_graph) if g == graph]
             if indices:
@@ -421,6 +424,11 @@ class Engine:
                                                                  graph, on_chars)):
                     names[i] = got
         return names
+
+    def decoder(self, request: GenerateRequest) -> str:
+        """Which decoder `generate` runs for `request` (the one home of that choice; the handler
+        reports it per response): ONNX_GRAPH or TORCH."""
+        return ONNX_GRAPH if self.greedy is not None and request.temperature == 0 and not request.stream else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars) -> list[list[str]]:

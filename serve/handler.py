@@ -8,7 +8,8 @@ Modes (the `handler.mode` key of the archive's model-config.yaml):
   -> {"names": [...]}, or NDJSON lines when "stream": true. The whole TorchServe batch is
   decoded in one engine call; on CPU its greedy, non-streamed requests run in one call of the
   one-graph ONNX decoder (charrnn_generate.onnx, in the archive; `handler.one_graph: false`
-  turns that off).
+  turns that off). Each answer says which decoder made it in the response header
+  X-CharRNN-Decoder: onnx-graph or torch (the body is the public API and stays as it is).
 - `session`: TorchServe sequence batching; the sequence id (header ts_request_sequence_id) is
   the session id, the engine keeps its hidden state on the device.
 
@@ -19,8 +20,10 @@ TorchServe's sequence (header ts_request_sequence_end), so it never holds one of
 maxNumSequence slots; beyond `sessions.open_max` open sessions a new one gets 429.
 
 At start-up the worker refuses to serve (initialize raises, TorchServe logs it and retries)
-when the archive's checksums.json does not match its files, or vocab.json does not match the
-vocabulary inside the TorchScript file.
+when the archive's checksums.json does not match its files, vocab.json does not match the
+vocabulary inside the TorchScript file, or the model config declares the one-graph decoder
+(`handler.one_graph: true`, as serve/archive.py packs it) and charrnn_generate.onnx is missing:
+never a silent fall-back to the slower TorchScript loop.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
+from export.errors import ArtifactError
 from export.runtime import GENERATE_FILE
 from serve import checksums
 from serve.engine import (
@@ -60,6 +64,7 @@ PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: 
 MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
 DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
 JSON = "application/json"
+DECODER_HEADER = "X-CharRNN-Decoder"  # which decoder answered a one-shot request: Engine.decoder
 
 
 class CharRNNHandler:
@@ -92,11 +97,7 @@ class CharRNNHandler:
         started = time.perf_counter()
         label = f"{(manifest.get('model') or {}).get('modelName') or 'model'}.mar"
         checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
-        # greedy one-shot names through the one-graph ONNX decoder on CPU (Engine.from_artifacts);
-        # handler.one_graph: false keeps every request on the TorchScript loop
-        greedy_graph = os.path.join(model_dir, GENERATE_FILE)
-        if self.mode != "generate" or not config.get("one_graph", True) or not os.path.isfile(greedy_graph):
-            greedy_graph = None
+        greedy_graph = self._greedy_graph(model_dir, config.get("one_graph"), label)
         self.engine = Engine.from_artifacts(
             os.path.join(model_dir, serialized),
             os.path.join(model_dir, "vocab.json"),  # refuses to start on a fingerprint mismatch
@@ -110,6 +111,24 @@ class CharRNNHandler:
         logger.info("charrnn %s handler ready on %s%s (fingerprint %s, %d archive files checked) in %.2f s",
                     self.mode, device, ", greedy names by the one-graph ONNX decoder" if self.engine.greedy else "",
                     self.engine.fingerprint, checked, time.perf_counter() - started)
+
+    def _greedy_graph(self, model_dir: str, one_graph, label: str) -> str | None:
+        """charrnn_generate.onnx for greedy one-shot names on CPU (Engine.from_artifacts), or None.
+        `handler.one_graph`: true (what serve/archive.py writes when it packs the file) requires
+        it, false keeps every request on the TorchScript loop; absent (a stand-in context in
+        tests and tools) uses it when it is there."""
+        if one_graph is not None and not isinstance(one_graph, bool):
+            raise ValueError(f"handler.one_graph must be true or false, got {one_graph!r}")
+        path = os.path.join(model_dir, GENERATE_FILE)
+        if self.mode != "generate" or one_graph is False:
+            return None
+        if os.path.isfile(path):
+            return path
+        if one_graph:
+            raise ArtifactError(f"{label}: its model-config.yaml declares the one-graph decoder "
+                                f"(handler.one_graph: true) but {path} is missing from the archive: "
+                                "rebuild it (make archive)")
+        return None
 
     @staticmethod
     def _session_store(sessions: dict, context) -> SessionStore:
@@ -163,6 +182,8 @@ class CharRNNHandler:
                 out[i] = self._refuse(context, i, exc)
         if not requests:
             return out
+        for i, r in zip(where, requests):
+            context.set_response_header(i, DECODER_HEADER, engine.decoder(r))
         on_chars = None
         if any(r.stream for r in requests):
             for i, r in zip(where, requests):

@@ -71,22 +71,52 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def check_java() -> str:
-    """The `java -version` line; ServerError with a clear message unless Java >= 17 is there."""
-    java = shutil.which("java") if not os.environ.get("JAVA_HOME") else \
-        os.path.join(os.environ["JAVA_HOME"], "bin", "java")
-    if not java or not os.path.exists(java):
-        raise ServerError("Java 17 or newer is required by TorchServe but `java` was not found. "
-                          "Install it (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME.")
-    out = subprocess.run([java, "-version"], check=False, capture_output=True, text=True).stderr
+@dataclass(frozen=True)
+class Java:
+    executable: str  # resolved path of a java that reports version 17 or newer
+    version: str  # its `java -version` first line
+
+    @property
+    def home(self) -> str:
+        """The JAVA_HOME of `executable` (<home>/bin/java): what TorchServe's launcher runs."""
+        return str(Path(self.executable).parent.parent)
+
+
+def _java_version(java: str) -> tuple[int, str]:
+    """(major version, first line of `java -version`); (0, why) when it does not run."""
+    try:
+        out = subprocess.run([java, "-version"], check=False, capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 0, f"does not run ({type(exc).__name__})"
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     major = int(match.group(1)) if match else 0
     if major == 1 and match.group(2):  # "1.8" style
         major = int(match.group(2))
-    if major < 17:
-        raise ServerError(f"Java 17 or newer is required by TorchServe, found: "
-                          f"{out.strip().splitlines()[0] if out.strip() else 'unknown'}")
-    return out.strip().splitlines()[0]
+    return major, out.strip().splitlines()[0] if out.strip() else "no version reported"
+
+
+def find_java() -> Java:
+    """A Java 17+: $JAVA_HOME/bin/java when that works, else `java` on PATH (a stale JAVA_HOME
+    must not hide a good java). ServerError saying what was tried otherwise."""
+    candidates, tried = [], []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append((os.path.join(os.environ["JAVA_HOME"], "bin", "java"), f"JAVA_HOME={os.environ['JAVA_HOME']}"))
+    candidates.append((shutil.which("java"), "java on PATH"))
+    for java, label in candidates:
+        if not java or not os.path.isfile(java):
+            tried.append(f"{label}: not found")
+            continue
+        major, line = _java_version(java)
+        if major >= 17:
+            return Java(os.path.realpath(java), line)
+        tried.append(f"{label}: {line}")
+    raise ServerError("Java 17 or newer is required by TorchServe (" + "; ".join(tried) + "). Install it "
+                      "(e.g. apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one.")
+
+
+def check_java() -> str:
+    """The `java -version` line of the Java TorchServe will run; ServerError unless >= 17."""
+    return find_java().version
 
 
 def render_config(model_store: Path, ports: Ports) -> str:
@@ -130,6 +160,10 @@ def _instance_env(run_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
     env.update(TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(run_dir / "logs"),
                METRICS_LOCATION=str(run_dir / "logs"))
+    try:  # TorchServe's launcher runs $JAVA_HOME/bin/java when JAVA_HOME is set: the one find_java chose
+        env["JAVA_HOME"] = find_java().home
+    except ServerError:
+        pass  # start() has already refused; `torchserve --stop` needs no Java
     return env
 
 

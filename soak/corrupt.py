@@ -58,14 +58,16 @@ def swap_in_manifest(text: str | bytes) -> str:
 
 
 def rewrite_zip(src: Path, dst: Path, edit: Callable[[dict[str, bytes]], None]) -> None:
-    """Copy a zip archive, letting `edit` change the members (CRCs are recomputed: well formed)."""
+    """Copy a zip archive, letting `edit` change (or delete) the members (CRCs are recomputed:
+    well formed)."""
     with zipfile.ZipFile(src) as zin:
         infos = zin.infolist()
         members = {i.filename: zin.read(i) for i in infos}
     edit(members)
     with zipfile.ZipFile(dst, "w") as zout:
         for info in infos:
-            zout.writestr(info, members[info.filename], compress_type=info.compress_type)
+            if info.filename in members:
+                zout.writestr(info, members[info.filename], compress_type=info.compress_type)
 
 
 def _member(members: dict[str, bytes], suffix: str) -> str:
@@ -117,6 +119,19 @@ def mar_with_member(src: Path, dst: Path, member: str, data: bytes, *, fix_check
         if fix_checksums:
             sums = json.loads(members["checksums.json"])
             sums["files"][member] = hashlib.sha256(data).hexdigest()
+            members["checksums.json"] = json.dumps(sums).encode()
+
+    rewrite_zip(src, dst, edit)
+
+
+def mar_without_member(src: Path, dst: Path, member: str, *, fix_checksums: bool) -> None:
+    """The archive with one member left out; with `fix_checksums` also out of checksums.json,
+    so that only the model config still declares it."""
+    def edit(members):
+        del members[member]
+        if fix_checksums:
+            sums = json.loads(members["checksums.json"])
+            del sums["files"][member]
             members["checksums.json"] = json.dumps(sums).encode()
 
     rewrite_zip(src, dst, edit)

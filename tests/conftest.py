@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny models trained in seconds, so no test depends on a previous `make` run."""
+"""Shared fixtures: tiny models trained in seconds, so no test depends on a previous `make` run;
+and the one Java gate of the real-TorchServe tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +83,22 @@ def variant_artifacts(request, tmp_path_factory, tiny_artifacts) -> Artifacts:
     if request.param == "rnn-1":
         return tiny_artifacts
     return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **VARIANTS[request.param])
+
+
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab and .ci/run's callers set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_java(what: str) -> str:
+    """The Java TorchServe will run (serve.server.find_java), or: locally, skip `what` with the
+    reason; in CI, fail, so that a machine without Java 17 cannot pass by skipping them."""
+    from serve.server import ServerError, check_java
+
+    try:
+        return check_java()
+    except ServerError as exc:
+        message = f"{what} need Java 17: {exc}"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set: these tests must run, not skip)", pytrace=False)
+        pytest.skip(message)

@@ -1,8 +1,10 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import model.train as train_module
 from data.corpus import Entry
 from model.charrnn import CharRNN, ModelConfig
 from model.train import encode_names, length_batches, sampling_weights, train, write_history
@@ -76,12 +78,18 @@ def test_training_is_reproducible_with_a_seed():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_early_stopping_and_time_budget_stop_training():
+def test_early_stopping_and_time_budget_stop_training(monkeypatch):
     entries = [Entry(n) for n in NAMES]
     _, _, metrics, history = train(entries, tiny_config(epochs=500, patience=3, lr=0.05), progress=False)
     assert metrics["stopped_by"] == "early_stopping" and len(history) < 500
-    _, _, metrics, _ = train(entries, tiny_config(epochs=100000, max_seconds=0.5), progress=False)
-    assert metrics["stopped_by"] == "max_seconds" and metrics["seconds"] < 5
+    # the budget on a clock the test moves: each optimizer step "takes" 0.1 s, so a 0.5-s budget
+    # is over after the 6th step (0.6 s > 0.5 s), whatever the machine's speed
+    steps = []
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: len(steps) * 0.1))
+    _, _, metrics, _ = train(entries, tiny_config(epochs=100000, max_seconds=0.5), progress=False,
+                             on_step=lambda info, _: steps.append(info["step"]))
+    assert metrics["stopped_by"] == "max_seconds" and steps == [1, 2, 3, 4, 5, 6]
+    assert metrics["seconds"] == pytest.approx(0.6)
 
 
 def test_count_weighting_samples_frequent_names_more():

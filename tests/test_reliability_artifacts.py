@@ -30,7 +30,8 @@ FLIPS = 12  # seeded single-bit flips per artifact
 @pytest.fixture(scope="module")
 def mar(tiny_artifacts, tmp_path_factory) -> Path:
     return build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
-                          tmp_path_factory.mktemp("store"), models=("charrnn",))[0]
+                          tmp_path_factory.mktemp("store"), models=("charrnn",),
+                          greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from data.vocab import VocabError
 from export import integrity, manifest
 from export.errors import ArtifactError
 from export.runtime import NameGenerator, session_options
@@ -196,3 +197,23 @@ def test_the_unrolled_probe_is_greedy_decoding_without_end_handling(tiny_artifac
     chain = ort.InferenceSession(unrolled_steps(onnx.load(str(tiny_artifacts.onnx)), 4).SerializeToString(),
                                  session_options(), providers=["CPUExecutionProvider"])
     assert chain.run(None, {"char": char, "hidden": np.zeros_like(hidden)})[0].tolist() == want.tolist()
+
+
+def test_next_probabilities_and_suggest(tiny_artifacts):
+    """The type-ahead answer (twin: web/charrnn.mjs, compared in tests/test_node.py and test_web.py)."""
+    gen = NameGenerator(tiny_artifacts.onnx)
+    for prefix in ("", "Ma", "Jú"):
+        probs = gen.next_probabilities(prefix)
+        assert len(probs) == len(gen.vocab.characters) + 1 and abs(sum(p for _, p in probs) - 1) < 1e-9
+        assert [p for _, p in probs] == sorted((p for _, p in probs), reverse=True)
+        assert (dict(probs)[""] > 0) == bool(prefix)  # a name has at least one character
+        answer = gen.suggest(prefix, top=4, count=3)
+        assert answer["next"] == probs[:4] and answer["greedy"] == gen.generate(prefix)[0]
+        want = []
+        for char, p in probs[:3]:
+            name = gen.generate(prefix + char)[0] if char else prefix
+            if name not in [w["name"] for w in want]:
+                want.append({"name": name, "next": char, "p": p})
+        assert answer["completions"] == want
+    with pytest.raises(VocabError, match="U\\+20AC"):
+        gen.suggest("M€")

@@ -19,14 +19,12 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from serve.server import (
     Ports,
-    ServerError,
     _instance_env,
     _torchserve,
-    check_java,
-    read_keys,
     render_config,
     stop,
 )
+from tests.conftest import require_java
 from tests.test_serve_integration import Served, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,28 +131,21 @@ def start_bare(run_dir: Path, store: Path, *, model_api: bool) -> Served:
         subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(run_dir / "config.properties"),
                         "--model-store", str(store)], cwd=run_dir, env=_instance_env(run_dir), stdout=log,
                        stderr=subprocess.STDOUT, check=True, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            key = read_keys(run_dir)["management"]
-            if requests.get(f"http://127.0.0.1:{ports.management}/models",
-                            headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 200:
-                return Served(run_dir, ports)
-        except (OSError, ValueError, KeyError, requests.RequestException):
-            pass
+    # TorchServe prints this once its HTTP and gRPC servers are bound (ModelServer.startAndWait)
+    started = "Model server started."
+    deadline = time.monotonic() + 180  # a guard against a hang, not a speed check
+    while started not in (run_dir / "logs" / "stdout.log").read_text(errors="replace"):
         if time.monotonic() > deadline:
             stop(run_dir)
             raise AssertionError(f"TorchServe did not come up: see {run_dir / 'logs'}")
         time.sleep(0.2)
+    return Served(run_dir, ports)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A model store holding an archive name (its content is never read by these tests)."""
-    try:
-        check_java()
-    except ServerError as exc:
-        pytest.skip(f"needs Java 17: {exc}")
+    require_java("the served-configuration tests")
     d = tmp_path_factory.mktemp("store")
     (d / "charrnn.mar").write_bytes(b"not read")
     return d
@@ -193,9 +184,7 @@ def test_torchserve_listens_on_loopback_only(server):
     assert props["allowed_urls"].startswith("file://") and props["allowed_urls"].endswith("/[^/]*[.]mar")
     grpc = [int(props["grpc_inference_port"]), int(props["grpc_management_port"])]
     assert not {7070, 7071} & set(grpc)
-    deadline = time.monotonic() + 30  # gRPC starts after the HTTP APIs
-    while not all(listening_addresses(port) for port in grpc) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # start_bare returned once TorchServe said it started: every API, gRPC included, is bound
     for port in (served.ports.inference, served.ports.management, served.ports.metrics, *grpc):
         assert listening_addresses(port) == {"127.0.0.1"}, (port, listening_addresses(port))
 

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from export.errors import ArtifactError
+from export.runtime import GENERATE_FILE
 from model.generate import TorchGenerator
 from model.request import make_rows
 from serve.engine import (
+    ONNX_GRAPH,
+    TORCH,
     Engine,
     GenerateRequest,
     Limits,
@@ -27,7 +31,7 @@ from serve.engine import (
     SessionState,
     SessionStore,
 )
-from serve.handler import PHRASES, CharRNNHandler
+from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
 
 NDJSON = "application/x-ndjson"
@@ -174,6 +178,48 @@ def test_the_one_graph_decoder_must_come_from_the_same_export(model_dir, tiny_ar
         make_handler(other)
     handler, _ = make_handler(other, "session")  # the session model does not load it
     assert handler.engine.greedy is None
+
+
+def test_the_decoder_header_names_the_decoder_that_ran(gen, gen_torch, monkeypatch):
+    """X-CharRNN-Decoder on every one-shot answer: onnx-graph exactly when charrnn_generate.onnx
+    decoded the request, torch when the TorchScript loop did (both spied on, request by request);
+    a refused request carries none."""
+    import serve.engine
+
+    handler, ctx = gen
+    ran = []
+    greedy, loop = handler.engine.greedy, serve.engine.decode
+    graph = greedy.decode
+    monkeypatch.setattr(greedy, "decode", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
+    monkeypatch.setattr(serve.engine, "decode", lambda *a, **k: ran.append(TORCH) or loop(*a, **k))
+    cases = [body(prefix="Ma"), body(), body(num=3, max_length=4), body(prefix="A", temperature=0.8, seed=5),
+             body(prefix="B", top_k=1, temperature=1.0, seed=1), body(prefix="C", stream=True)]
+    for raw in cases:
+        ran.clear()
+        r = ctx.run(handler, [raw])[0]
+        assert r.status == 200 and ran == [r.headers[DECODER_HEADER]], (raw, r.headers, ran)
+    ran.clear()
+    batch = ctx.run(handler, cases + [b"not json"])
+    assert [r.headers.get(DECODER_HEADER) for r in batch] == [ONNX_GRAPH] * 3 + [TORCH] * 3 + [None]
+    assert sorted(ran) == [ONNX_GRAPH, TORCH]  # one call per decoder for the whole batch
+    assert [r.headers[DECODER_HEADER] for r in gen_torch[1].run(gen_torch[0], cases)] == [TORCH] * len(cases)
+
+
+def test_a_declared_one_graph_decoder_must_be_in_the_archive(model_dir, tmp_path):
+    """handler.one_graph: true (what serve/archive.py packs it with) and no charrnn_generate.onnx:
+    the worker refuses to start, naming the file, instead of falling back to the TorchScript
+    loop. false serves without it; no declaration (a stand-in context) uses it only if there."""
+    bare = tmp_path / "model"
+    shutil.copytree(model_dir, bare)
+    (bare / GENERATE_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"charrnn.mar: .*declares the one-graph decoder "
+                                            r"\(handler.one_graph: true\) but .*/charrnn_generate.onnx is missing"):
+        make_handler(bare, one_graph=True)
+    assert make_handler(bare, one_graph=False)[0].engine.greedy is None
+    assert make_handler(bare)[0].engine.greedy is None
+    assert make_handler(model_dir, one_graph=True)[0].engine.greedy is not None
+    with pytest.raises(ValueError, match="handler.one_graph must be true or false"):
+        make_handler(model_dir, one_graph="yes")
 
 
 def test_one_bad_request_does_not_fail_the_others(gen):
@@ -540,11 +586,31 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
     assert manifest["model"]["configFile"] == "model-config.yaml"
     assert "batchSize: 8" in config and "maxBatchDelay: 5" in config
+    assert yaml.safe_load(config)["handler"]["one_graph"] is True  # the declaration the worker enforces
+
+
+def test_a_one_graph_archive_is_built_and_checked_whole(tiny_artifacts, tmp_path):
+    """The one-shot config declares the one-graph decoder: a build without it is refused, and an
+    archive missing it is refused at load (listed in checksums.json or not), naming the file."""
+    from serve.archive import build_archives, check_archive
+    from soak.corrupt import mar_without_member
+
+    with pytest.raises(SystemExit, match=r"serve/config/charrnn.yaml declares the one-graph decoder"):
+        build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path / "none")
+    assert not (tmp_path / "none").exists() or not list((tmp_path / "none").glob("*.mar"))
+    mar = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path, models=("charrnn",),
+                         greedy_graph=tiny_artifacts.dir / GENERATE_FILE)[0]
+    assert check_archive(mar)
+    for fix_checksums, needle in ((True, "declares the one-graph decoder"),
+                                  (False, "charrnn_generate.onnx is missing: the archive is damaged")):
+        bad = tmp_path / f"without-{fix_checksums}.mar"
+        mar_without_member(mar, bad, GENERATE_FILE, fix_checksums=fix_checksums)
+        with pytest.raises(ArtifactError, match=needle) as info:
+            check_archive(bad)
+        assert str(bad) in str(info.value)
 
 
 def test_the_session_config_uses_sequence_batching():
-    import yaml
-
     config = yaml.safe_load((Path("serve/config/charrnn_session.yaml")).read_text())
     assert config["sequenceBatching"] and config["continuousBatching"]
     assert config["maxNumSequence"] <= config["maxWorkers"] * config["batchSize"]

@@ -1,12 +1,16 @@
 """Against a real TorchServe: started by the fixture on free loopback ports in a temporary
-directory, with archives built from a tiny freshly trained model, and always stopped.
+directory, with the archives `make archive` builds (python -m serve.archive, the one-graph
+decoder included) from a tiny freshly trained model, and always stopped.
 
-Skipped (with the reason) only when Java 17 is missing.
+Skipped (with the reason) only when Java 17 is missing, and never in CI (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,19 +21,26 @@ import pytest
 import requests
 import torch
 
-from serve.archive import build_archives
+from export.runtime import GENERATE_FILE
 from serve.client import Client, ClientError
-from serve.engine import Engine, GenerateRequest, SessionRequest
+from serve.engine import ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
+from serve.handler import DECODER_HEADER
 from serve.server import (
     Ports,
     ServerError,
-    check_java,
+    _instance_env,
+    _torchserve,
     free_ports,
     is_ready,
     read_keys,
+    render_config,
     start,
     stop,
 )
+from soak.corrupt import mar_without_member
+from tests.conftest import require_java
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SEQUENCE_ID = "ts_request_sequence_id"
 SEQUENCE_END = "ts_request_sequence_end"
@@ -65,16 +76,20 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_artifacts, tmp_path_factory) -> Iterator[Served]:
-    try:
-        check_java()
-    except ServerError as exc:
-        pytest.skip(f"TorchServe integration tests need Java 17: {exc}")
-    root = tmp_path_factory.mktemp("torchserve")
-    store = root / "model_store"
-    build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, store)
+def store(tiny_artifacts, tmp_path_factory) -> Path:
+    """The model store as `make archive` writes it: its command line (Makefile), on the tiny model."""
+    require_java("TorchServe integration tests")
+    store = tmp_path_factory.mktemp("torchserve") / "model_store"
+    subprocess.run([sys.executable, "-m", "serve.archive", "--torchscript", str(tiny_artifacts.torchscript),
+                    "--vocab", str(tiny_artifacts.vocab_json), "--greedy-graph", str(tiny_artifacts.dir / GENERATE_FILE),
+                    "--out", str(store)], cwd=ROOT, check=True, capture_output=True)
+    return store
+
+
+@pytest.fixture(scope="module")
+def served(store, tmp_path_factory) -> Iterator[Served]:
     ports = Ports(*free_ports(3))
-    run_dir = root / "run"
+    run_dir = tmp_path_factory.mktemp("run")
     try:
         start(run_dir, store, ports, timeout=180)
         yield Served(run_dir, ports)
@@ -136,6 +151,22 @@ def test_greedy_and_sampled_requests(served, engine):
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
 
 
+def test_the_shipped_archive_answers_greedy_names_with_the_one_graph_decoder(served, engine):
+    """The default path of `make archive`'s charrnn.mar in a real worker: greedy requests are
+    decoded by charrnn_generate.onnx, sampled and streamed ones by the TorchScript loop, and the
+    response header says which (the body is the same public API either way)."""
+    for fields, decoder in (({"prefix": "Jo"}, ONNX_GRAPH), ({"num": 3, "max_length": 5}, ONNX_GRAPH),
+                            ({"prefix": "Ma", "temperature": 0.7, "seed": 3}, TORCH),
+                            ({"prefix": "Ma", "stream": True}, TORCH)):
+        r = served.post("charrnn", json.dumps(fields).encode())
+        assert r.status_code == 200 and r.headers.get(DECODER_HEADER) == decoder, (fields, r.headers)
+        answer = json.loads(r.text.splitlines()[-1])
+        assert answer["names"] == expected_names(engine, **fields), fields
+        assert set(answer) == ({"names", "done"} if fields.get("stream") else {"names"})
+    r = served.post("charrnn", b'{"num": 0}')
+    assert r.status_code == 400 and DECODER_HEADER not in r.headers
+
+
 def test_50_concurrent_requests_are_all_correct(served, engine):
     letters = "ABCDEFGHIJKLMNOPRSTVYZ"
     reqs = []
@@ -150,13 +181,15 @@ def test_50_concurrent_requests_are_all_correct(served, engine):
     def call(fields):
         r = requests.post(f"{served.inference}/predictions/charrnn", data=json.dumps(fields).encode(),
                           headers={**served.auth(), **JSON}, timeout=60)
-        return r.status_code, r.json()
+        return r.status_code, r.json(), r.headers.get(DECODER_HEADER)
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         answers = list(pool.map(call, reqs))
-    assert all(status == 200 for status, _ in answers), answers
-    got = [body["names"] for _, body in answers]
+    assert all(status == 200 for status, _, _ in answers), answers
+    got = [body["names"] for _, body, _ in answers]
     assert got == [expected_names(engine, **fields) for fields in reqs]
+    # batches mixing both decoders: each request answered by its own
+    assert [decoder for *_, decoder in answers] == [TORCH if f.get("temperature") else ONNX_GRAPH for f in reqs]
 
 
 def session_expected(engine: Engine, sid: str, request: SessionRequest, opens: bool) -> dict:
@@ -264,3 +297,73 @@ def test_the_client_reports_errors(served):
     with pytest.raises(ClientError) as info:
         served.client().generate("A", num=0)
     assert info.value.status == 400 and "'num'" in info.value.message
+
+
+def test_a_worker_refuses_an_archive_that_declares_a_missing_one_graph_decoder(store, tmp_path):
+    """charrnn.mar without charrnn_generate.onnx (and without its checksums.json entry, so only
+    the model config still declares it): the real worker refuses to initialise, with the reason,
+    and start() stops there instead of serving the TorchScript loop in its place."""
+    bad_store = tmp_path / "model_store"
+    bad_store.mkdir()
+    mar_without_member(store / "charrnn.mar", bad_store / "charrnn.mar", GENERATE_FILE, fix_checksums=True)
+    run_dir = tmp_path / "run"
+    try:
+        with pytest.raises(ServerError) as info:
+            # check=False: the worker itself must refuse (start's in-process check would refuse first)
+            start(run_dir, bad_store, Ports(*free_ports(3)), models=("charrnn",), timeout=180, check=False)
+    finally:
+        still_running = stop(run_dir)
+    assert not still_running  # start() stopped it
+    message = str(info.value)
+    assert "a charrnn worker died while loading the model: export.errors.ArtifactError" in message, message
+    assert "declares the one-graph decoder (handler.one_graph: true)" in message
+    assert "charrnn_generate.onnx is missing" in message
+
+
+EXPIRY_MINUTES = 0.1  # token_expiration_min is a float in TorchServe 0.12 (minutes x 60 s): 6 s
+
+
+def start_with_expiring_keys(run_dir: Path, store: Path) -> Served:
+    """`make serve`'s config.properties plus token_expiration_min, serving charrnn.mar. Its keys
+    expire while it starts, so readiness is asked with a management key renewed by the API key
+    (which never expires); the inference key is left to expire."""
+    ports = Ports(*free_ports(3))
+    (run_dir / "logs").mkdir(parents=True)
+    config = run_dir / "config.properties"
+    config.write_text(render_config(store, ports) + f"token_expiration_min={EXPIRY_MINUTES}\n")
+    with open(run_dir / "logs" / "stdout.log", "ab") as log:
+        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(store),
+                        "--models", "charrnn=charrnn.mar"], cwd=run_dir, env=_instance_env(run_dir), stdout=log,
+                       stderr=subprocess.STDOUT, check=True, start_new_session=True)
+    served = Served(run_dir, ports)
+    deadline = time.monotonic() + 180  # a guard against a hang, not a speed check
+    while time.monotonic() < deadline:
+        try:
+            requests.post(f"{served.management}/token", params={"type": "management"},
+                          headers=served.auth("API"), timeout=10)
+            if is_ready(run_dir, ports, "charrnn"):
+                return served
+        except (OSError, ValueError, KeyError, requests.RequestException):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"charrnn not READY: see {run_dir / 'logs'}")
+
+
+def test_the_client_renews_an_expired_inference_key(store, engine, tmp_path):
+    run_dir = tmp_path / "run"
+    try:
+        served = start_with_expiring_keys(run_dir, store)
+        expired = read_keys(run_dir)["inference"]
+        url = f"{served.inference}/predictions/charrnn"
+        deadline = time.monotonic() + 10 * 60 * EXPIRY_MINUTES  # the key expires; not a speed check
+        while (r := requests.post(url, data=b'{"prefix": "A"}', timeout=10,
+                                  headers={"Authorization": f"Bearer {expired}", **JSON})).status_code == 200:
+            assert time.monotonic() < deadline, "the inference key never expired"
+            time.sleep(0.5)
+        assert r.status_code == 400 and "InvalidKeyException" in r.text  # expired: refused as a wrong key
+        client = served.client()
+        assert client.generate("A") == expected_names(engine, prefix="A")  # renewed with the API key, retried
+        renewed = read_keys(run_dir)["inference"]
+        assert renewed != expired and client._key == renewed
+    finally:
+        stop(run_dir)

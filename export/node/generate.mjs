@@ -1,94 +1,73 @@
-// Greedy CharRNN names from charrnn.onnx with onnxruntime-node: no Python, no vocab.json file.
+// CharRNN names from charrnn.onnx with onnxruntime-node: no Python, no vocab.json file.
 //
-//   node generate.mjs --model ../../artifacts/charrnn.onnx L Ma ""   (one name per prefix and line)
+//   node generate.mjs --model ../../artifacts/charrnn.onnx L Ma ""   (one greedy name per prefix and line)
+//   node generate.mjs --model M --num 3 --temperature 0.8 --top-k 5 --seed 7 Ma   (seeded samples)
+//   node generate.mjs --model M --next Ma   (next-character probabilities, one "char<TAB>p" a line)
+//   node generate.mjs --model M --search nbest --num 5 --logprobs Ma   (the 5 most probable names)
 //
-// The same rule as the Python runtime: feed bos_id, then at step t take the prefix's character
-// while t < prefix length, else the argmax of the logits (end token masked at t = 0); stop at
-// eos_id or after --max-length characters.
+// The decoding is web/charrnn.mjs, the module the browser page uses too: the same names as the
+// Python runtime (export.runtime) for the same model, prefix, temperature, top-k and seed.
 import { readFileSync } from "node:fs";
 import ort from "onnxruntime-node";
+import { CharRNN, DEFAULT_MAX_LENGTH } from "../../web/charrnn.mjs";
 
-// onnxruntime-node has no getter for a model's metadata_props, so read them from the protobuf:
-// ModelProto field 14 is metadata_props, a list of {key: field 1, value: field 2} strings.
-function readMetadata(bytes) {
-  const props = {};
-  const walk = (start, end, onField) => {
-    let pos = start;
-    const varint = () => {
-      let value = 0, shift = 1;
-      for (;;) {
-        const byte = bytes[pos++];
-        value += (byte & 0x7f) * shift;
-        if (byte < 0x80) return value;
-        shift *= 128;
-      }
-    };
-    while (pos < end) {
-      const key = varint(), field = Math.floor(key / 8), wire = key % 8;
-      if (wire === 0) varint();
-      else if (wire === 1) pos += 8;
-      else if (wire === 5) pos += 4;
-      else if (wire === 2) { const length = varint(); onField(field, pos, pos + length); pos += length; }
-      else throw new Error(`unsupported protobuf wire type ${wire}`);
+function parseArgs(argv) {
+  const args = { model: "artifacts/charrnn.onnx", generateModel: null, maxLength: DEFAULT_MAX_LENGTH, num: 1,
+    temperature: 0, topK: 0, seed: null, next: false, search: null, logprobs: false, maxExpansions: undefined,
+    prefixes: [] };
+  const number = (flag, value, integer) => {
+    const n = Number(value);
+    if (value === undefined || value === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+      throw new Error(`${flag} needs ${integer ? "an integer" : "a number"}, got ${JSON.stringify(value)}`);
     }
+    return n;
   };
-  const text = (s, e) => new TextDecoder().decode(bytes.subarray(s, e));
-  walk(0, bytes.length, (field, s, e) => {
-    if (field !== 14) return;
-    const entry = {};
-    walk(s, e, (f, s2, e2) => { entry[f] = text(s2, e2); });
-    props[entry[1]] = entry[2];
-  });
-  return props;
-}
-
-function argmax(values, offset, length) {
-  let best = 0;
-  for (let i = 1; i < length; i++) if (values[offset + i] > values[offset + best]) best = i;
-  return best;
-}
-
-async function greedyName(session, vocab, prefix, maxLength) {
-  const index = new Map(vocab.symbols.map((s, i) => [s, i]));
-  const forced = [...prefix.normalize("NFC")].map((ch) => {
-    if (!index.has(ch)) { // special symbols are multi-character: a character never hits one
-      throw new Error(`character not in the vocabulary: ${JSON.stringify(ch)}`);
-    }
-    return index.get(ch);
-  });
-  const [layers, size] = [vocab.num_layers, vocab.hidden_size];
-  let hidden = new ort.Tensor("float32", new Float32Array(layers * size), [layers, 1, size]);
-  let token = vocab.bos_id;
-  const ids = [];
-  for (let t = 0; t < maxLength; t++) {
-    const char = new ort.Tensor("int64", BigInt64Array.from([BigInt(token)]), [1]);
-    const out = await session.run({ char, hidden });
-    const logits = out.logits.data;
-    if (t === 0) logits[vocab.eos_id] = -Infinity; // a name has at least one character
-    token = t < forced.length ? forced[t] : argmax(logits, 0, logits.length);
-    if (token === vocab.eos_id) break;
-    ids.push(token);
-    hidden = out.hidden_out;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--model") args.model = argv[++i];
+    else if (a === "--generate-model") args.generateModel = argv[++i];
+    else if (a === "--max-length") args.maxLength = number(a, argv[++i], true);
+    else if (a === "--num" || a === "-n") args.num = number(a, argv[++i], true);
+    else if (a === "--temperature") args.temperature = number(a, argv[++i], false);
+    else if (a === "--top-k") args.topK = number(a, argv[++i], true);
+    else if (a === "--seed") args.seed = number(a, argv[++i], true);
+    else if (a === "--next") args.next = true;
+    else if (a === "--search") args.search = argv[++i];
+    else if (a === "--logprobs") args.logprobs = true;
+    else if (a === "--max-expansions") args.maxExpansions = number(a, argv[++i], true);
+    else args.prefixes.push(a);
   }
-  return ids.map((i) => vocab.symbols[i]).join("");
+  if (![null, "greedy", "nbest"].includes(args.search)) {
+    throw new Error(`--search must be greedy or nbest, got ${JSON.stringify(args.search)}`);
+  }
+  if (args.search === "nbest" && args.temperature > 0) {
+    throw new Error("--search nbest returns the most probable names: it needs temperature 0");
+  }
+  return args;
 }
 
 async function main(argv) {
-  let model = "artifacts/charrnn.onnx", maxLength = 24;
-  const prefixes = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === "--model") model = argv[++i];
-    else if (argv[i] === "--max-length") maxLength = Number(argv[++i]);
-    else prefixes.push(argv[i]);
-  }
-  const bytes = readFileSync(model);
-  const vocab = JSON.parse(readMetadata(bytes)["vocab.json"] ?? "null");
-  if (!vocab) throw new Error(`${model}: no "vocab.json" in the model metadata`);
-  const session = await ort.InferenceSession.create(bytes, {
-    executionProviders: ["cpu"], intraOpNumThreads: 1, graphOptimizationLevel: "all",
+  const args = parseArgs(argv);
+  const model = await CharRNN.load(ort, readFileSync(args.model), {
+    source: args.model,
+    generateBytes: args.generateModel ? readFileSync(args.generateModel) : null,
+    generateSource: args.generateModel ?? undefined,
+    sessionOptions: { executionProviders: ["cpu"], intraOpNumThreads: 1, graphOptimizationLevel: "all" },
   });
-  for (const prefix of prefixes.length ? prefixes : [""]) {
-    console.log(await greedyName(session, vocab, prefix, maxLength));
+  for (const prefix of args.prefixes.length ? args.prefixes : [""]) {
+    if (args.next) {
+      for (const { char, p } of await model.nextProbabilities(prefix)) console.log(`${char}\t${p}`);
+      continue;
+    }
+    if (args.search === "nbest") {
+      const found = await model.nbest(prefix, { num: args.num, maxLength: args.maxLength, maxExpansions: args.maxExpansions });
+      found.names.forEach((name, i) => console.log(args.logprobs ? `${name}\t${found.logprobs[i].toFixed(6)}` : name));
+      if (!found.complete) console.error(`warning: the search bound (--max-expansions) stopped the search after ${found.names.length} proven names`);
+      continue;
+    }
+    const names = await model.generate(prefix, { num: args.num, maxLength: args.maxLength,
+      temperature: args.temperature, topK: args.topK, seed: args.seed });
+    for (const name of names) console.log(name);
   }
 }
 
