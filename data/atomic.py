@@ -42,7 +42,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, target)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        with signals_deferred():  # a second signal (make forwards SIGTERM) must not skip this
+            tmp_path.unlink(missing_ok=True)
         raise
 
 

@@ -51,7 +51,9 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]
                 if i == 0:
                     pause_point("export-commit")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # held signals: a second SIGTERM (make forwards one to its recipe) must not cut this short
+        with signals_deferred():
+            shutil.rmtree(staging, ignore_errors=True)
     return diffs
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from data.atomic import PAUSE_ENV, signals_deferred
+from data.atomic import PAUSE_ENV, exit_on_sigterm, signals_deferred
 from data.corpus import Entry
 from export.verify import ARTIFACTS, fingerprints
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -114,6 +114,36 @@ def test_a_signal_during_the_export_commit_waits_for_the_whole_set(tiny_artifact
     found, problems = fingerprints(out)
     assert problems == []
     assert found == dict.fromkeys(ARTIFACTS, new)
+    assert leftovers(out) == []
+
+
+def test_a_second_signal_during_the_export_cleanup_does_not_leave_its_staging_folder(tiny_artifacts, tmp_path,
+                                                                                    monkeypatch):
+    """make forwards SIGTERM to its recipe: a command signalled through make's process group gets
+    a second SIGTERM while it cleans up after the first."""
+    import export.__main__ as export_main
+
+    out = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts.dir, out)
+    real_rmtree = shutil.rmtree
+
+    def failed_check(*args):
+        raise RuntimeError("a failed check: the export cleans up")
+
+    def rmtree_meeting_a_signal(path, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(export_main, "export_generate", failed_check)
+    monkeypatch.setattr(export_main.shutil, "rmtree", rmtree_meeting_a_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    exit_on_sigterm()
+    try:
+        with pytest.raises(SystemExit) as exited:  # delivered once the staging folder is gone
+            export_main.export_all(out / "checkpoint.pt", out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exited.value.code == INTERRUPTED[signal.SIGTERM]
     assert leftovers(out) == []
 
 
