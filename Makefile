@@ -49,7 +49,7 @@ SOURCES_DATA  := $(wildcard data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 
-.PHONY: all setup data train export verify generate test lint clean distclean check-java FORCE
+.PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
 
 all: export archive
 
@@ -104,6 +104,21 @@ generate: $(EXPORTS)
 	$(PY) -m model.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
 		$(if $(SEED_GEN),--seed $(SEED_GEN),)
 
+# Bulk generation straight to a file (docs/bulk-generation.md); the same SEED gives the same file on CPU or GPU.
+# make names NUM=1000000 OUT=names.txt [DEVICE=cuda] [TEMPERATURE=1 SEED=7 PREFIX=Ma TOP_K=0] [DISTINCT=1] [WORKERS=2]
+# Uses $(ART)'s export as it is (built first only when missing); TEMPERATURE defaults to 1 here;
+# WORKERS: CPU processes, one core each (default: the usable cores; the file does not depend on it).
+OUT      ?= names.txt
+TOP_K    ?= 0
+DISTINCT ?=
+WORKERS  ?=
+NAMES_ARGS ?=
+names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
+	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' --device $(DEVICE) \
+		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
+		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
+		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
+
 # ---- serving: TorchServe archives, server, GPU check (README.md "Serving") ----
 MODEL_STORE     ?= $(ART)/model_store
 SERVE_DIR       ?= $(ART)/serve
@@ -112,7 +127,7 @@ MANAGEMENT_PORT ?= 8081
 METRICS_PORT    ?= 8082
 SERVE_TIMEOUT   ?= 120
 ARCHIVES        := $(MODEL_STORE)/charrnn.mar $(MODEL_STORE)/charrnn_session.mar
-SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/handler.py serve/checksums.py serve/archive.py $(wildcard serve/config/*.yaml)
+SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/answers.py serve/handler.py serve/checksums.py serve/archive.py $(wildcard serve/config/*.yaml)
 
 .PHONY: archive serve stop gpu-check require-java
 
@@ -204,8 +219,8 @@ EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED)
 
-# make bench [SECTIONS=training,quality,generation,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
-SECTIONS   ?= training,quality,generation,serving
+# make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
+SECTIONS   ?= training,quality,generation,bulk,serving
 BENCH_ARGS ?=
 comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)

@@ -1,6 +1,6 @@
 """`make bench`: training throughput, time to quality, generation and serving, in one run.
 
-Usage: python -m bench [--sections training,quality,generation,serving] [--out-dir artifacts/bench]
+Usage: python -m bench [--sections training,quality,generation,bulk,serving] [--out-dir artifacts/bench]
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
 bench.md into --out-dir. A run of some sections replaces those sections in bench.json and keeps
@@ -21,9 +21,9 @@ from bench.common import machine_info, machine_line
 from bench.presets import PRESET_DIR
 from data.atomic import exit_on_sigterm, write_text_atomic
 
-SECTIONS = ("training", "quality", "generation", "serving")
+SECTIONS = ("training", "quality", "generation", "bulk", "serving")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",
-          "generation": "Generation", "serving": "Serving"}
+          "generation": "Generation", "bulk": "Bulk generation", "serving": "Serving"}
 
 
 class NotWired(RuntimeError):
@@ -71,8 +71,23 @@ def run_generation(args) -> dict:
         from bench import runtime
     except ImportError as exc:
         raise NotWired(f"bench/runtime.py is not there yet ({exc})") from None
+    from bench import nbest
+
     result = runtime.measure(args.art_dir, repeats=args.gen_repeats, batch=args.gen_batch)
-    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)}
+    result["nbest"] = nbest.measure(args.art_dir, repeats=args.nbest_repeats)
+    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)
+            + "\n\n" + nbest.format_table(result["nbest"])}
+
+
+def run_bulk(args) -> dict:
+    # bench/bulk.py: `make names` (model.names) to a file, beside the per-step loop, in one run.
+    from bench import bulk
+
+    if not (Path(args.art_dir) / "charrnn.torchscript.pt").is_file():
+        raise Skipped(f"{args.art_dir}/charrnn.torchscript.pt not found (make export)")
+    result = bulk.measure(args.art_dir, num=args.bulk_num, repeats=args.bulk_repeats, loop_num=args.bulk_loop_num,
+                          workers=args.bulk_workers)
+    return {"data": result, "markdown": bulk.markdown(result)}
 
 
 def run_serving(args) -> dict:
@@ -87,7 +102,7 @@ def run_serving(args) -> dict:
 
 
 RUNNERS = {"training": run_training, "quality": run_quality, "generation": run_generation,
-           "serving": run_serving}
+           "bulk": run_bulk, "serving": run_serving}
 
 
 def render(results: dict) -> str:
@@ -132,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation (bench/runtime.py)")
     g.add_argument("--gen-repeats", type=int, default=20)
     g.add_argument("--gen-batch", type=int, default=256)
+    g.add_argument("--nbest-repeats", type=int, default=3, help="rounds of the n-best latency table (bench/nbest.py)")
+    g = p.add_argument_group("bulk generation (bench/bulk.py)")
+    g.add_argument("--bulk-num", type=int, default=200_000, help="names per bulk run")
+    g.add_argument("--bulk-repeats", type=int, default=3)
+    g.add_argument("--bulk-loop-num", type=int, default=20_000, help="names per run of the per-step loop")
+    g.add_argument("--bulk-workers", type=int, default=None, help="processes of the parallel figure (default: usable cores)")
     g = p.add_argument_group("serving (bench/serving.py)")
     g.add_argument("--serving-model-store", default=None, help="archives to serve (default: ART_DIR/model_store)")
     g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")

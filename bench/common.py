@@ -70,3 +70,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def describe(config: dict) -> str:
+    """A training configuration (TrainConfig as a dict) in one line, for report tables."""
+    schedule = ("cosine" if config["lr_schedule"] == "cosine"
+                else "constant" if config["lr_decay"] == 1.0 else f"×{config['lr_decay']}/epoch")
+    layers = f"{config['num_layers']}×" if config["num_layers"] > 1 else ""
+    threads = f", {config['threads']} thread(s)" if config.get("threads") else ""
+    pools = f", length pools of {config['length_pool']}" if config.get("length_pool", 0) > 1 else ""
+    return (f"{config['cell'].upper()} {layers}{config['hidden_size']}, batch {config['batch_size']}, "
+            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}{pools}{threads}")

@@ -110,8 +110,7 @@ def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threa
 
 
 def markdown(result: dict) -> str:
-    from bench.common import fmt, table
-    from bench.sweep import describe
+    from bench.common import describe, fmt, table
 
     milestones = result["milestones"]
     rows, notes = [], []

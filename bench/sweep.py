@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import machine_info, machine_line, table
+from bench.common import describe, machine_info, machine_line, table
 from bench.quality import bigram_baseline, time_to_quality
 from data.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import read_corpus
@@ -69,16 +69,6 @@ def run_sweep(entries, base: TrainConfig, configs: dict[str, dict], milestones: 
         finals = ", ".join(f"{m}s {r['val_nll']:.4f}" for m, r in result["milestones"].items())
         log(f"{name}: {finals} ({result['parameters']:,} parameters, {time.perf_counter() - started:.0f} s)")
     return rows
-
-
-def describe(config: dict) -> str:
-    schedule = ("cosine" if config["lr_schedule"] == "cosine"
-                else "constant" if config["lr_decay"] == 1.0 else f"×{config['lr_decay']}/epoch")
-    layers = f"{config['num_layers']}×" if config["num_layers"] > 1 else ""
-    threads = f", {config['threads']} thread(s)" if config.get("threads") else ""
-    pools = f", length pools of {config['length_pool']}" if config.get("length_pool", 0) > 1 else ""
-    return (f"{config['cell'].upper()} {layers}{config['hidden_size']}, batch {config['batch_size']}, "
-            f"lr {config['lr']:g} {schedule}, counts {config['count_weighting']}{pools}{threads}")
 
 
 def markdown(result: dict) -> str:

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     path = write_report(rep, out_dir, command=command.strip())
     mv, bv = rep["likelihood"]["model"]["val"], rep["likelihood"]["bigram"]["val"]
     nov = rep["samples"]["novelty"]
-    print(f"validation NLL {mv['nats_per_symbol']:.4f} nats/symbol ({mv['bits_per_char']:.3f} bits/char); "
+    mp = rep["likelihood"]["model"]["val_per_person"]
+    print(f"validation NLL {mv['nats_per_symbol']:.4f} nats/symbol ({mv['bits_per_char']:.3f} bits/char) per name, "
+          f"{mp['nats_per_symbol']:.4f} per person (count-weighted); "
           f"bigram {bv['nats_per_symbol']:.4f} ({bv['bits_per_char']:.3f}); samples: "
           f"{nov['train_share']:.1%} training copies, {nov['val_share']:.1%} validation copies, "
           f"{nov['new_share']:.1%} new; wrote {path}")

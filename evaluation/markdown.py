@@ -21,6 +21,17 @@ def _nll_row(label: str, r: dict) -> list:
             f"{r['bits_per_name']:.2f}"]
 
 
+def _per_person_note(lik: dict) -> list[str]:
+    if "val_per_person" not in lik["model"]:
+        return []
+    mp = lik["model"]["val_per_person"]
+    return [(f"Per person: each validation name weighted by its corpus count ({mp['people']:,} people carry "
+             f"the {mp['names']:,} validation names), so a name counts as often as it is met; per name (the "
+             "rows above), every spelling counts once. A model that is good per name but poor per person "
+             "spreads its probability over rare spellings: its most probable names (n-best) read unlike "
+             "the names people have."), ""]
+
+
 def render(rep: dict, *, generated: str, command: str) -> str:
     m, c, t, s = rep["model"], rep["corpus"], rep["training"], rep["samples"]
     lik, nov = rep["likelihood"], s["novelty"]
@@ -50,8 +61,11 @@ def render(rep: dict, *, generated: str, command: str) -> str:
         table(["model, split", "nats/symbol", "bits/symbol", "bits/character", "bits/name"], [
             _nll_row("CharRNN, validation", mv), _nll_row("bigram, validation", bv),
             _nll_row("CharRNN, training", lik["model"]["train"]),
-            _nll_row("bigram, training", lik["bigram"]["train"])]),
+            _nll_row("bigram, training", lik["bigram"]["train"]),
+            *[_nll_row(f"{label}, validation per person", lik[key]["val_per_person"])
+              for key, label in (("model", "CharRNN"), ("bigram", "bigram")) if "val_per_person" in lik[key]]]),
         "",
+        *_per_person_note(lik),
         (f"A symbol is a character or the end token (`{BOUNDARY}`), so nats/symbol is the training loss "
         f"(mean over {mv['symbols']:,} validation symbols in {mv['names']:,} names, each distinct name "
         "once). bits/character is a name's whole cost, end token included, divided by its characters."),

@@ -17,12 +17,12 @@ import torch
 
 from data.corpus import Entry, read_corpus, split
 from data.vocab import Vocab, VocabError
-from evaluation.bigram import ALPHA_GRID, Bigram, choose_alpha
+from evaluation.bigram import ALPHA_GRID, Bigram, choose_alpha, transitions
 from model.charrnn import CharRNN
 from model.checkpoint import load_checkpoint
 from model.decode import decode
 from model.request import DEFAULT_MAX_LENGTH, make_rows
-from model.train import encode_names, evaluate, sampling_weights
+from model.train import IGNORE, encode_names, evaluate, sampling_weights
 
 LN2 = math.log(2)
 
@@ -95,6 +95,39 @@ def bigram_nll(bigram: Bigram, vocab: Vocab, names: Sequence[str]) -> dict:
     return nll_figures(total, symbols, len(names))
 
 
+@torch.no_grad()
+def model_nats_per_name(model: CharRNN, vocab: Vocab, names: Sequence[str], batch_size: int = 1024) -> list[float]:
+    """Each name's whole NLL in nats (its characters and the end token)."""
+    data = encode_names(list(names), vocab)
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(names), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(names)))
+        width = int(data.lengths[index].max())
+        logits, _ = model.forward_sequence(data.inputs[index, :width])
+        targets = data.targets[index, :width]
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
+                                                 reduction="none")
+        out += loss.double().sum(dim=1).tolist()
+    return out
+
+
+def bigram_nats_per_name(bigram: Bigram, vocab: Vocab, names: Sequence[str]) -> list[float]:
+    logp = bigram.log_probs()
+    return [-float(sum(logp[a, b] for a, b in transitions(name, vocab))) for name in names]
+
+
+def person_nll(nats: Sequence[float], names: Sequence[str], counts: Sequence[int]) -> dict:
+    """NLL per person: each name weighted by how many people carry it (the corpus count), so a
+    common name counts as often as it is met; the per-name figures weigh every spelling once."""
+    weight = [float(c) for c in counts]
+    total = sum(w * n for w, n in zip(weight, nats))
+    symbols = sum(w * (len(name) + 1) for w, name in zip(weight, names))
+    out = nll_figures(total, symbols, sum(weight))
+    out["symbols"], out["names"], out["people"] = sum(len(n) + 1 for n in names), len(names), int(sum(weight))
+    return out
+
+
 def generate(model: CharRNN, vocab: Vocab, rows) -> list[str]:
     ids = decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                  hidden_shape=(model.num_layers, model.hidden_size))
@@ -154,6 +187,10 @@ def build_report(inputs: Inputs, num_samples: int = 1000, seed: int = 0, tempera
         "model": {"val": model_nll(model, vocab, val_names), "train": model_nll(model, vocab, train_names)},
         "bigram": {"val": bigram_nll(bigram, vocab, val_names), "train": bigram_nll(bigram, vocab, train_names)},
     }
+    counts = [e.count for e in inputs.val]
+    likelihood["model"]["val_per_person"] = person_nll(model_nats_per_name(model, vocab, val_names), val_names, counts)
+    likelihood["bigram"]["val_per_person"] = person_nll(bigram_nats_per_name(bigram, vocab, val_names), val_names,
+                                                        counts)
 
     samples = sample_names(model, vocab, num_samples, seed, temperature)
     names = [e.name for e in inputs.entries]

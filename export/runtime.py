@@ -9,7 +9,10 @@ charrnn_generate.onnx (export.generate_graph) runs the whole greedy loop in one 
 give it to NameGenerator (or --generate-model) and greedy batches use it, sampling keeps the
 step loop.
 
-CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5
+The n-best search and the names' log-probabilities come from the one torch-free search
+(model.nbest) over the ONNX step: `NameGenerator.nbest`, `NameGenerator.logprobs`.
+
+CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5 [--logprobs]
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import argparse
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:  # imported where a session is made: GENERATE_FILE and the Chooser need no ORT
+    import onnxruntime as ort  # (the handler imports this module on GPU machines without it)
 
 from data.vocab import Vocab, VocabError
 from export import integrity, manifest
 from export.errors import ArtifactError
+from model import nbest
 from model.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
-from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from model.request import DEFAULT_MAX_LENGTH, Row
 
 INPUTS = ("char", "hidden")
 OUTPUTS = ("logits", "hidden_out")
@@ -43,6 +50,8 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     spinning fights the first for a core at large batches. The exported graphs are already plain
     ops, so the optimisation level matters little; ORT_ENABLE_ALL costs only load time. For more
     cores, run one session per core (threads=1 each) rather than threads > 1."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -86,6 +95,8 @@ class _OnnxModel:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<onnx>", threads: int = 1):
         """Load from the file's bytes; its sealed content checksum (export.integrity) must match."""
+        import onnxruntime as ort
+
         try:
             session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
@@ -275,13 +286,41 @@ class NameGenerator:
         return [self.vocab.decode(i) for i in ids]
 
     def generate(self, prefixes: str | Sequence[str] = "", *, num: int = 1, max_length: int = DEFAULT_MAX_LENGTH,
-                 temperature: float = 0.0, top_k: int = 0, seed: int | None = None) -> list[str]:
-        """`num` names for each prefix, all decoded as one batch."""
+                 temperature: float = 0.0, top_k: int = 0, seed: int | None = None,
+                 search: str | None = None) -> list[str]:
+        """`num` names for each prefix, all decoded as one batch; with temperature 0 and num > 1
+        (or search="nbest") the `num` most probable distinct names per prefix, best first
+        (fewer when fewer exist or the search's bound stops it: see `ranked`)."""
+        return [name for names, _, _ in self.ranked(prefixes, num=num, max_length=max_length, temperature=temperature,
+                                                    top_k=top_k, seed=seed, search=search, scores=False)
+                for name in names]
+
+    def ranked(self, prefixes: str | Sequence[str] = "", *, num: int = 1, max_length: int = DEFAULT_MAX_LENGTH,
+               temperature: float = 0.0, top_k: int = 0, seed: int | None = None, search: str | None = None,
+               max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS,
+               scores: bool = True) -> list[tuple[list[str], list[float], bool]]:
+        """Per prefix: (names, their log-probabilities (model.nbest; empty when not `scores`),
+        complete). `complete` is False only when an n-best search hit `max_expansions`."""
         if isinstance(prefixes, str):
             prefixes = [prefixes]
-        rows = [row for p in prefixes for row in make_rows(self.vocab, p, num=num, max_length=max_length,
-                                                           temperature=temperature, top_k=top_k, seed=seed)]
-        return self.generate_rows(rows)
+        return nbest.ranked(self, prefixes, num=num, max_length=max_length, temperature=temperature, top_k=top_k,
+                            seed=seed, search=search, max_expansions=max_expansions, scores=scores)
+
+    def nbest(self, prefix: str = "", *, num: int = 5, max_length: int = DEFAULT_MAX_LENGTH,
+              max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS) -> nbest.NBest:
+        """The `num` most probable distinct names starting with `prefix` (model.nbest.search)."""
+        ids = self.vocab.encode(unicodedata.normalize("NFC", prefix))
+        return nbest.search(self._stepper, ids, num, max_length=max_length, bos_id=self.vocab.bos_id,
+                            eos_id=self.vocab.eos_id, max_expansions=max_expansions)
+
+    def logprobs(self, names: Sequence[str]) -> list[float]:
+        """Natural-log probability of each whole name under the model (model.nbest.score)."""
+        return nbest.score(self._stepper, [self.vocab.encode(n) for n in names],
+                           bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id)
+
+    @property
+    def _stepper(self) -> nbest.NumpyStepper:
+        return nbest.NumpyStepper(self.step, self.step.hidden_shape)
 
 
     # ---- type-ahead (twin: web/charrnn.mjs, the page and the Node.js example) ----
@@ -334,14 +373,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
+    nbest.add_search_arguments(p)
     args = p.parse_args(argv)
     try:
         gen = NameGenerator(args.model, generate_model=args.generate_model)
-        names = gen.generate(args.prefix or [""], num=args.num, max_length=args.max_length,
-                             temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+        ranked = gen.ranked(args.prefix or [""], num=args.num, max_length=args.max_length, temperature=args.temperature,
+                            top_k=args.top_k, seed=args.seed, search=args.search,
+                            max_expansions=args.max_expansions, scores=args.logprobs)
     except (ArtifactError, VocabError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    print("\n".join(names))
+    nbest.print_ranked(ranked, args.logprobs)
 
 
 if __name__ == "__main__":

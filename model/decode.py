@@ -66,9 +66,7 @@ class Chooser:
     def _noise(self, step: int) -> torch.Tensor:
         """log(-log(u)) for `step`, u the uniform draw of (row seed, step, symbol) (model.noise)."""
         if not self.noise_from <= step < self.noise_from + len(self.noise):
-            steps = torch.arange(step, step + NOISE_CHUNK, device=self.seed_hash.device).view(-1, 1, 1)
-            bits = seeded_bits(self.seed_hash.unsqueeze(0), steps, self.symbols)
-            self.noise = torch.log(-torch.log(to_unit_interval(bits.to(self.dtype))))
+            self.noise = gumbel_noise(self.seed_hash, step, NOISE_CHUNK, self.symbols, self.dtype)
             self.noise_from = step
         return self.noise[step - self.noise_from]
 
@@ -77,14 +75,30 @@ class Chooser:
             return logits.argmax(dim=1)
         if step == 0:
             self._start(logits.shape[1], logits.dtype)
-        scaled = logits / self.divisor
-        if self.kth_index is not None:
-            kth = scaled.sort(dim=1, descending=True).values.gather(1, self.kth_index)
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        sampled = (scaled - self._noise(step)).argmax(dim=1)
-        if self.greedy_rows is None:
-            return sampled
-        return torch.where(self.greedy_rows, logits.argmax(dim=1), sampled)
+        return pick(logits, self.divisor, self.kth_index, self._noise(step), self.greedy_rows)
+
+
+def gumbel_noise(seed_hash: torch.Tensor, first_step: int, steps: int, symbols: torch.Tensor,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """log(-log(u)) [steps, B, V] for decoding steps first_step.. of rows with hashed seeds
+    seed_hash [B, 1] (symbols: arange(V) as [1, 1, V]); u is model.noise's uniform draw."""
+    at = torch.arange(first_step, first_step + steps, device=seed_hash.device).view(-1, 1, 1)
+    bits = seeded_bits(seed_hash.unsqueeze(0), at, symbols)
+    return to_unit_interval(bits.to(dtype)).log_().neg_().log_()  # in place: the same values, less memory traffic
+
+
+def pick(logits: torch.Tensor, divisor: torch.Tensor, kth_index: torch.Tensor | None, noise: torch.Tensor,
+         greedy_rows: torch.Tensor | None) -> torch.Tensor:
+    """One step's symbols: Gumbel-max over the temperature-scaled (divisor [B, 1]), top-k
+    restricted (kth_index [B, 1], None: no row restricts) logits; argmax for greedy_rows [B]."""
+    scaled = logits / divisor
+    if kth_index is not None:
+        kth = scaled.sort(dim=1, descending=True).values.gather(1, kth_index)
+        scaled.masked_fill_(scaled < kth, float("-inf"))
+    sampled = scaled.sub_(noise).argmax(dim=1)  # scaled is this function's own tensor
+    if greedy_rows is None:
+        return sampled
+    return torch.where(greedy_rows, logits.argmax(dim=1), sampled)
 
 
 @torch.inference_mode()

@@ -6,15 +6,18 @@ Usage: python -m model.generate --backend onnx --prefix L -n 3 [--temperature 0.
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from collections.abc import Sequence
 
 import torch
 
 from data.vocab import Vocab, VocabError
 from export.errors import ArtifactError
+from model import nbest
 from model.checkpoint import CheckpointError
 from model.decode import decode
-from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from model.nbest_torch import TorchStepper
+from model.request import DEFAULT_MAX_LENGTH, Row
 
 BACKENDS = ("eager", "torchscript", "onnx")
 DEFAULT_PATHS = {"eager": "artifacts/checkpoint.pt", "torchscript": "artifacts/charrnn.torchscript.pt",
@@ -46,6 +49,22 @@ class TorchGenerator:
                      hidden_shape=self.hidden_shape, device=self.device)
         return [self.vocab.decode(i) for i in ids]
 
+    @property
+    def _stepper(self) -> TorchStepper:
+        return TorchStepper(self.step, self.hidden_shape, self.device)
+
+    def nbest(self, prefix: str = "", *, num: int = 5, max_length: int = DEFAULT_MAX_LENGTH,
+              max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS) -> nbest.NBest:
+        """The `num` most probable distinct names starting with `prefix` (model.nbest.search)."""
+        return nbest.search(self._stepper, self.vocab.encode(unicodedata.normalize("NFC", prefix)), num,
+                            max_length=max_length, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id,
+                            max_expansions=max_expansions)
+
+    def logprobs(self, names: Sequence[str]) -> list[float]:
+        """Natural-log probability of each whole name under the model (model.nbest.score)."""
+        return nbest.score(self._stepper, [self.vocab.encode(n) for n in names],
+                           bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id)
+
 
 def load_generator(backend: str, path: str | None = None, device: str = "cpu"):
     """A generator with `.vocab` and `.generate_rows(rows)` for `backend`."""
@@ -72,17 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch backends only: cpu or cuda")
+    nbest.add_search_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # one name at a time: threads only add hand-off latency
     try:
         gen = load_generator(args.backend, args.model, args.device)
-        rows = [row for prefix in (args.prefix or [""]) for row in make_rows(
-            gen.vocab, prefix, num=args.num, max_length=args.max_length,
-            temperature=args.temperature, top_k=args.top_k, seed=args.seed)]
-        names = gen.generate_rows(rows)
+        answers = nbest.ranked(gen, args.prefix or [""], num=args.num, max_length=args.max_length,
+                         temperature=args.temperature, top_k=args.top_k, seed=args.seed, search=args.search,
+                         max_expansions=args.max_expansions, scores=args.logprobs)
     except (CheckpointError, ArtifactError, VocabError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    print("\n".join(names))
+    nbest.print_ranked(answers, args.logprobs)
 
 
 if __name__ == "__main__":

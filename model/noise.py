@@ -18,18 +18,31 @@ NOISE_CHUNK = 8
 
 
 def mix32(x):
-    """A 32-bit integer finaliser (multipliers kept below 2**31 so products fit in int64)."""
+    """A 32-bit integer finaliser (multipliers kept below 2**31 so products fit in int64).
+
+    The first line makes a new array (never the caller's); the rest update it in place, which on
+    numpy and torch saves an allocation and a pass over memory per operator (a sampling batch's
+    noise is rows x symbols of these); on Python ints the augmented operators just rebind."""
     x = x & MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x5BD1E995) & MASK32
-    return x ^ (x >> 16)
+    x ^= x >> 16
+    x *= 0x7FEB352D
+    x &= MASK32
+    x ^= x >> 15
+    x *= 0x5BD1E995
+    x &= MASK32
+    x ^= x >> 16
+    return x
 
 
 def row_seed(seed: int, index: int) -> int:
     """Seed of the `index`-th name of a request seeded with `seed` (0 <= seed < 2**32)."""
-    return int(mix32(seed ^ mix32(index * 0x9E3779B1 + 0x632BE5AB)))
+    return int(row_seeds(seed, index))
+
+
+def row_seeds(seed, index):
+    """row_seed for an int64 array/tensor of indices (0 <= index < 2**31) at once: a million
+    names' seeds without a Python loop over them (model.batch, bulk generation)."""
+    return mix32(seed ^ mix32(index * 0x9E3779B1 + 0x632BE5AB))
 
 
 def uniform_bits(row_seeds, step, symbols):

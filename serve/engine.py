@@ -14,37 +14,55 @@ in-process, and another server could host it later.
   call (each request's `num` names become rows via `model.request.make_rows`, with their own
   prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
   never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+- `answer` is `generate` with each name's log-probability; requests with temperature 0 and
+  num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
+  model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (an LRU with idle expiry),
   feeds the newly typed characters and returns the next-character distribution and the greedy
-  completion, again in one `decode` call per batch (continuing from decode's `Start`).
+  completion, again in one `decode` call per batch (continuing from decode's `Start`), and the
+  top whole-name completions from the n-best search.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from data.vocab import Vocab, VocabError
 from export import manifest
 from export.errors import ArtifactError
-from export.runtime import OnnxGreedy
 from export.torchscript import load_torchscript
+from model import nbest
+from model.batch import NameText, RowBatch
+from model.chunked import MODES, ChunkedDecoder
 from model.decode import Start, decode
+from model.nbest_torch import TorchStepper
 from model.noise import MAX_SEED
 from model.request import DEFAULT_MAX_LENGTH, Row, make_rows
+from serve import answers
+from serve.answers import Answer
+
+if TYPE_CHECKING:  # imported when used: numpy and ONNX Runtime are not needed on a GPU
+    from export.runtime import OnnxGreedy
 
 NDJSON = "application/x-ndjson"
+# batch sizes the GPU decoder captures at load (model.chunked): up to 64 requests of 64 names
+ENGINE_BUCKETS = (1, 8, 64, 256, 1024, 4096)
 # the decoders a one-shot request can be answered by (Engine.decoder)
 ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
 TORCH = "torch"  # model.decode.decode over the TorchScript step
+TORCH_CHUNKED = "torch-chunked"  # model.chunked over the TorchScript step (CUDA graphs on a GPU)
+NBEST = "nbest"  # the n-best search (model.nbest) over the TorchScript step
 
 
 class RequestError(ValueError):
@@ -68,6 +86,10 @@ class Limits:
     max_temperature: float = 10.0
     max_candidates: int = 20  # next-character candidates per session answer
     max_body_bytes: int = 16384  # a raw body larger than this is refused with 413
+    max_nbest: int = 32  # names per n-best request (temperature 0, num > 1, or search "nbest")
+    max_completions: int = 10  # top completions per session answer
+    max_expansions: int = nbest.DEFAULT_MAX_EXPANSIONS  # n-best bound: prefixes expanded per search
+    nbest_width: int = nbest.DEFAULT_WIDTH  # frontier prefixes expanded per step call
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> Limits:
@@ -88,6 +110,7 @@ class GenerateRequest:
     top_k: int = 0  # 0 = all symbols
     seed: int | None = None  # None: a fresh seed per request (sampling only)
     stream: bool = False
+    search: str | None = None  # "nbest" | "greedy"; None: model.nbest.choose_search decides
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,7 @@ class SessionRequest:
     top_k: int = 5  # next-character candidates to return
     max_length: int = DEFAULT_MAX_LENGTH  # length cap of the greedy completion
     close: bool = False
+    completions: int = 3  # the most probable whole names to add (model.nbest), 0 = none
 
 
 GENERATE_FIELDS = frozenset(f.name for f in fields(GenerateRequest))
@@ -328,11 +352,14 @@ class _Recorder:
 
 
 class Engine:
-    """Validates requests and decodes them in batches with `model.decode.decode` on `device`."""
+    """Validates requests and decodes them in batches with `model.decode.decode` on `device`
+    (`model.chunked.ChunkedDecoder` on a GPU)."""
+
+    CHUNKED_ON_CPU = False  # tests: run the GPU's decoding path (capture off) on CPU by default
 
     def __init__(self, step, vocab: Vocab, hidden_shape: tuple[int, int], *, device: str | torch.device = "cpu",
                  limits: Limits | None = None, sessions: SessionStore | None = None,
-                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None):
+                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None, chunked: bool | None = None):
         self.step, self.vocab, self.hidden_shape = step, vocab, tuple(hidden_shape)
         self.greedy = greedy  # charrnn_generate.onnx: greedy one-shot names in one ORT run
         self.device = torch.device(device)
@@ -347,11 +374,21 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
+        # model.chunked: on a GPU (default), one-shot names, streams and session waves replay
+        # captured chunks of steps; on CPU the per-step loop stays unless chunked=True (tests)
+        self.chunked: ChunkedDecoder | None = None
+        if (self.device.type == "cuda" or self.CHUNKED_ON_CPU) if chunked is None else chunked:
+            self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                                          hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,
+                                          max_steps=self.limits.max_prefix + self.limits.max_length,
+                                          max_prefix=self.limits.max_prefix)
+            self._name_text = NameText(vocab)
 
     @classmethod
     def from_artifacts(cls, torchscript: str | Path, vocab_json: str | Path | None = None, *,
                        device: str | torch.device = "cpu", limits: Limits | None = None,
-                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None) -> Engine:
+                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None,
+                       chunked: bool | None = None) -> Engine:
         """Load the TorchScript step. With `vocab_json` (the copy shipped beside it, e.g. in the
         .mar), refuse to start unless it matches the vocabulary inside the TorchScript file.
 
@@ -364,10 +401,13 @@ class Engine:
             check_vocab_file(vocab_json, vocab, meta, torchscript)
         greedy = None
         if greedy_graph is not None and torch.device(device).type == "cpu":
+            from export.runtime import OnnxGreedy
+
             greedy = OnnxGreedy.from_path(greedy_graph, threads=max(1, torch.get_num_threads()))
             greedy.require_export(meta.get("fingerprint"), vocab.symbols, str(torchscript))
         return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device=device,
-                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy)
+                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy,
+                   chunked=chunked)
 
     # ------------------------------------------------------------ one-shot requests
 
@@ -392,11 +432,12 @@ class Engine:
         _check_fields(body, GENERATE_FIELDS)
         lim = self.limits
         prefix = self._text(body, "prefix") if "prefix" in body else ""
-        max_length = _int(body, "max_length", DEFAULT_MAX_LENGTH, 1, lim.max_length)
+        # a default never exceeds an operator's smaller cap: the cap is the promise
+        max_length = _int(body, "max_length", min(DEFAULT_MAX_LENGTH, lim.max_length), 1, lim.max_length)
         if max_length < len(prefix):
             raise RequestError(f"'max_length' ({max_length}) is shorter than the prefix "
                                f"({len(prefix)} characters)")
-        return GenerateRequest(
+        request = GenerateRequest(
             prefix=prefix,
             max_length=max_length,
             num=_int(body, "num", 1, 1, lim.max_num),
@@ -404,12 +445,38 @@ class Engine:
             top_k=_int(body, "top_k", 0, 0, self._max_top_k),
             seed=_int(body, "seed", None, 0, MAX_SEED, nullable=True),
             stream=_bool(body, "stream", False),
+            search=_search(body),
         )
+        if _search_of(request) == "nbest" and request.num > lim.max_nbest:
+            raise RequestError(f"'num' must be at most {lim.max_nbest} for the n-best search (temperature 0 "
+                               f"and num > 1, or search 'nbest'), got {request.num}; sample with a "
+                               "temperature above 0 for more names")
+        return request
 
     def generate(self, requests: Sequence[GenerateRequest],
                  on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None) -> list[list[str]]:
-        """Names per request. With the one-graph decoder (`greedy`), the greedy requests that do
-        not stream are decoded in one run of it; all other requests in one `decode` call.
+        """Names per request (`answer` without the log-probabilities)."""
+        return [a.names for a in self.answer(requests, on_chars, scores=False)]
+
+    def answer(self, requests: Sequence[GenerateRequest],
+               on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
+               scores: bool = True) -> list[Answer]:
+        """Names and their log-probabilities per request: the n-best requests by the search
+        (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
+        searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
+        names = self._decode_names(requests, on_chars, skip=set(searched))
+        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
+        found = dict(zip(searched, answers.searched_answers(
+            stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
+            max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
+        flat = [n for i, got in enumerate(names) if i not in found for n in got]
+        logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
+        return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
+                for i, got in enumerate(names)]
+
+    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
+        """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
+        requests that do not stream are decoded in one run of it; all other requests in one `decode` call.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
@@ -418,7 +485,7 @@ class Engine:
         names: list[list[str]] = [[] for _ in requests]
         by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
-            indices = [i for i, g in enumerate(by_graph) if g == graph]
+            indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
                 for i, got in zip(indices, self._decode_requests([requests[i] for i in indices], indices,
                                                                  graph, on_chars)):
@@ -427,11 +494,18 @@ class Engine:
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
-        reports it per response): ONNX_GRAPH or TORCH."""
-        return ONNX_GRAPH if self.greedy is not None and request.temperature == 0 and not request.stream else TORCH
+        reports it per response): NBEST, ONNX_GRAPH, TORCH, or TORCH_CHUNKED where the engine
+        runs model.chunked (on a GPU)."""
+        if _search_of(request) == "nbest":
+            return NBEST
+        if self.greedy is not None and request.temperature == 0 and not request.stream:
+            return ONNX_GRAPH
+        return TORCH_CHUNKED if self.chunked is not None else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars) -> list[list[str]]:
+        if not graph and self.chunked is not None:
+            return self._decode_chunked(requests, indices, on_chars)
         rows: list[Row] = []
         spans: list[tuple[int, int]] = []
         for r in requests:
@@ -450,6 +524,24 @@ class Engine:
                          hidden_shape=self.hidden_shape, device=self.device, on_step=on_step)
         names = [self.vocab.decode(row) for row in ids]
         return [names[s:s + n] for s, n in spans]
+
+    def _decode_chunked(self, requests: Sequence[GenerateRequest], indices: list[int], on_chars) -> list[list[str]]:
+        """_decode_requests on model.chunked: the rows built per request, not per row, and the
+        names turned into text in one go (model.batch); the same names as `decode` gives."""
+        seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
+        batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
+                                     [r.max_length for r in requests], [r.temperature for r in requests],
+                                     [r.top_k for r in requests], seeds)
+        starts = [0]
+        for r in requests:
+            starts.append(starts[-1] + r.num)
+        on_step = None
+        if on_chars is not None:
+            streamed = [(indices[j], starts[j], r.num) for j, r in enumerate(requests) if r.stream]
+            if streamed:
+                on_step = self._streamer(streamed, on_chars)
+        names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
+        return [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
 
     def _streamer(self, streamed, on_chars):
         symbols = self._symbols
@@ -477,9 +569,11 @@ class Engine:
         return SessionRequest(
             text=self._text(body, "text") if "text" in body else None,
             append=self._text(body, "append") if "append" in body else None,
-            top_k=_int(body, "top_k", 5, 0, self._max_candidates),
-            max_length=_int(body, "max_length", DEFAULT_MAX_LENGTH, 1, self.limits.max_length),
+            top_k=_int(body, "top_k", min(5, self._max_candidates), 0, self._max_candidates),
+            max_length=_int(body, "max_length", min(DEFAULT_MAX_LENGTH, self.limits.max_length), 1,
+                            self.limits.max_length),
             close=close,
+            completions=_int(body, "completions", 3, 0, self.limits.max_completions),
         )
 
     def session(self, items: Sequence[tuple[str, SessionRequest, bool]]) -> list[dict | RequestError]:
@@ -558,21 +652,26 @@ class Engine:
         # the step after the last typed character, whose logits we need, always runs)
         rows = [Row(tuple(fed), len(fed) + max(1, req.max_length - len(text)))
                 for _, _, req, _, text, fed in jobs]
-        recorder = _Recorder(self.step)
-        ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                     hidden_shape=self.hidden_shape, device=device, start=start)
+        if self.chunked is not None:  # captured chunks on a GPU; the recording is static buffers
+            lengths = [s.length if s is not None else 0 for _, _, _, s, _, _ in jobs]
+            out = self.chunked.run(RowBatch.from_rows(rows, lengths), start=start, record=True)
+            ids, recorded_logits, recorded_hidden = self.chunked.id_lists(out.ids, rows), out.logits, out.hidden
+        else:
+            recorder = _Recorder(self.step)
+            ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                         hidden_shape=self.hidden_shape, device=device, start=start)
+            recorded_logits, recorded_hidden = torch.stack(recorder.logits), torch.stack(recorder.hidden)
 
         fed_count = torch.tensor([len(fed) for *_, fed in jobs], dtype=torch.long, device=device)
         rows_index = torch.arange(batch, device=device)
-        logits = torch.stack(recorder.logits)[fed_count, rows_index]  # [B, V] after the whole text
+        logits = recorded_logits[fed_count, rows_index]  # [B, V] after the whole text
         empty = torch.tensor([not text for *_, text, _ in jobs], device=device)
         eos = torch.arange(logits.shape[1], device=device) == vocab.eos_id
         logits = logits.masked_fill(empty.unsqueeze(1) & eos.unsqueeze(0), float("-inf"))
         k = max(req.top_k for _, _, req, _, _, _ in jobs)
         top = torch.softmax(logits, dim=1).topk(k, dim=1) if k else None
         # hidden after feeding all but the last new character: stays on the device
-        recorded = torch.stack(recorder.hidden)  # [T, L, B, H]
-        after = recorded[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H]
+        after = recorded_hidden[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H] ([T, L, B, H] recorded)
         after = torch.where((fed_count == 0).view(batch, 1, 1), base_hidden, after)
         if top is not None:  # one copy to the host for probabilities and symbols together
             top_host = torch.cat([top.values, top.indices.to(top.values.dtype)], dim=1).tolist()
@@ -590,11 +689,26 @@ class Engine:
                     candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s],
                                        "p": round(p, 6)})
             results[i] = {"session": sid, "text": text, "next": candidates, "completion": completion}
+        self._add_completions(jobs, results)
+
+    def _add_completions(self, jobs, results: list) -> None:
+        """Each answer's top whole names ("completions": [{"name", "logprob"}], best first, and
+        "completions_complete") from the n-best search over the session's text (serve.answers)."""
+        wanted = [(i, text, req.completions, req.max_length) for i, _, req, _, text, _ in jobs if req.completions]
+        found = answers.completions(TorchStepper(self.step, self.hidden_shape, self.device), self.vocab,
+                                    [w[1:] for w in wanted], max_expansions=self.limits.max_expansions,
+                                    width=self.limits.nbest_width)
+        for (i, *_), (names, complete) in zip(wanted, found):
+            results[i]["completions"] = names
+            results[i]["completions_complete"] = complete
 
     # ------------------------------------------------------------ misc
 
     def warm_up(self) -> None:
-        """Run each path once, so the first real request does not pay TorchScript's profiling."""
+        """Run each path once, so the first real request does not pay TorchScript's profiling;
+        on a GPU, capture the chunked decoder's graphs first (never on the request path)."""
+        if self.chunked is not None:
+            self.chunked.warm_up(modes=MODES, record=True)
         for _ in range(3):
             self.generate([GenerateRequest(num=2), GenerateRequest(prefix=self.vocab.characters[0],
                                                                    temperature=1.0, top_k=3, seed=1)])
@@ -630,6 +744,24 @@ def check_vocab_file(vocab_json: str | Path, vocab: Vocab, meta: dict, torchscri
                             f"{', '.join(differs)}: the file was altered; rebuild the archive (make archive)")
 
 
+def _search(body: dict) -> str | None:
+    value = body.get("search")
+    if value is None:
+        return None
+    if value not in nbest.SEARCHES:
+        raise RequestError(f"'search' must be one of {', '.join(map(repr, nbest.SEARCHES))}, got "
+                           f"{_json_type(value) if not isinstance(value, str) else repr(value[:40])}")
+    return value
+
+
+def _search_of(request: GenerateRequest) -> str:
+    """"nbest", "greedy" or "sample" (model.nbest.choose_search); a conflict is a RequestError."""
+    try:
+        return nbest.choose_search(request.search, request.num, request.temperature, request.stream)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
 def names_json(names: list[str]) -> str:
     return json.dumps({"names": names}, ensure_ascii=False)
 
@@ -644,5 +776,8 @@ def stream_lines(chars: list[tuple[int, str]]) -> bytes:
                    for j, c in chars).encode("utf-8")
 
 
-def stream_end(names: list[str]) -> bytes:
-    return (json.dumps({"names": names, "done": True}, ensure_ascii=False) + "\n").encode("utf-8")
+def stream_end(names: list[str], logprobs: list[float] | None = None) -> bytes:
+    end = {"names": names, "done": True}
+    if logprobs is not None:
+        end["logprobs"] = [round(x, answers.DIGITS) for x in logprobs]
+    return (json.dumps(end, ensure_ascii=False) + "\n").encode("utf-8")

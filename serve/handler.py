@@ -4,8 +4,9 @@ TorchServe allows exactly one class in a handler module, so everything else live
 shipped beside it in the archive (data/, model/, export/, serve/engine.py: see serve/archive.py).
 
 Modes (the `handler.mode` key of the archive's model-config.yaml):
-- `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream"}
-  -> {"names": [...]}, or NDJSON lines when "stream": true. The whole TorchServe batch is
+- `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream", "search"}
+  -> {"names": [...], "logprobs": [...]} (+ "complete" for the n-best search, docs/nbest.md),
+  or NDJSON lines when "stream": true. The whole TorchServe batch is
   decoded in one engine call; on CPU its greedy, non-streamed requests run in one call of the
   one-graph ONNX decoder (charrnn_generate.onnx, in the archive; `handler.one_graph: false`
   turns that off). Each answer says which decoder made it in the response header
@@ -52,7 +53,6 @@ from serve.engine import (
     RequestError,
     SessionStore,
     error_json,
-    names_json,
     stream_end,
     stream_lines,
 )
@@ -190,12 +190,12 @@ class CharRNNHandler:
                 if r.stream:
                     context.set_response_content_type(i, NDJSON)
             on_chars = self._stream_sender(context, where)
-        for i, r, names in zip(where, requests, engine.generate(requests, on_chars=on_chars)):
+        for i, r, answer in zip(where, requests, engine.answer(requests, on_chars=on_chars)):
             if r.stream:
-                out[i] = stream_end(names)  # the last chunk
+                out[i] = stream_end(answer.names, answer.logprobs)  # the last chunk
             else:
                 context.set_response_content_type(i, JSON)
-                out[i] = names_json(names)
+                out[i] = answer.to_json()
         return out
 
     def _stream_sender(self, context, where: list[int]):

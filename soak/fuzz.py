@@ -20,10 +20,10 @@ CATEGORIES = {
     "malformed JSON": 10, "wrong types": 10, "huge numbers": 6, "deep nesting": 5,
     "control characters": 6, "out-of-vocabulary prefix": 7, "oversized body": 4,
     "wrong content type": 7, "missing or invalid token": 8, "session requests": 8,
-    "wrong method or path": 4, "odd headers": 3,
+    "wrong method or path": 4, "odd headers": 3, "valid n-best": 6, "bad n-best values": 5,
 }
 CLIENT_ERRORS = {400, 404, 405, 413, 429}
-FIELDS = ("prefix", "max_length", "num", "temperature", "top_k", "seed", "stream")
+FIELDS = ("prefix", "max_length", "num", "temperature", "top_k", "seed", "stream", "search")
 
 
 @dataclass
@@ -224,6 +224,28 @@ class Generator:
             if 200 in expect and path.startswith("/predictions/charrnn"):  # then the right answer
                 case.names = self.expected({"prefix": "A"})
             return case
+        if category == "valid n-best":  # the most probable names (model.nbest), best first
+            body = {"prefix": self.prefix(), "num": r.randint(2, 12)}
+            if r.random() < 0.3:
+                body.update(search="nbest", num=r.randint(1, 5))
+            if r.random() < 0.3:
+                body["max_length"] = r.randint(max(1, len(body["prefix"])), 12)
+            return self.valid(category, body)
+        if category == "bad n-best values":
+            limits = self.engine.limits
+            body = r.choice([
+                {"prefix": self.prefix(), "num": r.randint(limits.max_nbest + 1, limits.max_num)},
+                {"num": r.randint(limits.max_nbest + 1, limits.max_num), "search": "nbest"},
+                {"search": r.choice(["beam", "NBEST", "", "n-best", "greedy ", 3, True, [], {}])},
+                {"search": "nbest", "temperature": round(r.uniform(0.1, 3), 2)},
+                {"search": "greedy", "temperature": round(r.uniform(0.1, 3), 2), "seed": 1},
+                {"search": "nbest", "stream": True, "num": 3},
+            ])
+            if r.random() < 0.25:  # a session asking for too many completions
+                return self.bad(category, json.dumps({"text": self.prefix(),
+                                                      "completions": r.randint(limits.max_completions + 1, 99)}).encode(),
+                                {400}, path="/predictions/charrnn_session")
+            return self.bad(category, json.dumps(body).encode(), {400})
         if category == "odd headers":
             body = self.valid_fields()
             extra = r.choice([{"X-Long": "a" * 4000}, {"X-Latin": "caf\xe9"}, {"Accept": "image/png"},

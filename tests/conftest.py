@@ -75,6 +75,8 @@ def tiny_names() -> list[str]:
 
 
 VARIANTS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
+# built only for a test that asks for it: @pytest.mark.parametrize("variant_artifacts", [...], indirect=True)
+MORE_VARIANTS = {"gru-2": {"cell": "gru", "num_layers": 2}}
 
 
 @pytest.fixture(scope="session", params=list(VARIANTS))
@@ -82,7 +84,8 @@ def variant_artifacts(request, tmp_path_factory, tiny_artifacts) -> Artifacts:
     """The tiny model as a 1-layer tanh RNN, a 2-layer RNN and a GRU (built once per session)."""
     if request.param == "rnn-1":
         return tiny_artifacts
-    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **VARIANTS[request.param])
+    config = {**VARIANTS, **MORE_VARIANTS}[request.param]
+    return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **config)
 
 
 def in_ci() -> bool:

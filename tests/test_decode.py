@@ -1,4 +1,5 @@
-"""The torch decoding loop: prefixes, the stop rule, sampling, and batch independence."""
+"""The torch decoding loop: prefixes, the stop rule, sampling (batch independence and parity with
+the other backends: tests/test_sampling_parity.py)."""
 
 import subprocess
 import sys
@@ -56,16 +57,6 @@ def test_max_length_caps_the_name_including_the_prefix(loaded):
         assert len(ids) <= cap
     with pytest.raises(ValueError, match="shorter than the prefix"):
         Row(vocab.encode("Mari"), max_length=3)
-
-
-def test_a_row_decodes_the_same_alone_or_in_any_batch(loaded):
-    _, vocab = loaded
-    rows = [Row(vocab.encode(p), max_length=m, temperature=t, top_k=k, seed=s)
-            for p, m, t, k, s in [("", 12, 0, 0, 0), ("Ma", 5, 0.8, 0, 1), ("J", 20, 1.5, 3, 2),
-                                  ("Lu", 9, 0, 0, 3), ("", 15, 1.0, 0, 4)]]
-    together = run(loaded, rows)
-    assert together == [run(loaded, [r])[0] for r in rows]
-    assert together[::-1] == run(loaded, rows[::-1])
 
 
 def test_sampling_is_reproducible_and_depends_on_the_seed(loaded):

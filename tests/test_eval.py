@@ -105,3 +105,29 @@ def test_split_and_corpus_come_from_the_checkpoint_and_are_checked(tiny_artifact
     other.write_text("".join(f"{n}\n" for n in NAMES[:-1]) + "Ωmega\n", encoding="utf-8")
     with pytest.raises(EvalError):
         load_inputs(with_args, other)
+
+
+def test_per_person_nll_weights_each_name_by_its_count(tiny_artifacts):
+    import torch
+
+    from evaluation.report import model_nats_per_name, person_nll
+    from model.nbest import score
+    from model.nbest_torch import TorchStepper
+
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    names = ["Ana", "Bruno", "Zoe"]
+    nats = model_nats_per_name(model, vocab, names)
+    # each name's NLL is its log-probability under the n-best definition (model.nbest.score)
+    logp = score(TorchStepper(model, (model.num_layers, model.hidden_size)), [vocab.encode(n) for n in names],
+                 bos_id=vocab.bos_id, eos_id=vocab.eos_id)
+    with torch.no_grad():
+        first = model.forward_sequence(torch.tensor([[vocab.bos_id]]))[0][0, 0].double().softmax(0)
+    # score() excludes the end token at the first position; the training loss does not
+    assert [-x for x in logp] == pytest.approx([n + math.log(1 - float(first[vocab.eos_id])) for n in nats], rel=1e-5)
+    counts = [10, 1, 1]
+    per_person = person_nll(nats, names, counts)
+    symbols = 10 * 4 + 6 + 4
+    assert per_person["nats_per_symbol"] == pytest.approx((10 * nats[0] + nats[1] + nats[2]) / symbols)
+    assert per_person["bits_per_name"] == pytest.approx((10 * nats[0] + nats[1] + nats[2]) / 12 / math.log(2))
+    assert per_person["people"] == 12 and per_person["names"] == 3
+    assert person_nll(nats, names, [1, 1, 1])["nats_per_symbol"] == pytest.approx(sum(nats) / (4 + 6 + 4))

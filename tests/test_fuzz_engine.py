@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import unicodedata
 from pathlib import Path
 
@@ -21,7 +22,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from serve.engine import GENERATE_FIELDS, SESSION_FIELDS, Engine, GenerateRequest, RequestError
+from model.nbest import choose_search
+from model.noise import MAX_SEED
+from model.request import DEFAULT_MAX_LENGTH
+from serve.engine import (
+    GENERATE_FIELDS,
+    SESSION_FIELDS,
+    Engine,
+    GenerateRequest,
+    Limits,
+    RequestError,
+    SessionRequest,
+)
 from serve.handler import PHRASES, CharRNNHandler
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
 from tests.test_serve_handler import make_handler
@@ -134,6 +146,194 @@ def test_an_accepted_request_is_within_the_limits(engine, body):
     engine.vocab.encode(r.prefix)  # every character in the vocabulary
 
 
+# ---------------------------------------------------------------- the limits, at and over them
+
+# the default limits, and small ones (as a handler's config may set them) so that a limit
+# written into the parser as a number instead of read from Limits is noticed too
+LIMIT_SETS = {"default": Limits(), "small": Limits(max_prefix=6, max_length=30, max_num=3, max_temperature=2.5,
+                                                    max_candidates=4, max_body_bytes=512)}
+
+
+@pytest.fixture(scope="module", params=list(LIMIT_SETS))
+def limited(tiny_artifacts, request) -> Engine:
+    return Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, limits=LIMIT_SETS[request.param])
+
+
+def near(lo: int, hi: int) -> st.SearchStrategy[int]:
+    """An integer in [lo, hi], mostly at or next to one of its ends."""
+    edges = sorted({v for v in (lo, lo + 1, hi - 1, hi) if lo <= v <= hi})
+    return st.one_of(st.sampled_from(edges), st.integers(lo, hi))
+
+
+def past(limit: int, far: int) -> st.SearchStrategy[int]:
+    """An integer in (limit, far], half the time limit + 1."""
+    return st.one_of(st.just(limit + 1), st.integers(limit + 1, far))
+
+
+def temperatures(hi: float) -> st.SearchStrategy[float]:
+    return st.one_of(st.sampled_from([0, 0.0, 1, hi, math.nextafter(hi, 0.0), 5e-324]), st.floats(0.0, hi))
+
+
+@st.composite
+def prefixes(draw, engine: Engine, lo: int, hi: int) -> str:
+    """lo..hi characters of the vocabulary, sometimes sent decomposed (NFD: longer than the
+    limit in code points, within it once normalised)."""
+    n = draw(near(lo, hi))
+    text = "".join(draw(st.lists(st.sampled_from(engine.vocab.characters), min_size=n, max_size=n)))
+    return unicodedata.normalize("NFD", text) if draw(st.booleans()) else text
+
+
+def padded(body: dict, size: int | None) -> bytes:
+    """The body as UTF-8 JSON, with trailing spaces up to `size` bytes when given."""
+    raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    return raw if size is None else raw + b" " * (size - len(raw))
+
+
+@st.composite
+def generate_bodies_within(draw, engine: Engine) -> tuple[dict, bytes]:
+    """A valid generate body with its fields at or near the limits (each field may be left out)."""
+    lim = engine.limits
+    prefix = draw(prefixes(engine, 0, lim.max_prefix))
+    length = len(unicodedata.normalize("NFC", prefix))
+    body: dict = {"prefix": prefix} if prefix or draw(st.booleans()) else {}
+    if length > DEFAULT_MAX_LENGTH or draw(st.booleans()):
+        body["max_length"] = draw(near(max(1, length), lim.max_length))
+    options = {"num": near(1, lim.max_num), "temperature": temperatures(lim.max_temperature),
+               "top_k": near(0, len(engine.vocab)), "seed": st.one_of(st.none(), near(0, MAX_SEED)),
+               "stream": st.booleans()}
+    for key in draw(st.sets(st.sampled_from(sorted(options)))):
+        body[key] = draw(options[key])
+    if choose_search(None, body.get("num", 1), body.get("temperature", 0), body.get("stream", False)) == "nbest":
+        body["num"] = min(body["num"], lim.max_nbest)  # the n-best search has its own cap
+    size = len(padded(body, None))
+    return body, padded(body, draw(st.one_of(st.none(), st.sampled_from([size, lim.max_body_bytes]))))
+
+
+@st.composite
+def generate_bodies_over(draw, engine: Engine) -> tuple[dict, bytes, str]:
+    """A valid body with exactly one field just past its limit, and what the refusal must name."""
+    lim = engine.limits
+    body, _ = draw(generate_bodies_within(engine))
+    body.setdefault("max_length", lim.max_length)  # room for the longest prefix
+    field = draw(st.sampled_from(["prefix", "max_length", "num", "temperature", "top_k", "seed", "size"]))
+    if field == "prefix":
+        body["prefix"] = draw(prefixes(engine, lim.max_prefix + 1, 4 * lim.max_prefix + 1))
+    elif field == "max_length":
+        prefix = len(unicodedata.normalize("NFC", body.get("prefix", "")))
+        body[field] = draw(st.one_of(past(lim.max_length, lim.max_length + 1000), st.integers(-5, min(0, prefix - 1)),
+                                     st.integers(1, prefix - 1) if prefix > 1 else st.just(0)))
+    elif field == "num":
+        body[field] = draw(st.one_of(past(lim.max_num, 10**6), st.integers(-5, 0)))
+    elif field == "temperature":
+        hi = lim.max_temperature
+        body[field] = draw(st.one_of(st.sampled_from([math.nextafter(hi, math.inf), -5e-324, -0.5, hi + 1]),
+                                     st.floats(hi, 1e300, exclude_min=True), st.floats(-1e300, 0.0, exclude_max=True)))
+    elif field == "top_k":
+        body[field] = draw(st.one_of(past(len(engine.vocab), len(engine.vocab) + 100), st.integers(-100, -1)))
+    elif field == "seed":
+        body[field] = draw(st.one_of(past(MAX_SEED, 2**64), st.integers(-(2**32), -1)))
+    if field == "size":
+        raw = padded(body, draw(past(lim.max_body_bytes, lim.max_body_bytes + 64)))
+        return body, raw, "size"
+    return body, padded(body, None), field
+
+
+@FUZZ
+@given(data=st.data())
+def test_every_body_within_the_limits_is_accepted_as_sent(limited, data):
+    body, raw = data.draw(generate_bodies_within(limited))
+    r = limited.parse_generate(raw)
+    assert r == GenerateRequest(prefix=unicodedata.normalize("NFC", body.get("prefix", "")),
+                                max_length=body.get("max_length", DEFAULT_MAX_LENGTH), num=body.get("num", 1),
+                                temperature=float(body.get("temperature", 0.0)), top_k=body.get("top_k", 0),
+                                seed=body.get("seed"), stream=body.get("stream", False))
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_body_one_step_over_a_limit_is_refused_naming_it(limited, data):
+    body, raw, field = data.draw(generate_bodies_over(limited))
+    with pytest.raises(RequestError) as refused:
+        limited.parse_generate(raw)
+    if field == "size":
+        assert refused.value.status == 413 and str(limited.limits.max_body_bytes) in refused.value.message
+    else:
+        assert refused.value.status == 400 and repr(field) in refused.value.message, (body, refused.value.message)
+
+
+def test_each_limit_is_accepted_at_its_value_and_refused_one_past_it(limited):
+    """The boundaries themselves, every field, every run (the properties above add combinations)."""
+    lim, letter = limited.limits, limited.vocab.characters[1]
+    at = {"prefix": letter * lim.max_prefix, "max_length": lim.max_length, "num": lim.max_num,
+          "temperature": lim.max_temperature, "top_k": len(limited.vocab), "seed": MAX_SEED}
+    past_it = {**at, "prefix": letter * (lim.max_prefix + 1), "max_length": lim.max_length + 1,
+               "num": lim.max_num + 1, "temperature": math.nextafter(lim.max_temperature, math.inf),
+               "top_k": len(limited.vocab) + 1, "seed": MAX_SEED + 1}
+    for field, value in at.items():
+        body = {"max_length": lim.max_length, **({"search": "greedy"} if field == "num" else {}), field: value}
+        assert getattr(limited.parse_generate(json.dumps(body)), field) == value, field
+        with pytest.raises(RequestError, match=repr(field)):
+            limited.parse_generate(json.dumps({**body, field: past_it[field]}))
+    for field, low in (("max_length", {"max_length": 0}), ("num", {"num": 0}), ("top_k", {"top_k": -1}),
+                       ("seed", {"seed": -1}), ("temperature", {"temperature": -5e-324}),
+                       ("max_length", {"prefix": letter * 2, "max_length": 1})):
+        with pytest.raises(RequestError, match=repr(field)):
+            limited.parse_generate(json.dumps(low))
+    two_bytes = {"prefix": "ã"}  # one byte more than characters: the byte count is the limit
+    assert limited.parse_generate(padded(two_bytes, lim.max_body_bytes)) == GenerateRequest(prefix="ã")
+    with pytest.raises(RequestError, match=str(lim.max_body_bytes)) as refused:
+        limited.parse_generate(padded(two_bytes, lim.max_body_bytes + 1))
+    assert refused.value.status == 413
+    candidates = min(lim.max_candidates, len(limited.vocab))
+    for key, value, over in (("text", letter * lim.max_prefix, letter * (lim.max_prefix + 1)),
+                             ("append", letter * lim.max_prefix, letter * (lim.max_prefix + 1)),
+                             ("top_k", candidates, candidates + 1), ("max_length", lim.max_length, lim.max_length + 1)):
+        assert getattr(limited.parse_session(json.dumps({key: value})), key) == value, key
+        with pytest.raises(RequestError, match=repr(key)):
+            limited.parse_session(json.dumps({key: over}))
+
+
+@st.composite
+def session_bodies(draw, engine: Engine, over: str | None = None) -> dict:
+    """A valid session body at or near the limits, or (`over`) with that field just past its limit."""
+    lim = engine.limits
+    if over is None and draw(st.integers(0, 9)) == 0:
+        return {"close": True}
+    body: dict = {}
+    key = draw(st.sampled_from(["text", "append", None]))
+    if over in ("text", "append"):
+        key = over
+    if key:
+        body[key] = draw(prefixes(engine, lim.max_prefix + 1, 4 * lim.max_prefix + 1) if over == key
+                         else prefixes(engine, 0, lim.max_prefix))
+    candidates = min(lim.max_candidates, len(engine.vocab))
+    if over == "top_k":
+        body["top_k"] = draw(st.one_of(past(candidates, candidates + 100), st.integers(-100, -1)))
+    elif draw(st.booleans()):
+        body["top_k"] = draw(near(0, candidates))
+    if over == "max_length":
+        body["max_length"] = draw(st.one_of(past(lim.max_length, lim.max_length + 1000), st.integers(-5, 0)))
+    elif draw(st.booleans()):
+        body["max_length"] = draw(near(1, lim.max_length))
+    return body
+
+
+@FUZZ
+@given(data=st.data())
+def test_session_bodies_within_the_limits_are_accepted_and_over_them_refused(limited, data):
+    body = data.draw(session_bodies(limited))
+    r = limited.parse_session(json.dumps(body))
+    assert r == SessionRequest(text=unicodedata.normalize("NFC", body["text"]) if "text" in body else None,
+                               append=unicodedata.normalize("NFC", body["append"]) if "append" in body else None,
+                               top_k=body.get("top_k", min(5, limited.limits.max_candidates)),
+                               max_length=body.get("max_length", DEFAULT_MAX_LENGTH),
+                               close=body.get("close", False))
+    field = data.draw(st.sampled_from(["text", "append", "top_k", "max_length"]))
+    with pytest.raises(RequestError, match=repr(field)) as refused:
+        limited.parse_session(json.dumps(data.draw(session_bodies(limited, over=field))))
+    assert refused.value.status == 400
+
+
 # ---------------------------------------------------------------- valid requests
 
 
@@ -156,7 +356,12 @@ def valid_requests(draw, chars: list[str]) -> dict:
 
 def check_names(body: dict, names: list[str], characters: set[str]) -> None:
     prefix = unicodedata.normalize("NFC", body.get("prefix", ""))
-    assert len(names) == body.get("num", 1)
+    num = body.get("num", 1)
+    if choose_search(None, num, body.get("temperature", 0.0), bool(body.get("stream"))) == "nbest":
+        # distinct names, fewer when fewer exist (or the search bound stops it)
+        assert len(set(names)) == len(names) <= num
+    else:
+        assert len(names) == num
     for name in names:
         assert name.startswith(prefix), (body, name)
         assert set(name) <= characters, (body, name)
@@ -280,18 +485,43 @@ def statuses_in(path: Path) -> set[int]:
     return found
 
 
+def calls_named(path: Path, name: str) -> list[ast.Call]:
+    """Every call of a function or method called `name` in a module."""
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and name in (getattr(node.func, "attr", None), getattr(node.func, "id", None))]
+
+
+def phrase_argument(call: ast.Call) -> ast.expr | None:
+    """The phrase given to context.set_response_status(status, phrase, idx=...)."""
+    return next((k.value for k in call.keywords if k.arg == "phrase"), call.args[1] if len(call.args) > 1 else None)
+
+
+def is_phrases_lookup(node: ast.expr | None) -> bool:
+    """`PHRASES.get(...)` or `PHRASES[...]`."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr == "get" and getattr(node.func.value, "id", None) == "PHRASES"
+    return isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "PHRASES"
+
+
 def test_every_status_the_handler_can_set_has_an_ascii_phrase():
     """A non-ASCII status phrase kills a TorchServe worker: every status the engine and the
     handler can raise has its own ASCII phrase, and the handler sets phrases only from PHRASES."""
     statuses = statuses_in(ROOT / "serve" / "engine.py") | statuses_in(ROOT / "serve" / "handler.py")
     assert statuses and statuses | {400} <= set(PHRASES), statuses - set(PHRASES)
     assert all(phrase and phrase.isascii() and phrase.isprintable() for phrase in PHRASES.values())
-    source = (ROOT / "serve" / "handler.py").read_text()
-    calls = [line.strip() for line in source.splitlines() if "set_response_status(" in line]
-    assert calls and all("PHRASES.get(" in line for line in calls), calls
+    phrases = [phrase_argument(call) for call in calls_named(ROOT / "serve" / "handler.py", "set_response_status")]
+    assert phrases and all(is_phrases_lookup(p) for p in phrases), [ast.unparse(p) for p in phrases if p]
 
 
 def test_a_valid_request_after_the_fuzzing_is_answered_as_before(gen, engine):
     handler, ctx = gen
     names = json.loads(ctx.run(handler, [b'{"prefix": "Ma", "num": 3}'])[0].text)["names"]
     assert names == engine.generate([GenerateRequest(prefix="Ma", num=3)])[0]
+
+
+def test_defaults_of_left_out_fields_respect_an_operator_s_smaller_caps(tiny_artifacts):
+    """A cap below a field's default is the promise: a body that leaves the field out gets the cap."""
+    small = Engine.from_artifacts(tiny_artifacts.torchscript, limits=Limits(max_length=10, max_candidates=3))
+    assert small.parse_generate(b"{}").max_length == 10
+    session = small.parse_session(b'{"text": "Ma"}')
+    assert session.max_length == 10 and session.top_k == 3

@@ -23,7 +23,7 @@ import torch
 
 from export.runtime import GENERATE_FILE
 from serve.client import Client, ClientError
-from serve.engine import ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
+from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
 from serve.handler import DECODER_HEADER
 from serve.server import (
     Ports,
@@ -155,14 +155,14 @@ def test_the_shipped_archive_answers_greedy_names_with_the_one_graph_decoder(ser
     """The default path of `make archive`'s charrnn.mar in a real worker: greedy requests are
     decoded by charrnn_generate.onnx, sampled and streamed ones by the TorchScript loop, and the
     response header says which (the body is the same public API either way)."""
-    for fields, decoder in (({"prefix": "Jo"}, ONNX_GRAPH), ({"num": 3, "max_length": 5}, ONNX_GRAPH),
+    for fields, decoder in (({"prefix": "Jo"}, ONNX_GRAPH), ({"num": 3, "max_length": 5, "search": "greedy"}, ONNX_GRAPH),
                             ({"prefix": "Ma", "temperature": 0.7, "seed": 3}, TORCH),
                             ({"prefix": "Ma", "stream": True}, TORCH)):
         r = served.post("charrnn", json.dumps(fields).encode())
         assert r.status_code == 200 and r.headers.get(DECODER_HEADER) == decoder, (fields, r.headers)
         answer = json.loads(r.text.splitlines()[-1])
         assert answer["names"] == expected_names(engine, **fields), fields
-        assert set(answer) == ({"names", "done"} if fields.get("stream") else {"names"})
+        assert set(answer) == ({"names", "logprobs", "done"} if fields.get("stream") else {"names", "logprobs"})
     r = served.post("charrnn", b'{"num": 0}')
     assert r.status_code == 400 and DECODER_HEADER not in r.headers
 
@@ -189,7 +189,8 @@ def test_50_concurrent_requests_are_all_correct(served, engine):
     got = [body["names"] for _, body, _ in answers]
     assert got == [expected_names(engine, **fields) for fields in reqs]
     # batches mixing both decoders: each request answered by its own
-    assert [decoder for *_, decoder in answers] == [TORCH if f.get("temperature") else ONNX_GRAPH for f in reqs]
+    assert [decoder for *_, decoder in answers] == [TORCH if f.get("temperature") else NBEST if f["num"] > 1
+                                                    else ONNX_GRAPH for f in reqs]
 
 
 def session_expected(engine: Engine, sid: str, request: SessionRequest, opens: bool) -> dict:
@@ -246,7 +247,9 @@ def test_a_streamed_response(served, engine):
     assert r.headers.get("transfer-encoding") == "chunked"
     lines = [json.loads(line) for line in r.iter_lines() if line]
     want = expected_names(engine, prefix="Ma", num=2, temperature=1.0, seed=11)
-    assert lines[-1] == {"names": want, "done": True}
+    assert {k: lines[-1][k] for k in ("names", "done")} == {"names": want, "done": True}
+    assert lines[-1]["logprobs"] == pytest.approx(engine.answer(
+        [GenerateRequest(prefix="Ma", num=2, temperature=1.0, seed=11)])[0].logprobs, rel=1e-5, abs=2e-6)
     assert ["".join(x["char"] for x in lines[:-1] if x["index"] == i) for i in range(2)] == want
     assert list(served.client().stream("Jo"))[-1]["names"] == expected_names(engine, prefix="Jo")
 

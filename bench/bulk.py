@@ -1,0 +1,95 @@
+"""The Bulk section of `make bench`: names/s of bulk generation to a file (model.names, what
+`make names` runs), beside the per-step loop it replaces, in the same run.
+
+Both sides write the same names (row i seeded row_seed(seed, i), T=1) to a file:
+- bulk: model.chunked.ChunkedDecoder (eager on CPU: ended rows dropped between chunks) and
+  model.batch.NameText, through model.names.write_names, in 1 process and in one process per
+  usable core (--workers);
+- per-step loop: model.decode.decode over the same rows, Vocab.decode per name, one write.
+The figure is the median of `repeats` runs with min and max; the target (issue 14) is
+>= 100,000 names/s on the 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import fmt, summary, table
+from model.decode import decode
+from model.names import (
+    BATCH,
+    BulkSpec,
+    _worker_batch,
+    _worker_start,
+    bulk_decoder,
+    load_step,
+    worker_texts,
+    write_names,
+)
+from model.request import make_rows
+
+TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine
+
+
+def measure(art_dir: str, *, num: int = 200_000, repeats: int = 3, batch: int = BATCH["cpu"],
+            loop_num: int = 20_000, workers: int | None = None) -> dict:
+    """Bulk names/s with 1 process and with `workers` processes (default: the usable cores),
+    one torch thread each (what `make names` does), and the per-step loop's, 1 thread."""
+    workers = workers or len(os.sched_getaffinity(0))
+    model = str(Path(art_dir) / "charrnn.torchscript.pt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step, vocab, hidden_shape = load_step(model, "cpu")
+        spec = BulkSpec(num, temperature=1.0, seed=7)
+        decoder = bulk_decoder(step, vocab, hidden_shape, spec, "cpu", batch)
+        rates: dict[str, list[float]] = {"bulk_1": [], f"bulk_{workers}": [], "loop": []}
+        with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp, \
+                multiprocessing.get_context("spawn").Pool(workers, _worker_start, (model, spec, batch)) as pool:
+            out = Path(tmp) / "names.txt"
+            pool.map(_worker_batch, [(0, 1)] * workers)  # each worker loaded before the clock starts
+            files = set()
+            for _ in range(repeats):
+                for key in ("bulk_1", f"bulk_{workers}"):
+                    texts = worker_texts(pool, spec, batch) if key != "bulk_1" else None
+                    started = time.perf_counter()
+                    write_names(out, decoder, vocab, spec, batch_size=batch, texts=texts)
+                    rates[key].append(num / (time.perf_counter() - started))
+                    files.add(out.read_bytes())
+            head = out.read_text(encoding="utf-8").split("\n")[:loop_num]
+            same = len(files) == 1
+            for _ in range(repeats):
+                started = time.perf_counter()
+                names, rows = [], make_rows(vocab, "", num=loop_num, temperature=1.0, seed=7)
+                for lo in range(0, loop_num, batch):
+                    ids = decode(step, rows[lo:lo + batch], bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                                 hidden_shape=hidden_shape)
+                    names.extend(vocab.decode(i) for i in ids)
+                (Path(tmp) / "loop.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+                rates["loop"].append(loop_num / (time.perf_counter() - started))
+                same &= names == head
+    finally:
+        torch.set_num_threads(threads)
+    return {"num": num, "loop_num": loop_num, "batch": batch, "workers": workers,
+            "names_per_s": {k: summary(v) for k, v in rates.items()}, "same_names": same, "target_names_per_s": TARGET}
+
+
+def markdown(r: dict) -> str:
+    w, rates = r["workers"], r["names_per_s"]
+    best = max(rates["bulk_1"]["median"], rates[f"bulk_{w}"]["median"])
+    met = "met" if best >= r["target_names_per_s"] else "**missed**"
+    rows = [["bulk, 1 process (`make names`)", f"{r['num']:,}", fmt(rates["bulk_1"])],
+            [f"bulk, {w} processes (`make names WORKERS={w}`)", f"{r['num']:,}",
+             fmt(rates[f"bulk_{w}"])],
+            ["per-step loop, 1 process (model.decode + Vocab.decode)", f"{r['loop_num']:,}", fmt(rates["loop"])]]
+    return (table(["path (T=1, seed 7, to a file; 1 torch thread per process)", "names", "names/s"], rows) + "\n\n"
+            f"Batches of {r['batch']:,} rows; bulk (1 process) / loop = "
+            f"{rates['bulk_1']['median'] / rates['loop']['median']:.1f}×; every file the same and the same names "
+            f"on both paths: {'yes' if r['same_names'] else '**NO**'}; target >= {r['target_names_per_s']:,} "
+            f"names/s: {met} ({best:,.0f}).")

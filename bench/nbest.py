@@ -1,0 +1,113 @@
+"""n-best latency against greedy, for the torch engine and the ONNX runtime, in one run.
+
+For every first letter of the vocabulary (and the empty prefix), batch 1, single-threaded:
+- torch engine (serve.engine.Engine over the TorchScript step, with the one-graph decoder for
+  greedy names as served on CPU): a greedy request answered with its log-probability (what the
+  endpoint returns), the same without scoring (names only), and n-best requests of num 5 and 20;
+- ONNX runtime (export.runtime.NameGenerator with charrnn_generate.onnx): greedy names, and
+  NameGenerator.nbest for num 5 and 20.
+Reports p50 and p99 ms per request, the ratio to the greedy answer of the same backend, and the
+search's work (expansions and step calls, mean and max). The backends' n-best lists must agree.
+
+Usage: python -m bench.nbest [--art-dir artifacts] [--repeats 3]; also the `generation` section
+of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+NUMS = (5, 20)
+
+
+def measure(art_dir: str | Path = "artifacts", *, repeats: int = 3, letters: int | None = None) -> dict:
+    """`letters`: only the first that many first letters (a quick run); default every one."""
+    import torch
+
+    from bench.common import machine_info
+    from export.runtime import NameGenerator
+    from model import nbest
+    from serve.engine import Engine, GenerateRequest
+
+    machine = machine_info()
+    torch.set_num_threads(1)
+    d = Path(art_dir)
+    engine = Engine.from_artifacts(d / "charrnn.torchscript.pt", d / "vocab.json",
+                                   greedy_graph=d / "charrnn_generate.onnx")
+    onnx = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
+    prefixes = ["", *engine.vocab.characters[:letters]]
+    work: dict[str, list[tuple[int, int, bool]]] = {f"nbest {n}": [] for n in NUMS}
+    agree = True
+    for p in prefixes:  # the work is deterministic: measured once, outside the timing
+        for n in NUMS:
+            found = onnx.nbest(p, num=n)
+            work[f"nbest {n}"].append((found.expansions, found.step_calls, found.complete))
+            agree &= engine.answer([GenerateRequest(prefix=p, num=n)])[0].names == \
+                [onnx.vocab.decode(i) for i in found.ids]
+
+    cases = {
+        ("torch", "greedy + logprob"): lambda p: engine.answer([GenerateRequest(prefix=p)]),
+        ("torch", "greedy, names only"): lambda p: engine.generate([GenerateRequest(prefix=p)]),
+        ("onnx", "greedy + logprob"): lambda p: onnx.ranked(p),
+        ("onnx", "greedy, names only"): lambda p: onnx.generate(p),
+    }
+    for n in NUMS:
+        cases[("torch", f"nbest {n}")] = lambda p, n=n: engine.answer([GenerateRequest(prefix=p, num=n)])
+        cases[("onnx", f"nbest {n}")] = lambda p, n=n: onnx.nbest(p, num=n)
+    for run in cases.values():  # warm-up
+        run("")
+    times: dict = {k: [] for k in cases}
+    for _ in range(repeats):
+        for p in prefixes:
+            for key, run in cases.items():  # interleaved: background load hits every case alike
+                start = time.perf_counter()
+                run(p)
+                times[key].append(time.perf_counter() - start)
+    rows = {}
+    for (backend, what), t in times.items():
+        ms = np.array(t) * 1e3
+        rows[f"{backend}: {what}"] = {"backend": backend, "request": what, "p50_ms": float(np.percentile(ms, 50)),
+                                      "p99_ms": float(np.percentile(ms, 99))}
+    for r in rows.values():
+        r["vs_greedy"] = r["p50_ms"] / rows[f"{r['backend']}: greedy + logprob"]["p50_ms"]
+    searches = {k: {"expansions_mean": float(np.mean([e for e, _, _ in v])), "expansions_max": max(e for e, _, _ in v),
+                    "step_calls_mean": float(np.mean([c for _, c, _ in v])),
+                    "incomplete": sum(1 for *_, done in v if not done)} for k, v in work.items()}
+    return {"machine": machine, "prefixes": len(prefixes), "repeats": repeats, "agree": bool(agree),
+            "max_expansions": nbest.DEFAULT_MAX_EXPANSIONS, "width": nbest.DEFAULT_WIDTH,
+            "rows": rows, "searches": searches}
+
+
+def format_table(result: dict) -> str:
+    lines = [(f"n-best against greedy, batch 1, one thread; {result['prefixes']} prefixes (empty and every first "
+             f"letter) x {result['repeats']} rounds, interleaved; bound {result['max_expansions']} expansions, "
+             f"{result['width']} prefixes per step call."), "",
+             "| backend | request | p50 ms | p99 ms | p50 vs greedy + logprob |", "|---|---|---:|---:|---:|"]
+    for r in result["rows"].values():
+        lines.append(f"| {r['backend']} | {r['request']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['vs_greedy']:.1f}× |")
+    lines += ["", "| search | expansions (mean) | expansions (max) | step calls (mean) | stopped by the bound |",
+              "|---|---:|---:|---:|---:|"]
+    for k, s in result["searches"].items():
+        lines.append(f"| {k} | {s['expansions_mean']:.0f} | {s['expansions_max']} | {s['step_calls_mean']:.1f} "
+                     f"| {s['incomplete']} |")
+    lines += ["", f"Torch engine and ONNX runtime n-best lists agree: {'yes' if result['agree'] else 'NO'}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.common import machine_line
+
+    p = argparse.ArgumentParser(description="n-best latency against greedy (torch engine, ONNX runtime).")
+    p.add_argument("--art-dir", default="artifacts")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    result = measure(args.art_dir, repeats=args.repeats)
+    print(f"machine: {machine_line(result['machine'])}\n\n{format_table(result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The chunked, bucketed decoder (model.chunked) on CPU: the GPU path with capture switched off.
+
+It must give exactly `model.decode.decode`'s names for every kind of row, whatever the buckets,
+the chunk size, the padding and the gathering of live rows; the vectorised host work
+(model.batch) must equal the per-row code it replaces.
+"""
+
+import random
+
+import pytest
+import torch
+
+from data.vocab import Vocab
+from model.batch import NameText, RowBatch
+from model.checkpoint import load_checkpoint
+from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
+from model.decode import Start, decode
+from model.request import Row, make_rows
+from serve.engine import _Recorder
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_artifacts):
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    return model, vocab
+
+
+def reference(loaded, rows, **kw):
+    model, vocab = loaded
+    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                  hidden_shape=(model.num_layers, model.hidden_size), **kw)
+
+
+def chunked(loaded, **kw) -> ChunkedDecoder:
+    model, vocab = loaded
+    return ChunkedDecoder(model, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                          hidden_shape=(model.num_layers, model.hidden_size), **kw)
+
+
+def mixed_rows(vocab, n=60, seed=0):
+    rnd = random.Random(seed)
+    chars = vocab.characters
+    rows = []
+    for i in range(n):
+        prefix = tuple(vocab.encode("".join(rnd.choice(chars) for _ in range(rnd.choice((0, 0, 1, 2, 5))))))
+        temperature = rnd.choice((0.0, 0.0, 0.6, 1.0, 1.7))
+        rows.append(Row(prefix, max(1, len(prefix)) + rnd.randrange(0, 20), temperature,
+                        rnd.choice((0, 0, 1, 3, 100)), rnd.randrange(2**32)))
+    return rows
+
+
+@pytest.mark.parametrize("buckets,chunk,compact", [((1, 8, 64, 256), 8, True), ((16,), 3, True),
+                                                   ((128,), 1, False), ((7, 64), 5, True)])
+def test_every_kind_of_row_decodes_exactly_as_decode(loaded, buckets, chunk, compact):
+    """Greedy, sampled, top-k, prefixes and length caps mixed in one batch; padded to a bucket,
+    or cut into several when it is larger than the largest one."""
+    _, vocab = loaded
+    rows = mixed_rows(vocab)
+    assert chunked(loaded, buckets=buckets, chunk=chunk, compact=compact).decode(rows) == reference(loaded, rows)
+
+
+@pytest.mark.parametrize("kind", ["greedy", "sampled", "top_k"])
+def test_a_batch_of_one_kind_decodes_exactly_as_decode(loaded, kind):
+    _, vocab = loaded
+    knobs = {"greedy": {}, "sampled": {"temperature": 1.0, "seed": 3}, "top_k": {"temperature": 0.8, "top_k": 4, "seed": 5}}
+    rows = make_rows(vocab, "", num=40, **knobs[kind]) + make_rows(vocab, "Ma", num=9, **knobs[kind])
+    decoder = chunked(loaded, buckets=(1, 64))
+    assert decoder.mode(RowBatch.from_rows(rows)) == {"greedy": GREEDY, "sampled": SAMPLE, "top_k": TOP_K}[kind]
+    assert decoder.decode(rows) == reference(loaded, rows)
+
+
+def test_all_rows_done_stops_after_the_chunk_where_they_end(loaded):
+    decoder = chunked(loaded, buckets=(8,), chunk=2, max_steps=64)
+    short = RowBatch.from_rows([Row((), max_length=3)] * 5)
+    out = decoder.run(short)
+    assert out.chunks == 2 and out.syncs == 1 and out.steps == 3  # 3 steps = 2 chunks, 1 flag read
+    long = RowBatch.from_rows([Row((), max_length=64)] * 5)
+    out = decoder.run(long)
+    ended = max(len(ids) for ids in reference(loaded, [Row((), max_length=64)])) + 1  # its end token
+    assert out.chunks == -(-ended // 2) < 32  # stopped early, not at the cap
+    assert out.syncs == out.chunks - (out.chunks == 32)
+
+
+def test_padding_rows_do_not_change_the_real_rows(loaded):
+    _, vocab = loaded
+    rows = make_rows(vocab, "J", num=3, temperature=1.2, seed=11)
+    alone = chunked(loaded, buckets=(3,)).decode(rows)
+    assert chunked(loaded, buckets=(1024,)).decode(rows) == alone == reference(loaded, rows)
+
+
+def test_continuing_from_a_start_state_and_recording_equal_decode_with_a_recorder(loaded):
+    """The session path: rows continue from a per-row token/hidden state and every step's
+    logits and hidden state are kept, as serve.engine's _Recorder keeps them."""
+    model, vocab = loaded
+    torch.manual_seed(0)
+    n = 5
+    start = Start(token=torch.tensor(vocab.encode("AMJLS")), hidden=torch.randn(1, n, model.hidden_size) * 0.5,
+                  name_length=torch.tensor([0, 1, 2, 0, 4]))
+    rows = [Row(tuple(vocab.encode(fed)), len(fed) + cap) for fed, cap in
+            [("", 10), ("a", 4), ("ri", 12), ("", 1), ("nd", 30)]]
+    recorder = _Recorder(model)
+    want = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, model.hidden_size), start=start)
+    decoder = chunked(loaded, buckets=(8,), chunk=3)
+    out = decoder.run(RowBatch.from_rows(rows, start.name_length.tolist()), start=start, record=True)
+    assert decoder.decode(rows, start=start) == want
+    steps = len(recorder.logits)
+    assert torch.equal(out.logits[:steps], torch.stack(recorder.logits))
+    assert torch.equal(out.hidden[:steps], torch.stack(recorder.hidden))
+
+
+def test_on_step_reports_what_decode_reports(loaded):
+    _, vocab = loaded
+    rows = make_rows(vocab, "L", num=3, temperature=0.9, seed=2)
+    seen, want = [], []
+    reference(loaded, rows, on_step=lambda t, tok, live: want.append((t, tok.tolist(), live.tolist())))
+    chunked(loaded, buckets=(4,), chunk=4).decode(
+        rows, on_step=lambda t, tok, live: seen.append((t, tok[:3].tolist(), live[:3].tolist())))
+    assert seen[: len(want)] == want and not any(any(live) for _, _, live in seen[len(want):])
+
+
+def test_gathering_live_rows_gives_the_same_ids_as_keeping_them(loaded):
+    _, vocab = loaded
+    rows = mixed_rows(vocab, n=200, seed=4)
+    batch = RowBatch.from_rows(rows)
+    kept = chunked(loaded, buckets=(256,), chunk=2, compact=False).run(batch)
+    gathering = chunked(loaded, buckets=(256,), chunk=2, compact=True)
+    gathering.run(RowBatch.from_rows(make_rows(vocab, "", num=256, max_length=64, temperature=3.0, seed=1)))
+    gathered = gathering.run(batch)  # over the previous run's output buffer
+    assert torch.equal(kept.ids, gathered.ids)
+
+
+def test_no_name_is_empty_unless_a_session_continues_it(loaded):
+    """At a high temperature the end token is often drawn at the first position; it must be
+    masked there, as decode masks it, except for rows continuing a name (name_length > 0)."""
+    model, vocab = loaded
+    rows = make_rows(vocab, "", num=300, temperature=8.0, seed=3)
+    got = chunked(loaded, buckets=(512,)).decode(rows)
+    assert got == reference(loaded, rows) and all(got)
+    start = Start(token=torch.tensor(vocab.encode("a") * 300), hidden=torch.zeros(1, 300, model.hidden_size),
+                  name_length=torch.full((300,), 3))
+    continued = chunked(loaded, buckets=(512,)).decode(rows, start=start)
+    assert continued == reference(loaded, rows, start=start) and not all(continued)
+
+
+def test_rows_beyond_the_decoders_sizes_are_refused_with_the_reason(loaded):
+    _, vocab = loaded
+    decoder = chunked(loaded, buckets=(8,), max_steps=10, max_prefix=8)
+    with pytest.raises(ValueError, match="max_length 11 is over this decoder's max_steps"):
+        decoder.run(RowBatch.from_rows([Row((), max_length=11)]))
+    with pytest.raises(ValueError, match="prefix of 9 symbols"):
+        decoder.run(RowBatch.from_rows([Row(tuple(vocab.encode("Mariaaaaa")), max_length=10)]))
+    with pytest.raises(ValueError, match="capture"):
+        chunked(loaded, capture=True)
+
+
+def test_row_batch_from_groups_holds_what_make_rows_gives(loaded):
+    _, vocab = loaded
+    groups = [("Ma", 3, 10, 0.7, 2, 5), ("", 1, 24, 0.0, 0, 0), ("Jo", 4, 6, 1.5, 0, 2**32 - 1)]
+    rows = [r for p, n, m, t, k, s in groups for r in make_rows(vocab, p, num=n, max_length=m, temperature=t,
+                                                                   top_k=k, seed=s)]
+    batch = RowBatch.from_groups([vocab.encode(g[0]) for g in groups], *[[g[i] for g in groups] for i in range(1, 6)])
+    want = RowBatch.from_rows(rows)
+    for field in ("prefix", "prefix_len", "max_length", "temperature", "top_k", "seed", "name_length"):
+        assert torch.equal(getattr(batch, field), getattr(want, field)), field
+    later = RowBatch.from_groups([vocab.encode("Ma")], [2], [10], [0.7], [2], [5], first_index=1)
+    assert torch.equal(later.seed, want.seed[1:3])
+    # past SMALL rows the seeds are hashed as tensors: the same values
+    many = RowBatch.from_groups([vocab.encode("J"), []], [70, 1], [9, 24], [1.0, 0.0], [0, 0], [77, 3])
+    assert many.seed.tolist() == [r.seed for r in make_rows(vocab, "J", num=70, seed=77) + make_rows(vocab, "", seed=3)]
+
+
+@pytest.mark.parametrize("bad,message", [({"max_lengths": [1]}, "group 0: max_length 1 is shorter than the prefix"),
+                                         ({"temperatures": [float("nan")]}, "temperature must be a finite"),
+                                         ({"top_ks": [-1]}, "top_k must be >= 0"),
+                                         ({"seeds": [2**32]}, "seed must be in")])
+def test_row_batch_refuses_bad_fields_naming_them(bad, message):
+    args = {"prefixes": [[1, 2]], "nums": [1], "max_lengths": [5], "temperatures": [1.0], "top_ks": [0], "seeds": [0]}
+    args.update(bad)
+    with pytest.raises(ValueError, match=message):
+        RowBatch.from_groups(**args)
+
+
+def test_name_text_is_vocab_decode_of_every_row():
+    vocab = Vocab.from_names(["Ana Júlia", "Zoë", "Mârcio"])
+    rnd = random.Random(1)
+    ids = torch.tensor([[rnd.randrange(len(vocab)) for _ in range(9)] for _ in range(300)])
+    ids[::7, 0] = vocab.eos_id  # empty names, and ids after an end token, included
+    names = NameText(vocab).names(ids)
+    assert names == [vocab.decode(row) for row in ids.tolist()]
+    skip = torch.tensor([rnd.randrange(4) for _ in range(300)])
+    assert NameText(vocab).names(ids, skip) == [vocab.decode(row[s:]) if vocab.eos_id not in row[:s] else ""
+                                                for row, s in zip(ids.tolist(), skip.tolist())]
+    assert NameText(vocab).text(ids[:0]) == ""
+    with pytest.raises(ValueError, match="cannot appear inside a name line"):
+        NameText(Vocab(("<s>", "a", "\n")))
+
+
+class ReplayingGraphs:
+    """A stand-in for model.chunked.CudaGraphs on CPU: a "graph" calls its work again on replay,
+    so the captured protocol (fixed keys, load then chunks, one flag read per chunk, every prefix
+    step forced) runs as on a GPU."""
+
+    def __init__(self):
+        self.captured, self.replays = [], 0
+
+    def capture(self, works):
+        self.captured += list(works)
+        return {key: self.Graph(self, work) for key, work in works.items()}
+
+    class Graph:
+        def __init__(self, owner, work):
+            self.owner, self.work = owner, work
+
+        def replay(self):
+            self.owner.replays += 1
+            self.work()
+
+
+def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
+    model, vocab = loaded
+    graphs = ReplayingGraphs()
+    decoder = chunked(loaded, buckets=(1, 8, 64), max_steps=40, chunk=4, capture=True, graphs=graphs)
+    assert decoder.warm_up(sizes=[50, 2], record=True) == 2 * (1 + 4 * 10)  # per bucket: load, 4 variants x 10 chunks
+    assert ("load",) in graphs.captured and ("top_k", False, 9) in graphs.captured
+    rows = [r for r in mixed_rows(vocab, n=50, seed=7) if r.max_length <= 40]
+    before = graphs.replays
+    out = decoder.run(RowBatch.from_rows(rows))
+    assert graphs.replays - before == 1 + out.chunks and decoder.eager_chunks == 0
+    assert decoder.id_lists(out.ids, rows) == reference(loaded, rows)
+    # sessions: continuing rows, recording each step
+    start = Start(token=torch.tensor(vocab.encode("MJ")), hidden=torch.zeros(1, 2, model.hidden_size),
+                  name_length=torch.tensor([1, 0]))
+    fed = [Row(tuple(vocab.encode("ar")), 12), Row((), 6)]
+    recorder = _Recorder(model)
+    want = decode(recorder, fed, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, model.hidden_size),
+                  start=start)
+    out = decoder.run(RowBatch.from_rows(fed, [1, 0]), start=start, record=True)
+    assert decoder.id_lists(out.ids, fed) == want and decoder.eager_chunks == 0
+    assert torch.equal(out.logits[: len(recorder.logits)], torch.stack(recorder.logits))
+    # a bucket that was not warmed up still decodes, eagerly, and says so
+    assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
+
+
+def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):
+    """2-layer RNN and GRU steps too (their hidden state has more than one layer)."""
+    model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
+    rows = mixed_rows(vocab, n=40, seed=9)
+    decoder = ChunkedDecoder(model, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                             hidden_shape=(model.num_layers, model.hidden_size), buckets=(8, 64), chunk=3)
+    assert decoder.decode(rows) == reference((model, vocab), rows)

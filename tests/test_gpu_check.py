@@ -1,0 +1,79 @@
+"""make gpu-check's CPU-runnable parts: its figures, its physical-limit arithmetic and a dry run
+of every section with the CPU standing in for the GPU (the capture itself needs CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.charrnn import CharRNN, ModelConfig
+from serve import gpu_check
+
+
+def test_model_cost_counts_every_multiply_add_but_the_input_lookup():
+    for cell, layers, per_layer in (("rnn", 1, 1), ("gru", 2, 3)):
+        model = CharRNN(ModelConfig(vocab_size=30, hidden_size=16, num_layers=layers, cell=cell))
+        cost = gpu_check.model_cost(model, (layers, 16), 30, sampled=False)
+        macs = layers * per_layer * 16 * 16 + (layers - 1) * per_layer * 16 * 16 + 16 * 30
+        assert cost["flops"] == 2 * macs
+        assert gpu_check.model_cost(model, (layers, 16), 30, sampled=True)["bytes"] > cost["bytes"]
+
+
+def test_limit_lines_name_the_binding_resource_and_the_share_of_it():
+    cost = {"greedy": {"flops": 10, "bytes": 100}, "sampled": {"flops": 10, "bytes": 1000}}
+    peaks = {"flops": 4800.0, "bytes": 24000.0}  # 24 steps: 20 names/s by FLOPs, 10 by bytes
+    greedy, sampled = gpu_check.limit_lines({"g": (5.0, False), "s": (0.5, True)}, cost, peaks)
+    assert "50.00% of the limit 10 (bytes-bound)" in greedy
+    assert "50.00% of the limit 1 (bytes-bound)" in sampled
+    peaks["bytes"] = 1e9
+    assert "25.00% of the limit 20 (FLOPs-bound)" in gpu_check.limit_lines({"g": (5.0, False)}, cost, peaks)[0]
+
+
+def test_table_aligns_and_formats_the_figures():
+    text = gpu_check.table(["rows", "GPU greedy"], [[1, 1234.4], [65536, 12345678.9]])
+    lines = text.splitlines()
+    assert lines[1].endswith("     1,234") and lines[2].endswith("12,345,679")
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_a_dry_run_prints_every_section(capsys, tiny_artifacts):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: run `make gpu-check` instead")
+    code = gpu_check.main(["--model", str(tiny_artifacts.torchscript), "--vocab", str(tiny_artifacts.vocab_json),
+                           "--dry-run-on-cpu", "--seconds", "0.02", "--decoder-rows", "1,8",
+                           "--engine-requests", "1,3", "--bulk", "300"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for expected in ("decoder, 8 sampled rows: GPU names == CPU names", "decoder names/s", "replays/flag reads",
+                     "engine names/s", "the first 300 lines are the same", "physical limit: per row and step",
+                     "decoder greedy @8", "targets (issue 14", "gpu-check passed"):
+        assert expected in out, expected
+
+
+BLOCKED = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("onnxruntime", "onnx", "tqdm"):
+            raise ImportError("not installed on this GPU machine: " + name)
+sys.meta_path.insert(0, Block())
+from serve import gpu_check
+sys.exit(gpu_check.main(sys.argv[1:]))
+"""
+
+
+def test_it_runs_without_onnx_runtime_or_tqdm(tiny_artifacts):
+    """A GPU machine may have only PyTorch (and numpy): gpu-check must not need the CPU-side
+    runtimes, down to its dry run's every section."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: run `make gpu-check` instead")
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "--model", str(tiny_artifacts.torchscript), "--vocab",
+                           str(tiny_artifacts.vocab_json), "--dry-run-on-cpu", "--seconds", "0.01",
+                           "--decoder-rows", "1,4", "--engine-requests", "1", "--bulk", "50"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
+                          check=False)
+    assert done.returncode == 0 and "gpu-check passed" in done.stdout, done.stderr[-2000:]
