@@ -103,6 +103,9 @@ def exit_on_sigterm() -> None:
     """
 
     def _raise(signum, frame):
+        # later copies are ignored: make forwards SIGTERM to its recipe, and one arriving during
+        # the cleanup would cut it short (SIGKILL still ends a process that hangs)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _raise)

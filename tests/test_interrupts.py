@@ -147,6 +147,22 @@ def test_a_second_signal_during_the_export_cleanup_does_not_leave_its_staging_fo
     assert leftovers(out) == []
 
 
+def test_a_second_sigterm_does_not_cut_the_cleanup_after_the_first_short():
+    cleaned = []
+    previous = signal.getsignal(signal.SIGTERM)
+    exit_on_sigterm()
+    try:
+        with pytest.raises(SystemExit):
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            finally:
+                signal.raise_signal(signal.SIGTERM)  # make's forwarded copy, during the cleanup
+                cleaned.append("cleanup finished")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert cleaned == ["cleanup finished"]
+
+
 def test_signals_deferred_holds_signals_until_the_block_ends_then_delivers_them():
     seen = []
     sigint_handler = signal.getsignal(signal.SIGINT)
