@@ -148,3 +148,26 @@ def test_the_fuzz_classes_for_nbest_get_the_statuses_they_expect(model_dir, engi
             assert json.loads(r.text)["names"] == case.names
         seen.add((category, r.status))
     assert seen == {("valid n-best", 200), ("bad n-best values", 400)}
+
+
+def test_the_fuzz_harness_expects_what_the_handler_answers_for_every_valid_class(model_dir, engine):
+    """make soak counts a valid answer as lost when it differs from the harness's expectation:
+    the expectation must follow the same rules (n-best for several greedy names, the greedy loop
+    when streamed), or the soak reports losses that are its own."""
+    from soak.fuzz import Generator
+
+    gen, gen_ctx = handler(model_dir)
+    fuzz = Generator(engine, seed=11)
+    several_streamed_greedy = 0
+    for category in ("valid greedy", "valid sampled", "valid streamed", "valid n-best") * 30:
+        case = fuzz.case(category)
+        (r,) = gen_ctx.run(gen, [case.body])
+        assert r.status == 200, (case.body, r.text)
+        body = json.loads(case.body)
+        if case.stream:
+            names = json.loads(r.streamed.decode().splitlines()[-1])["names"]
+            several_streamed_greedy += body.get("num", 1) > 1 and not body.get("temperature")
+        else:
+            names = json.loads(r.text)["names"]
+        assert names == case.names, (category, case.body)
+    assert several_streamed_greedy > 0  # the case that once went wrong was generated
