@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from core import manifest
-from core.atomic import exit_on_sigterm, signals_deferred, write_text_atomic
+from core.atomic import exit_on_sigterm, pause_point, signals_deferred, write_text_atomic
 from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
 from export.parity import Parity
@@ -44,11 +44,16 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]
         }
         # the one-graph greedy loop, built from the checked step and compared with its loop
         export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"])
+        pause_point("export-staged")  # tests signal at these points (core.atomic.pause_point)
         with signals_deferred():  # the set changes together or not at all
-            for name in ARTIFACTS.values():
+            for i, name in enumerate(ARTIFACTS.values()):
                 os.replace(staging / name, out_dir / name)
+                if i == 0:
+                    pause_point("export-commit")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # held signals: a second SIGTERM (make forwards one to its recipe) must not cut this short
+        with signals_deferred():
+            shutil.rmtree(staging, ignore_errors=True)
     return diffs
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from core.atomic import atomic_path
+from core.atomic import atomic_path, pause_point
 from core.errors import ArtifactError
 from core.integrity import check_zip
 from core.vocab import Vocab, VocabError
@@ -57,6 +57,7 @@ def save_checkpoint(path: str | Path, model: CharRNN, vocab: Vocab, *, metrics: 
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
+        pause_point("checkpoint")  # tests signal here: written, not yet renamed over the old one
     return ckpt
 
 

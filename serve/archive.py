@@ -145,7 +145,8 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
                 written.append(out_dir / f"{name}.mar")
         return written
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with signals_deferred():  # a second SIGTERM (make forwards one) must not cut the removal short
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_archive(mar: str | Path) -> str:

@@ -44,8 +44,8 @@ def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
     """A scripted, randomly initialised CharRNN (default size) with its vocab.json, torch only."""
     from core import manifest
     from core.vocab import Vocab
-    from model.torchscript import save_torchscript
     from model.charrnn import CharRNN, ModelConfig
+    from model.torchscript import save_torchscript
 
     vocab = Vocab.from_names(["ABCDEFGHIJKLMNOPRSTUVZ abcdefghijlmnopqrstuvxyzáãéêíóôú"])
     torch.manual_seed(0)

@@ -8,8 +8,11 @@ Sections (README.md "Reliability"):
   corrupt   every artifact of --art-dir and its .mar truncated, bit-flipped, with a swapped
             vocabulary: each loader refuses with one message naming the file (or the file loads
             identical); TorchServe started on a bad .mar fails fast instead of hanging
-  make      a real `make` into a temporary ART interrupted (SIGINT during training, SIGTERM
-            during export): the previous artifacts stay valid; `make` then completes
+  make      a real `make` into a temporary ART, then retrains interrupted (SIGINT during
+            training, SIGTERM during export) at moments the harness observed
+            (soak/interrupted_make.py): the previous artifacts stay valid, or the whole new set
+            when the signal met the export's commit; an interruption that could not be
+            exercised is reported as such; `make` then completes
   sessions  the open-session cap (a clean 429, never TorchServe's 503), then a churn of
             sessions with the session worker's resident memory measured
   fuzz      >= 5,000 seeded requests of every bad-input class and valid ones whose answers are
@@ -32,7 +35,6 @@ import platform
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +53,7 @@ from serve.engine import Engine, GenerateRequest
 from serve.server import Ports, ServerError, free_port, read_keys, start, stop
 from soak import corrupt
 from soak.fuzz import Case, Generator
+from soak.interrupted_make import section_make
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("corrupt", "make", "sessions", "fuzz", "kill", "restart")
@@ -174,106 +177,6 @@ def section_corrupt(table: Table, art_dir: Path, work: Path, flips: int, seed: i
                 inst.stop()
             how = "make serve's check on" if check else "check off: TorchServe's own start"
             table.add("corrupt", f".mar {label}, {how}", outcome, "refused fast with the reason", ok)
-
-
-# ---------------------------------------------------------------- make
-
-
-def run_make(art: Path, knobs: list[str], logfile: Path, interrupt: tuple[int, float, Path | None] | None = None):
-    """`make ART=art knobs`; with interrupt=(signal, delay, wait_for_change_of), send the signal
-    to make's process group `delay` s after the watched file changed (or after start)."""
-    cmd = ["make", "--no-print-directory", f"ART={art}", *knobs]
-    with open(logfile, "ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        sent_at = None
-        if interrupt:
-            sig, delay, watched = interrupt
-            if watched is not None:
-                before = watched.stat().st_mtime_ns if watched.exists() else 0
-                while proc.poll() is None and (watched.stat().st_mtime_ns if watched.exists() else 0) == before:
-                    time.sleep(0.05)
-            time.sleep(delay)
-            if proc.poll() is None:
-                os.killpg(proc.pid, sig)
-                sent_at = delay
-        code = proc.wait(timeout=600)
-    return code, sent_at
-
-
-def artifact_state(art: Path) -> dict:
-    """Each artifact loads (with its checksum)? Their fingerprints; leftovers of interrupted writes."""
-    from export.verify import manifests
-    from serve.archive import check_archive
-
-    found, problems = manifests(art)
-    problems = [p for p in problems if "different training runs" not in p]  # judged below
-    fps = {name: meta["fingerprint"] for name, meta in found.items()}
-    for name in ("charrnn.mar", "charrnn_session.mar"):
-        try:
-            fps[name] = check_archive(art / "model_store" / name)
-        except Exception as exc:  # noqa: BLE001 -- reported, not raised
-            problems.append(str(exc))
-    leftovers = sorted(str(p.relative_to(art)) for d in (art, art / "model_store") if d.is_dir()
-                       for p in d.iterdir() if p.name.startswith("."))
-    leftovers = [p for p in leftovers if p != ".train-args"]
-    exports = {fps.get(n) for n in ("vocab.json", "charrnn.torchscript.pt", "charrnn.onnx", "charrnn_generate.onnx",
-                                    "charrnn.mar", "charrnn_session.mar")}
-    return {"fingerprints": fps, "problems": problems, "leftovers": leftovers,
-            "exports_consistent": len(exports) == 1 and None not in exports,
-            "export_fingerprint": next(iter(exports)) if len(exports) == 1 else None}
-
-
-def section_make(table: Table, work: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    art = work / "make-art"
-    logfile = work / "make.log"
-    knobs = ["HIDDEN=32", "MAX_SECONDS=4", "EPOCHS=40", "PATIENCE=0", "THREADS=1"]
-    started = time.monotonic()
-    code, _ = run_make(art, knobs, logfile)
-    base = artifact_state(art)
-    ok = code == 0 and base["exports_consistent"] and not base["problems"]
-    table.add("make", "a full `make` into a temporary ART (tiny model)", f"exit {code} in "
-              f"{time.monotonic() - started:.0f} s, fingerprint {base['export_fingerprint']}", "completes", ok)
-    if not ok:
-        table.details["make"] = {"log": logfile.read_text()[-3000:], "state": base}
-        return
-    old = base["export_fingerprint"]
-    retrain = [*knobs, "SEED=1"]  # a knob change: make retrains and re-exports
-    steps = [("SIGINT", signal.SIGINT, rng.uniform(1.0, 6.0), None, "training"),
-             ("SIGTERM", signal.SIGTERM, rng.uniform(0.3, 6.0), art / "checkpoint.pt", "export")]
-    for label, sig, delay, watched, phase in steps:
-        code, sent = run_make(art, retrain, logfile, (sig, delay, watched))
-        state = artifact_state(art)
-        fp_ckpt = state["fingerprints"].get("checkpoint.pt")
-        ok = (not state["problems"] and not state["leftovers"] and state["exports_consistent"]
-              and state["export_fingerprint"] == old and fp_ckpt is not None)
-        if sent is None:
-            when = f"too late: make had finished ({phase})"
-        elif watched is None:
-            when = f"to make {sent:.1f} s after it started ({phase})"
-        else:
-            when = f"to make {sent:.1f} s after the new {watched.name} appeared ({phase})"
-        table.add("make", f"{label} {when}", f"make exit {code}; every artifact loads: "
-                  f"{not state['problems']}; the exports and .mar still the previous run's ({old}): "
-                  f"{state['export_fingerprint'] == old}; leftovers {state['leftovers'] or 'none'}",
-                  "previous set valid and loadable", ok)
-        table.details.setdefault("make", []).append({"step": label, "state": state})
-    started = time.monotonic()
-    code, _ = run_make(art, retrain, logfile)
-    state = artifact_state(art)
-    new = state["export_fingerprint"]
-    ok = (code == 0 and state["exports_consistent"] and not state["problems"] and new != old
-          and state["fingerprints"].get("checkpoint.pt") == new)
-    table.add("make", "`make` afterwards", f"exit {code} in {time.monotonic() - started:.0f} s; all 7 artifacts "
-              f"of the new run ({new})", "completes, one consistent set", ok)
-    before = logfile.stat().st_size
-    code, _ = run_make(art, retrain, logfile)
-    again = logfile.read_text(errors="replace")[before:]
-    rebuilt = [w for w in ("model.train", "-m export", "serve.archive") if w in again]
-    table.add("make", "`make` once more", f"exit {code}, rebuilt: {rebuilt or 'nothing'}", "nothing to do",
-              code == 0 and not rebuilt)
 
 
 # ---------------------------------------------------------------- sessions
