@@ -30,7 +30,7 @@ def test_summary_is_median_min_max():
         summary([])
 
 
-@pytest.mark.parametrize("name", ["ibge", "ibge-rnn"])
+@pytest.mark.parametrize("name", ["ibge", "ibge-variety", "ibge-rnn"])
 def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
     preset = load_preset(name)
     assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case

@@ -88,8 +88,7 @@ def test_node_refuses_a_one_graph_model_of_another_export(node, tiny_artifacts, 
 def test_node_nbest_matches_python(node, tiny_artifacts):
     """The JS twin of issue 16's exact n-best search (web/charrnn.mjs `nbest`) against Python's:
     same names in the same order, same log-probabilities, same "incomplete" flag when the bound
-    stops the search. Runs once model.nbest (issue 16) is in the branch."""
-    pytest.importorskip("model.nbest", reason="issue 16's n-best search (model.nbest) has not landed here yet")
+    stops the search."""
     gen = NameGenerator(tiny_artifacts.onnx)
     for prefix in ("", "Ma", "Fá", "Antô"):
         for num, max_length, max_expansions in ((5, 24, 10000), (20, 24, 10000), (3, 4, 10000), (10, 24, 7)):
@@ -103,3 +102,18 @@ def test_node_nbest_matches_python(node, tiny_artifacts):
             assert [name for name, _ in rows] == [gen.vocab.decode(ids) for ids in want.ids], case
             assert all(math.isclose(float(lp), w, rel_tol=1e-6, abs_tol=1e-6) for (_, lp), w in zip(rows, want.logprobs))
             assert ("stopped the search" in proc.stderr) == (not want.complete), case
+
+
+def test_node_follows_python_s_default_search(node, tiny_artifacts):
+    """Several names at temperature 0 are the n-best list on every command line; one name, or
+    --search greedy, is the greedy loop."""
+    gen = NameGenerator(tiny_artifacts.onnx)
+
+    def node_names(*args):
+        proc = run_node(node, "--model", str(tiny_artifacts.onnx), *args, "Ma")
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    assert node_names("--num", "4") == gen.generate("Ma", num=4)
+    assert node_names("--num", "4") == [gen.vocab.decode(ids) for ids in gen.nbest("Ma", num=4).ids]
+    assert node_names("--num", "3", "--search", "greedy") == [gen.generate("Ma")[0]] * 3

@@ -3,7 +3,7 @@
 //   node generate.mjs --model ../../artifacts/charrnn.onnx L Ma ""   (one greedy name per prefix and line)
 //   node generate.mjs --model M --num 3 --temperature 0.8 --top-k 5 --seed 7 Ma   (seeded samples)
 //   node generate.mjs --model M --next Ma   (next-character probabilities, one "char<TAB>p" a line)
-//   node generate.mjs --model M --search nbest --num 5 --logprobs Ma   (the 5 most probable names)
+//   node generate.mjs --model M --num 5 --logprobs Ma   (the 5 most probable names; --search greedy: the greedy name 5 times)
 //
 // The decoding is web/charrnn.mjs, the module the browser page uses too: the same names as the
 // Python runtime (export.runtime) for the same model, prefix, temperature, top-k and seed.
@@ -59,7 +59,10 @@ async function main(argv) {
       for (const { char, p } of await model.nextProbabilities(prefix)) console.log(`${char}\t${p}`);
       continue;
     }
-    if (args.search === "nbest") {
+    // the same rule as Python's (model.nbest.choose_search): several names at temperature 0 are
+    // the n-best list unless greedy is asked for by name
+    const search = args.search ?? (args.temperature === 0 && args.num > 1 ? "nbest" : "greedy");
+    if (search === "nbest") {
       const found = await model.nbest(prefix, { num: args.num, maxLength: args.maxLength, maxExpansions: args.maxExpansions });
       found.names.forEach((name, i) => console.log(args.logprobs ? `${name}\t${found.logprobs[i].toFixed(6)}` : name));
       if (!found.complete) console.error(`warning: the search bound (--max-expansions) stopped the search after ${found.names.length} proven names`);
