@@ -34,7 +34,8 @@ def test_summary_is_median_min_max():
 def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
     preset = load_preset(name)
     assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case
-    assert preset.config.cell == ("gru" if name == "ibge" else "rnn") and preset.config.max_seconds == 300
+    assert preset.config.cell == ("rnn" if name == "ibge-rnn" else "gru") and preset.config.max_seconds == 300
+    assert preset.art == f"artifacts/{name}"  # each its own folder: no preset overwrites another's model
     makefile = (ROOT / "Makefile").read_text()
     for var in KNOBS:  # every preset knob is a make knob that reaches model.train
         assert re.search(rf"^{var}\s+\?=", makefile, re.MULTILINE), var
