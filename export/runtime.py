@@ -18,6 +18,7 @@ CLI: python -m export.runtime --model artifacts/charrnn.onnx --prefix L -n 5 [--
 from __future__ import annotations
 
 import argparse
+import math
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -345,21 +346,17 @@ class NameGenerator:
     def suggest(self, prefix: str = "", *, top: int = 8, count: int = 5,
                 max_length: int = DEFAULT_MAX_LENGTH) -> dict:
         """What a type-ahead box shows: `next`, the `top` most likely next symbols; `greedy`, the
-        greedy name; `completions`, for each of the `count` most likely next symbols, best first,
-        the greedy name that continues with it (the prefix itself for the end of the name),
-        duplicates dropped. (Issue 16's exact n-best search is the better list once it lands.)"""
+        greedy name; `completions`, the `count` most probable whole names that start with the
+        prefix (the exact n-best search), best first, each with its log-probability and that
+        probability itself (`p`, the share of all names the model gives it)."""
         text = unicodedata.normalize("NFC", prefix)
         nxt = self.next_probabilities(text)
-        heads = [(c, p) for c, p in nxt[:count] if p > 0] if len(text) < max_length else []
-        starts = [text, *(text + c for c, _ in heads if c)]
-        names = self.generate(starts, max_length=max(max_length, len(text)))
-        completions, k = [], 1
-        for c, p in heads:
-            name = names[k] if c else text
-            k += bool(c)
-            if all(name != done["name"] for done in completions):
-                completions.append({"name": name, "next": c, "p": p})
-        return {"prefix": text, "next": nxt[:top], "greedy": names[0], "completions": completions}
+        length = max(max_length, len(text), 1)
+        greedy = self.generate(text, max_length=length)[0]
+        found = self.nbest(text, num=count, max_length=length)
+        completions = [{"name": self.vocab.decode(ids), "logprob": lp, "p": math.exp(lp)}
+                       for ids, lp in zip(found.ids, found.logprobs)]
+        return {"prefix": text, "next": nxt[:top], "greedy": greedy, "completions": completions}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """The torch-free ONNX Runtime path: no torch import, the vocabulary from the model alone,
 batched greedy and seeded sampling, the one-graph model for greedy batches, the CLI."""
 
+import math
 import shutil
 import subprocess
 import sys
@@ -209,11 +210,9 @@ def test_next_probabilities_and_suggest(tiny_artifacts):
         assert (dict(probs)[""] > 0) == bool(prefix)  # a name has at least one character
         answer = gen.suggest(prefix, top=4, count=3)
         assert answer["next"] == probs[:4] and answer["greedy"] == gen.generate(prefix)[0]
-        want = []
-        for char, p in probs[:3]:
-            name = gen.generate(prefix + char)[0] if char else prefix
-            if name not in [w["name"] for w in want]:
-                want.append({"name": name, "next": char, "p": p})
-        assert answer["completions"] == want
+        best = gen.nbest(prefix, num=3)  # the exact n-best list, with each whole name's probability
+        assert [c["name"] for c in answer["completions"]] == [gen.vocab.decode(ids) for ids in best.ids]
+        assert [c["logprob"] for c in answer["completions"]] == best.logprobs
+        assert all(math.isclose(c["p"], math.exp(c["logprob"])) for c in answer["completions"])
     with pytest.raises(VocabError, match="U\\+20AC"):
         gen.suggest("M€")

@@ -405,26 +405,19 @@ export class CharRNN {
   }
 
   /** What a type-ahead box shows for `prefix`: the next-symbol probabilities (`next`, the `top`
-   * most likely), the greedy name (`greedy`) and `completions`: for each of the most likely
-   * next symbols, best first, the greedy name that continues with it (the prefix itself when the
-   * symbol is the end of the name), at most `count` distinct names.
-   * TODO(issue 16): when the exact n-best search lands, completions become its true top-N. */
+   * most likely), the greedy name (`greedy`) and `completions`: the `count` most probable whole
+   * names that start with it (`nbest`), best first, with `logprob` and `p` = exp(logprob). */
   async suggest(prefix = "", { top = 8, count = 5, maxLength = DEFAULT_MAX_LENGTH } = {}) {
+    // twin of export.runtime NameGenerator.suggest: next symbols, the greedy name, and the
+    // `count` most probable whole names (the exact n-best search) with their probabilities
     const next = await this.nextProbabilities(prefix);
     const text = prefix.normalize("NFC");
-    const room = [...text].length < maxLength;
-    const heads = room ? next.slice(0, count).filter((n) => n.p > 0) : [];
-    const rows = [text, ...heads.filter((n) => n.char).map((n) => text + n.char)]
-      .map((p) => this.makeRows(p, { maxLength: Math.max(maxLength, [...p].length) })[0]);
-    const ids = this.graph ? await this.decodeGraph(rows) : await this.decode(rows);
-    const names = ids.map((row) => this.decodeIds(row));
-    const greedy = names[0];
-    const completions = [];
-    let k = 1;
-    for (const n of heads) {
-      const name = n.char ? names[k++] : text;
-      if (!completions.some((c) => c.name === name)) completions.push({ name, next: n.char, p: n.p });
-    }
+    const length = Math.max(maxLength, [...text].length, 1);
+    const row = this.makeRows(text, { maxLength: length })[0];
+    const ids = this.graph ? await this.decodeGraph([row]) : await this.decode([row]);
+    const greedy = this.decodeIds(ids[0]);
+    const found = await this.nbest(text, { num: count, maxLength: length });
+    const completions = found.names.map((name, i) => ({ name, logprob: found.logprobs[i], p: Math.exp(found.logprobs[i]) }));
     return { prefix: text, next: next.slice(0, top), greedy, completions };
   }
 

@@ -160,12 +160,12 @@ function showSuggestions(request, result, workerMs) {
   }));
   $("greedy").value = result.greedy;
   const list = $("completions");
-  list.replaceChildren(...result.completions.map(({ name, next: char, p }) => {
+  list.replaceChildren(...result.completions.map(({ name, p }) => {
     const li = document.createElement("li");
     li.dataset.name = name;
     const why = document.createElement("span");
     why.className = "why";
-    why.textContent = ` (next “${char === "" ? "end" : char}”, ${percent(p)})`;
+    why.textContent = ` (${percent(p)} of names)`;
     li.append(button(name, null, () => useText(name)), why);
     return li;
   }));
