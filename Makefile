@@ -101,7 +101,7 @@ PREFIX  ?=
 NUM     ?= 5
 TEMPERATURE ?= 0
 generate: $(EXPORTS)
-	$(PY) -m model.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
+	$(PY) -m tools.generate --backend $(BACKEND) --prefix '$(PREFIX)' -n $(NUM) --temperature $(TEMPERATURE) \
 		$(if $(SEED_GEN),--seed $(SEED_GEN),)
 
 # Bulk generation straight to a file (docs/bulk-generation.md); the same SEED gives the same file on CPU or GPU.

@@ -3,7 +3,7 @@
 Usage: python -m model.names --num 1000000 --out names.txt [--device cuda] [--temperature 1
        --seed 7 --prefix Ma --top-k 0 --max-length 24] [--distinct] [--batch-size N] [--workers 2]
 
-Line i of the file is the name `python -m model.generate --seed SEED --temperature T` gives as
+Line i of the file is the name `python -m tools.generate --seed SEED --temperature T` gives as
 its i-th name: row i is seeded row_seed(SEED, i) (core.noise), never from a random generator's
 state, so the file is the same for the same arguments whatever the batch size, workers, device or
 machine (the GPU computes the same names as the CPU; `make gpu-check` checks it). Batches run

@@ -314,7 +314,7 @@ def ranked(gen, prefixes: Sequence[str], *, num: int, max_length: int, temperatu
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    """The n-best options of both command lines (export.runtime and model.generate)."""
+    """The n-best options of both command lines (export.runtime and tools.generate)."""
     p.add_argument("--search", choices=SEARCHES, default=None,
                    help="default: nbest (the num most probable distinct names) when temperature is 0 "
                         "and num > 1, else greedy / sampling")

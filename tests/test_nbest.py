@@ -153,7 +153,7 @@ def test_every_runtime_gives_the_same_list(tiny_artifacts):
     same([(a.names, a.logprobs, a.complete) for a in answers])
     args = [a for p in prefixes for a in ("--prefix", p)] + ["-n", str(num), "--logprobs"]
     for module, extra in (("export.runtime", ["--model", str(tiny_artifacts.onnx)]),
-                          ("model.generate", ["--backend", "torchscript", "--model", str(tiny_artifacts.torchscript)])):
+                          ("tools.generate", ["--backend", "torchscript", "--model", str(tiny_artifacts.torchscript)])):
         lines = cli(module, *extra, *args)
         same([([n for n, _ in lines[i:i + num]], [x for _, x in lines[i:i + num]], True)
               for i in range(0, len(lines), num)])

@@ -1,0 +1,1 @@
+"""Command lines over every layer (they may import any of them)."""
