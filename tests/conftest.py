@@ -105,3 +105,21 @@ def require_java(what: str) -> str:
         if in_ci():
             pytest.fail(f"{message} (CI is set: these tests must run, not skip)", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_artifacts):
+    """The tiny model and its vocabulary, loaded from its checkpoint."""
+    from model.checkpoint import load_checkpoint
+
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    return model, vocab
+
+
+def decode_loaded(loaded, rows, **kw):
+    """model.decode.decode over the eager step of a `loaded` (model, vocab) pair."""
+    from model.decode import decode
+
+    model, vocab = loaded
+    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                  hidden_shape=(model.num_layers, model.hidden_size), **kw)

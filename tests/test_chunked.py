@@ -17,18 +17,7 @@ from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
 from serve.engine import _Recorder
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_artifacts):
-    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
-    return model, vocab
-
-
-def reference(loaded, rows, **kw):
-    model, vocab = loaded
-    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                  hidden_shape=(model.num_layers, model.hidden_size), **kw)
+from tests.conftest import decode_loaded as reference
 
 
 def chunked(loaded, **kw) -> ChunkedDecoder:

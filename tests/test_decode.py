@@ -10,20 +10,8 @@ import torch
 from core.noise import to_unit_interval, uniform_bits
 from core.request import Row, make_rows
 from core.vocab import VocabError
-from model.checkpoint import load_checkpoint
-from model.decode import NOISE_CHUNK, Chooser, Start, decode
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_artifacts):
-    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
-    return model, vocab
-
-
-def run(loaded, rows, **kw):
-    model, vocab = loaded
-    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                  hidden_shape=(model.num_layers, model.hidden_size), **kw)
+from model.decode import NOISE_CHUNK, Chooser, Start
+from tests.conftest import decode_loaded as run
 
 
 def test_greedy_from_a_letter_starts_with_it_and_stops_by_itself(loaded):
