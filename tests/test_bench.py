@@ -36,6 +36,8 @@ def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
     assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case
     assert preset.config.cell == ("rnn" if name == "ibge-rnn" else "gru") and preset.config.max_seconds == 300
     assert preset.art == f"artifacts/{name}"  # each its own folder: no preset overwrites another's model
+    # ibge-variety is ibge but for what it sets before `include presets/ibge.mk` (make's ?=)
+    assert preset.config.count_weighting == {"ibge": "sqrt"}.get(name, "none")
     makefile = (ROOT / "Makefile").read_text()
     for var in KNOBS:  # every preset knob is a make knob that reaches model.train
         assert re.search(rf"^{var}\s+\?=", makefile, re.MULTILINE), var
@@ -48,8 +50,14 @@ def test_preset_files_are_checked(tmp_path):
     (tmp_path / "a.mk").write_text(good.replace(hidden_line, "HIDDEN ?= $(X)"))
     (tmp_path / "b.mk").write_text(good + "BOGUS ?= 1\n")
     (tmp_path / "c.mk").write_text(good.replace("LR_SCHEDULE", "# LR_SCHEDULE"))
+    (tmp_path / "base.mk").write_text(good)
+    (tmp_path / "over.mk").write_text("HIDDEN ?= 7\ninclude presets/base.mk\nHIDDEN ?= 9\n")
+    assert load_preset("over", tmp_path).config.hidden_size == 7  # the first value wins, as in make
+    assert load_preset("over", tmp_path).config.cell == load_preset("base", tmp_path).config.cell
+    (tmp_path / "d.mk").write_text("include presets/gone.mk\n")
+    (tmp_path / "e.mk").write_text("include presets/e.mk\n")
     for stem, message in (("a", "plain value"), ("b", "unknown variable BOGUS"), ("c", "must set LR_SCHEDULE"),
-                          ("zzz", "no preset")):
+                          ("zzz", "no preset"), ("d", "gone.mk, which does not exist"), ("e", "includes itself")):
         with pytest.raises(PresetError, match=message):
             load_preset(stem, tmp_path)
 
