@@ -127,7 +127,8 @@ MANAGEMENT_PORT ?= 8081
 METRICS_PORT    ?= 8082
 SERVE_TIMEOUT   ?= 120
 ARCHIVES        := $(MODEL_STORE)/charrnn.mar $(MODEL_STORE)/charrnn_session.mar
-SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/answers.py serve/handler.py serve/checksums.py serve/archive.py $(wildcard serve/config/*.yaml)
+SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/validation.py serve/sessions.py serve/artifacts.py \
+                   serve/wire.py serve/answers.py serve/handler.py serve/checksums.py serve/archive.py $(wildcard serve/config/*.yaml)
 
 .PHONY: archive serve stop gpu-check require-java
 

@@ -31,7 +31,8 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 3, letters: int
     from bench.common import machine_info
     from export.runtime import NameGenerator
     from model import nbest
-    from serve.engine import Engine, GenerateRequest
+    from serve.engine import Engine
+    from serve.validation import GenerateRequest
 
     machine = machine_info()
     torch.set_num_threads(1)

@@ -1,39 +1,17 @@
 """The engine's n-best glue: one-shot answers with log-probabilities, the n-best search of a
 request, and a session's top completions (model.nbest over the engine's torch step).
 
-A module of its own so that serve/engine.py only routes to it (small hooks) and the answer's
-JSON has one home."""
+A module of its own so that serve/engine.py only routes to it (small hooks); the answer's JSON
+lives in serve/wire.py."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from core.vocab import Vocab
 from model import nbest
 from model.nbest_torch import TorchStepper
-
-DIGITS = 6  # log-probabilities in answers are rounded like the session's "p"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One one-shot request's answer. `complete` is None unless the request ran the n-best
-    search (then False when the expansion bound stopped it before `num` names were proven)."""
-
-    names: list[str]
-    logprobs: list[float]
-    complete: bool | None = None
-
-    def to_dict(self) -> dict:
-        out: dict = {"names": self.names, "logprobs": [round(x, DIGITS) for x in self.logprobs]}
-        if self.complete is not None:
-            out["complete"] = self.complete
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+from serve.wire import DIGITS, Answer
 
 
 def searched_answers(stepper: TorchStepper, vocab: Vocab, queries: Sequence[tuple[str, int, int]], *,

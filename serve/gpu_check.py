@@ -28,9 +28,10 @@ import torch
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
 from model.names import BulkSpec, bulk_decoder, write_names
-from serve.engine import Engine, GenerateRequest, SessionRequest
+from serve.engine import Engine
 from serve.handler import CharRNNHandler
 from serve.standin import StandInContext
+from serve.validation import GenerateRequest, SessionRequest
 
 BATCHES = (1, 64, 1024)
 DECODER_ROWS = (1, 64, 1024, 16384, 65536)

@@ -1,7 +1,8 @@
 """TorchServe handler: a thin adapter from TorchServe's batch API to `serve.engine.Engine`.
 
 TorchServe allows exactly one class in a handler module, so everything else lives in modules
-shipped beside it in the archive (data/, model/, export/, serve/engine.py: see serve/archive.py).
+shipped beside it in the archive (core/, model/, export/, serve/engine.py and its neighbours: see
+serve/archive.py).
 
 Modes (the `handler.mode` key of the archive's model-config.yaml):
 - `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream", "search"}
@@ -46,16 +47,10 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
 from core.errors import ArtifactError
 from export.runtime import GENERATE_FILE
 from serve import checksums
-from serve.engine import (
-    NDJSON,
-    Engine,
-    Limits,
-    RequestError,
-    SessionStore,
-    error_json,
-    stream_end,
-    stream_lines,
-)
+from serve.engine import Engine
+from serve.sessions import SessionStore
+from serve.validation import Limits, RequestError
+from serve.wire import NDJSON, error_json, stream_end, stream_lines
 
 logger = logging.getLogger(__name__)
 

@@ -49,8 +49,9 @@ import torch
 import yaml
 
 from serve.client import Client, ClientError, SessionLost
-from serve.engine import Engine, GenerateRequest
+from serve.engine import Engine
 from serve.server import Ports, ServerError, free_port, read_keys, start, stop
+from serve.validation import GenerateRequest
 from soak import corrupt
 from soak.fuzz import Case, Generator
 from soak.interrupted_make import section_make

@@ -163,7 +163,7 @@ def probe(path: Path, reference_dir: Path) -> object:
         return vocab.symbols, [(k, v.numpy().tobytes()) for k, v in sorted(model.state_dict().items())]
     if name == "vocab.json":
         from model.torchscript import load_torchscript
-        from serve.engine import check_vocab_file
+        from serve.artifacts import check_vocab_file
 
         ts = reference_dir / "charrnn.torchscript.pt"
         _, vocab, meta = load_torchscript(ts)

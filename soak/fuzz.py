@@ -12,7 +12,8 @@ import random
 import unicodedata
 from dataclasses import dataclass, field
 
-from serve.engine import Engine, GenerateRequest
+from serve.engine import Engine
+from serve.validation import GenerateRequest
 
 # (category, weight): the share of the run each class of input gets
 CATEGORIES = {

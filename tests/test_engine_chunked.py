@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from serve.engine import Engine, GenerateRequest, SessionRequest
+from serve.engine import Engine
 from serve.handler import CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.validation import GenerateRequest, SessionRequest
 
 
 @pytest.fixture(scope="module")

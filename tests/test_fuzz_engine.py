@@ -25,17 +25,17 @@ from hypothesis import strategies as st
 from core.noise import MAX_SEED
 from core.request import DEFAULT_MAX_LENGTH
 from model.nbest import choose_search
-from serve.engine import (
+from serve.engine import Engine
+from serve.handler import PHRASES, CharRNNHandler
+from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.validation import (
     GENERATE_FIELDS,
     SESSION_FIELDS,
-    Engine,
     GenerateRequest,
     Limits,
     RequestError,
     SessionRequest,
 )
-from serve.handler import PHRASES, CharRNNHandler
-from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
 from tests.test_serve_handler import make_handler
 
 ROOT = Path(__file__).resolve().parents[1]

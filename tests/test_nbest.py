@@ -21,7 +21,8 @@ from model import nbest
 from model.charrnn import CharRNN, ModelConfig
 from model.generate import TorchGenerator
 from model.nbest_torch import TorchStepper
-from serve.engine import Engine, GenerateRequest
+from serve.engine import Engine
+from serve.validation import GenerateRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Vocab(("<s>", "a", "b", "c"))

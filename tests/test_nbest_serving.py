@@ -8,9 +8,10 @@ import math
 
 import pytest
 
-from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
+from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.validation import GenerateRequest, SessionRequest
 from tests.test_serve_integration import one_thread, served, store  # noqa: F401 - the served fixture
 
 

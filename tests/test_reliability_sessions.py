@@ -17,9 +17,11 @@ import torch
 import yaml
 
 from serve.client import Client, ClientError, SessionLost
-from serve.engine import Engine, SessionRequest, SessionStore
+from serve.engine import Engine
 from serve.handler import CharRNNHandler
+from serve.sessions import SessionStore
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.validation import SessionRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -22,18 +23,11 @@ from core.errors import ArtifactError
 from core.request import make_rows
 from export.runtime import GENERATE_FILE
 from model.generate import TorchGenerator
-from serve.engine import (
-    ONNX_GRAPH,
-    TORCH,
-    Engine,
-    GenerateRequest,
-    Limits,
-    RequestError,
-    SessionState,
-    SessionStore,
-)
+from serve.engine import ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
+from serve.sessions import SessionState, SessionStore
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.validation import GenerateRequest, Limits, RequestError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -609,9 +603,11 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
 
     shipped = {str(p) for p in shipped_modules()}
     assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "core/request.py",
-            "core/vocab.py", "model/torchscript.py"} <= shipped
-    # only what the handler needs: no exporter, no parity check
-    assert not {"export/torchscript.py", "export/parity.py", "export/onnx_step.py"} & shipped, sorted(shipped)
+            "core/vocab.py", "model/torchscript.py", "serve/validation.py", "serve/sessions.py",
+            "serve/artifacts.py", "serve/wire.py", "serve/answers.py"} <= shipped
+    # only what the handler needs: no exporter, no parity check, no server wrapper or client
+    assert not {"export/torchscript.py", "export/parity.py", "export/onnx_step.py", "serve/server.py",
+                "serve/client.py"} & shipped, sorted(shipped)
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
     mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
                           greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
@@ -630,6 +626,19 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert manifest["model"]["configFile"] == "model-config.yaml"
     assert "batchSize: 8" in config and "maxBatchDelay: 5" in config
     assert yaml.safe_load(config)["handler"]["one_graph"] is True  # the declaration the worker enforces
+
+
+def test_make_rebuilds_the_archives_when_a_shipped_serve_module_changes():
+    """`make archive` depends on SOURCES_SERVE (the Makefile) for serve/: it must name the handler
+    and every serve/ module the archive ships, or an edit would leave a stale .mar in place."""
+    from serve.archive import shipped_modules
+
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    match = re.search(r"^SOURCES_SERVE\s*:=((?:.*\\\n)*.*)$", text, re.M)
+    assert match, "no SOURCES_SERVE in the Makefile"
+    listed = set(match.group(1).replace("\\\n", " ").split())
+    shipped = {str(p) for p in shipped_modules() if p.parts[0] == "serve"} | {"serve/handler.py"}
+    assert shipped - listed == set()
 
 
 def test_a_one_graph_archive_is_built_and_checked_whole(tiny_artifacts, tmp_path):

@@ -23,7 +23,7 @@ import torch
 
 from export.runtime import GENERATE_FILE
 from serve.client import Client, ClientError
-from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
+from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER
 from serve.server import (
     Ports,
@@ -37,6 +37,7 @@ from serve.server import (
     start,
     stop,
 )
+from serve.validation import GenerateRequest, SessionRequest
 from soak.corrupt import mar_without_member
 from tests.conftest import require_java
 
