@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--serving-endpoints", default="greedy,session", help="greedy (one-shot) and/or session")
     g.add_argument("--serving-sweep", default=None,
                    help="workers:batchSize:maxBatchDelay[:quiet],... at 8 clients ('none': no sweep; "
-                        "default: bench.serving.DEFAULT_SWEEP)")
+                        "default: bench.serving_sweep.DEFAULT_SWEEP)")
     return p
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import fmt, summary, table
+from bench.common import fmt, summary
 from core.request import make_rows
 from model.decode import decode
 from model.names import (
@@ -33,6 +33,7 @@ from model.names import (
     worker_texts,
     write_names,
 )
+from tools.tables import table
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine
 

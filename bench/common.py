@@ -1,4 +1,5 @@
-"""Shared pieces of `make bench`: the machine description, median/min/max summaries, tables."""
+"""Shared pieces of `make bench`: the machine description, median/min/max summaries (tables:
+tools/tables.py)."""
 
 from __future__ import annotations
 
@@ -64,12 +65,6 @@ def fmt(s: dict, spec: str = ",.0f", unit: str = "") -> str:
     """'median (min–max, n=N)' of a summary."""
     return (f"{format(s['median'], spec)}{unit} ({format(s['min'], spec)}–{format(s['max'], spec)}, "
             f"n={s['n']})")
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def describe(config: dict) -> str:

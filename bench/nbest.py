@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.tables import table
+
 NUMS = (5, 20)
 
 
@@ -87,14 +89,12 @@ def format_table(result: dict) -> str:
     lines = [(f"n-best against greedy, batch 1, one thread; {result['prefixes']} prefixes (empty and every first "
              f"letter) x {result['repeats']} rounds, interleaved; bound {result['max_expansions']} expansions, "
              f"{result['width']} prefixes per step call."), "",
-             "| backend | request | p50 ms | p99 ms | p50 vs greedy + logprob |", "|---|---|---:|---:|---:|"]
-    for r in result["rows"].values():
-        lines.append(f"| {r['backend']} | {r['request']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['vs_greedy']:.1f}× |")
-    lines += ["", "| search | expansions (mean) | expansions (max) | step calls (mean) | stopped by the bound |",
-              "|---|---:|---:|---:|---:|"]
-    for k, s in result["searches"].items():
-        lines.append(f"| {k} | {s['expansions_mean']:.0f} | {s['expansions_max']} | {s['step_calls_mean']:.1f} "
-                     f"| {s['incomplete']} |")
+             table(["backend", "request", "p50 ms", "p99 ms", "p50 vs greedy + logprob"],
+                   [[r["backend"], r["request"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['vs_greedy']:.1f}×"]
+                    for r in result["rows"].values()], "llrrr")]
+    lines += ["", table(["search", "expansions (mean)", "expansions (max)", "step calls (mean)", "stopped by the bound"],
+                        [[k, f"{s['expansions_mean']:.0f}", s["expansions_max"], f"{s['step_calls_mean']:.1f}",
+                          s["incomplete"]] for k, s in result["searches"].items()], "lrrrr")]
     lines += ["", f"Torch engine and ONNX runtime n-best lists agree: {'yes' if result['agree'] else 'NO'}."]
     return "\n".join(lines)
 

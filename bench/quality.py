@@ -110,7 +110,8 @@ def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threa
 
 
 def markdown(result: dict) -> str:
-    from bench.common import describe, fmt, table
+    from bench.common import describe, fmt
+    from tools.tables import table
 
     milestones = result["milestones"]
     rows, notes = [], []

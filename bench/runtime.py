@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tools.tables import table
+
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
 THREADS = "1 for every backend (torch.set_num_threads(1), ORT intra_op_num_threads=1)"
 LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx_step": "ONNX Runtime step loop",
@@ -235,13 +237,11 @@ def loop_bound_probe(art_dir: str | Path, rows: list, names: list[str]) -> tuple
 def format_table(result: dict) -> str:
     """Markdown: the table, then the issue's targets."""
     b = result["backends"]
-    lines = [(f"| backend | p50 µs/name (batch 1) | p99 µs/name | speed-up vs eager (p50) "
-              f"| names/s (batch {result['batch']}) | vs eager |"),
-             "|---|---:|---:|---:|---:|---:|"]
-    for name in BACKENDS:
-        r = b[name]
-        lines.append(f"| {LABELS[name]} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p50_speedup']:.1f}× "
-                     f"| {r['names_per_s']:,.0f} | {r['throughput_ratio']:.1f}× |")
+    lines = [table(["backend", "p50 µs/name (batch 1)", "p99 µs/name", "speed-up vs eager (p50)",
+                    f"names/s (batch {result['batch']})", "vs eager"],
+                   [[LABELS[name], f"{b[name]['p50_us']:.0f}", f"{b[name]['p99_us']:.0f}",
+                     f"{b[name]['p50_speedup']:.1f}×", f"{b[name]['names_per_s']:,.0f}",
+                     f"{b[name]['throughput_ratio']:.1f}×"] for name in BACKENDS], "lrrrrr")]
     step_vs_eager = b["onnx_step"]["p50_speedup"]
     graph_vs_step = b["onnx_step"]["p50_us"] / b["onnx_graph"]["p50_us"]
     lines += ["",

@@ -20,11 +20,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import describe, machine_info, machine_line, table
+from bench.common import describe, machine_info, machine_line
 from bench.quality import bigram_baseline, time_to_quality
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import read_corpus
 from model.train import TrainConfig
+from tools.tables import table
 
 GRU_BASE = {"cell": "gru", "hidden_size": 64, "num_layers": 1, "batch_size": 64, "lr": 0.01, "lr_schedule": "cosine",
                 "lr_decay": 1.0, "count_weighting": "none", "length_pool": 0}

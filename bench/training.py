@@ -25,11 +25,12 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from bench.common import fmt, summary, table
+from bench.common import fmt, summary
 from core.vocab import Vocab
 from data.corpus import Entry, split
 from model.charrnn import CharRNN, ModelConfig
 from model.train import TrainConfig, train
+from tools.tables import table
 
 TARGET_SPEEDUP = 50.0
 

@@ -136,7 +136,8 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from bench.common import machine_line, table
+    from bench.common import machine_line
+    from tools.tables import table
 
     def q(values, frac):
         values = sorted(values)

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from core.vocab import BOUNDARY
+from tools.tables import table
 
 FIGURES = {"lengths": "lengths.png", "first_letters": "first_letters.png", "loss": "loss_curves.png"}
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _nll_row(label: str, r: dict) -> list:

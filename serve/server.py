@@ -1,4 +1,5 @@
-"""Start, wait for, and stop a TorchServe instance serving the CharRNN archives.
+"""Start, wait for, and stop a TorchServe instance serving the CharRNN archives: the one
+TorchServe wrapper (`make serve`, the tests, `make bench-serving` and `make soak` all use it).
 
 Usage (what `make serve` / `make stop` run):
   python -m serve.server start --dir artifacts/serve --model-store artifacts/model_store \
@@ -6,15 +7,19 @@ Usage (what `make serve` / `make stop` run):
   python -m serve.server stop --dir artifacts/serve
 
 `start` first checks each archive in-process (serve.archive.check_archive: the handler started
-on the unpacked .mar, as a worker would), then writes <dir>/config.properties (loopback-only
-addresses, token authorization on, the model register/unregister API off, allowed_urls
-restricted to the model store), starts TorchServe in the background from <dir> (so the token
-file is <dir>/key_file.json and the logs go to <dir>/logs), and returns only when every model's
-workers are READY (/ping answers before the models can). It fails fast, with the reason from
-the logs, when TorchServe cannot load an archive (the model is not registered) or a worker dies
-while loading (TorchServe would retry it for ever). Everything instance-specific (pid file,
-worker sockets, Java temp files) lives under <dir>/tmp, so several instances (tests) can run
-side by side on other ports.
+on the unpacked .mar, as a worker would), then writes <dir>/config.properties
+(serve/config_properties.py: loopback-only addresses, token authorization on, the model
+register/unregister API off, allowed_urls restricted to the model store), starts TorchServe in
+the background from <dir> (so the token file is <dir>/key_file.json and the logs go to
+<dir>/logs), and returns only when every model's workers are READY (/ping answers before the
+models can). It fails fast, with the reason from the logs (serve/server_logs.py), when
+TorchServe cannot load an archive (the model is not registered) or a worker dies while loading
+(TorchServe would retry it for ever). Everything instance-specific (pid file, worker sockets,
+Java temp files) lives under <dir>/tmp, so several instances (tests) can run side by side on
+other ports.
+
+In Python, serve/instance.py (`running`, `Instance`) is the handle on one started instance that
+tests, `make bench-serving` and `make soak` use.
 """
 
 from __future__ import annotations
@@ -25,50 +30,25 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.config_properties import Ports, render_config
+from serve.server_logs import log_sizes, log_tail, new_log_lines, startup_failure
+
 MODELS = ("charrnn", "charrnn_session")
 KEY_FILE = "key_file.json"
+FRONTEND_STARTED = "Model server started."  # stdout, once TorchServe's servers are bound
 
 
 class ServerError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class Ports:
-    inference: int = 8080
-    management: int = 8081
-    metrics: int = 8082
-    # TorchServe always starts its gRPC APIs too; 0: a free loopback port picked at start (their
-    # fixed defaults 7070/7071 made a second instance on the machine die at start-up)
-    grpc_inference: int = 0
-    grpc_management: int = 0
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports (all sockets held open until every port is chosen)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
@@ -117,41 +97,6 @@ def find_java() -> Java:
 def check_java() -> str:
     """The `java -version` line of the Java TorchServe will run; ServerError unless >= 17."""
     return find_java().version
-
-
-def render_config(model_store: Path, ports: Ports) -> str:
-    store = model_store.resolve()
-    grpc_inference, grpc_management = ports.grpc_inference or free_port(), ports.grpc_management or free_port()
-    return f"""\
-# Written by `python -m serve.server start` (make serve); see README.md "Serving".
-# Loopback only: nothing here is reachable from another machine.
-inference_address=http://127.0.0.1:{ports.inference}
-management_address=http://127.0.0.1:{ports.management}
-metrics_address=http://127.0.0.1:{ports.metrics}
-# TorchServe always starts its gRPC APIs as well (unused here): loopback, on ports of this
-# instance's own, so that a second instance on the machine does not fail on 7070/7071.
-grpc_inference_address=127.0.0.1
-grpc_management_address=127.0.0.1
-grpc_inference_port={grpc_inference}
-grpc_management_port={grpc_management}
-# Token authorization stays ON: every inference/management call needs
-# "Authorization: Bearer <key>" from key_file.json beside this file.
-disable_token_authorization=false
-# The model register/unregister API stays OFF (no loading archives from URLs at run time).
-enable_model_api=false
-# Only archives inside the model store may ever be loaded (ShellTorch SSRF, CVE-2023-43654).
-allowed_urls=file://{store}/[^/]*[.]mar
-model_store={store}
-# Hand the handler raw request bytes: it parses them strictly itself (NaN/Infinity refused).
-decode_input_request=false
-# Bodies are a few dozen bytes; refuse big ones in the frontend (413).
-max_request_size=65536
-default_response_timeout=30
-# No per-minute system-metrics subprocess competing for the 2 cores.
-disable_system_metrics=true
-async_logging=true
-install_py_dep_per_model=false
-"""
 
 
 def _instance_env(run_dir: Path) -> dict:
@@ -209,53 +154,16 @@ def is_ready(run_dir: Path, ports: Ports, model: str) -> bool:
     return expected > 0 and ready >= expected
 
 
-# the last line of a Python traceback in a worker's output, e.g.
-# "... W-9000-charrnn_1.0-stdout MODEL_LOG - core.errors.ArtifactError: <message>"
-_WORKER_ERROR = re.compile(r"W-\d+-(?P<model>.+?)_[^_\s]+-stdout MODEL_LOG - "
-                           r"(?P<error>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?::.*)?)$")
-
-
-def _log_sizes(run_dir: Path) -> dict[str, int]:
-    logs = run_dir / "logs"
-    return {name: (logs / name).stat().st_size if (logs / name).is_file() else 0
-            for name in ("ts_log.log", "model_log.log")}
-
-
-def _new_log_lines(run_dir: Path, name: str, since: dict[str, int]) -> list[str]:
-    path = run_dir / "logs" / name
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(since.get(name, 0))
-            return fh.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-
-
-def startup_failure(run_dir: Path, model: str, since: dict[str, int], registered: bool) -> str | None:
-    """Why `model` cannot become READY, from the logs written since `since`: TorchServe could
-    not load its archive (`registered` False), or a worker died while loading it."""
-    if not registered:
-        lines = _new_log_lines(run_dir, "ts_log.log", since)
-        for i, line in enumerate(lines):
-            if f"Failed to load model: {model}.mar" in line:
-                detail = lines[i + 1].strip() if i + 1 < len(lines) else ""
-                return f"TorchServe could not load {model}.mar: {detail or 'see ts_log.log'}"
-        return f"TorchServe has no model {model} (its archive failed to load; see ts_log.log)"
-    for line in _new_log_lines(run_dir, "model_log.log", since):
-        match = _WORKER_ERROR.search(line)
-        if match and match.group("model") == model:
-            return f"a {model} worker died while loading the model: {match.group('error')}"
-    return None
-
-
-def _pid(run_dir: Path) -> int | None:
+def instance_pid(run_dir: Path) -> int | None:
+    """The pid of the Java frontend started from `run_dir` (its pid file), or None."""
     try:
         return int((run_dir / "tmp" / ".model_server.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _alive(pid: int | None) -> bool:
+def is_alive(pid: int | None) -> bool:
+    """Is process `pid` running (a zombie is not)?"""
     if pid is None:
         return False
     try:
@@ -271,16 +179,6 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-def log_tail(run_dir: Path, lines: int = 40) -> str:
-    out = []
-    for name in ("ts_log.log", "model_log.log", "stdout.log"):
-        path = run_dir / "logs" / name
-        if path.is_file():
-            out.append(f"--- {path} (last {lines} lines)")
-            out.extend(path.read_text(errors="replace").splitlines()[-lines:])
-    return "\n".join(out)
-
-
 def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
     """Each archive starts the handler in-process (serve.archive.check_archive), or ServerError."""
     from core.errors import ArtifactError
@@ -293,43 +191,62 @@ def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
             raise ServerError(f"refusing to start TorchServe: {exc}") from None
 
 
-def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
-          models: tuple[str, ...] = MODELS, timeout: float = 120.0, check: bool = True) -> None:
-    """Start TorchServe and wait until every model has all its workers READY.
+def launch(run_dir: str | Path, model_store: str | Path, ports: Ports, models: tuple[str, ...] = MODELS,
+           properties: Mapping[str, object] | None = None) -> dict[str, int]:
+    """Write <run_dir>/config.properties (the shipped one, plus `properties`) and start TorchServe
+    in the background from `run_dir`, serving `models` (none: the frontend alone). Returns at
+    once, with the log sizes before it started (where `start` reads the failure reasons from);
+    no check and no wait: `start` is the whole thing."""
+    run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    since = log_sizes(run_dir)
+    (run_dir / KEY_FILE).unlink(missing_ok=True)
+    config = run_dir / "config.properties"
+    config.write_text(render_config(model_store, ports, properties))
+    env = _instance_env(run_dir)
+    with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
+        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
+                        "--model-store", str(model_store),
+                        *(["--models", *[f"{m}={m}.mar" for m in models]] if models else [])],
+                       cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
+                       start_new_session=True)
+    return since
+
+
+def start(run_dir: str | Path, model_store: str | Path, ports: Ports | None = None,
+          models: tuple[str, ...] = MODELS, timeout: float = 120.0, check: bool = True,
+          properties: Mapping[str, object] | None = None) -> None:
+    """Start TorchServe and wait until every model has all its workers READY (with no models:
+    until the frontend is up).
 
     `check`: first start the handler on each archive in-process (a damaged or mismatched
-    archive is refused in about a second, before TorchServe starts)."""
+    archive is refused in about a second, before TorchServe starts). `properties`: extra
+    config.properties for this instance (serve.config_properties.render_config)."""
     run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
+    ports = ports or Ports()
     check_java()
     missing = [m for m in models if not (model_store / f"{m}.mar").is_file()]
     if missing:
         raise ServerError(f"{model_store}: missing {', '.join(m + '.mar' for m in missing)} (run `make archive`)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _alive(_pid(run_dir)):
-        raise ServerError(f"TorchServe already runs from {run_dir} (pid {_pid(run_dir)}): `make stop` first")
+    if is_alive(instance_pid(run_dir)):
+        raise ServerError(f"TorchServe already runs from {run_dir} (pid {instance_pid(run_dir)}): `make stop` first")
     if check:
         check_archives(model_store, models)
-    (run_dir / "logs").mkdir(exist_ok=True)
-    since = _log_sizes(run_dir)
-    (run_dir / KEY_FILE).unlink(missing_ok=True)
-    config = run_dir / "config.properties"
-    config.write_text(render_config(model_store, ports))
-    env = _instance_env(run_dir)
-    with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
-        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
-                        "--model-store", str(model_store),
-                        "--models", *[f"{m}={m}.mar" for m in models]],
-                       cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
-                       start_new_session=True)
+    since = launch(run_dir, model_store, ports, models, properties)
     deadline = time.monotonic() + timeout
     pending = list(models)
-    while pending:
-        if not _alive(_pid(run_dir)):
+    up = bool(models)  # with models, their READY workers are the readiness
+    while pending or not up:
+        if not is_alive(instance_pid(run_dir)):
             raise ServerError(f"TorchServe exited during start-up\n{log_tail(run_dir)}")
         if time.monotonic() > deadline:
             stop(run_dir)
-            raise ServerError(f"models {pending} not READY after {timeout:.0f} s\n{log_tail(run_dir)}")
-        if (run_dir / KEY_FILE).is_file():
+            raise ServerError(f"models {pending} not READY after {timeout:.0f} s\n{log_tail(run_dir)}" if pending
+                              else f"TorchServe not up after {timeout:.0f} s\n{log_tail(run_dir)}")
+        if not up:
+            up = any(FRONTEND_STARTED in line for line in new_log_lines(run_dir, "stdout.log", since))
+        if pending and (run_dir / KEY_FILE).is_file():
             try:
                 still = []
                 for m in pending:
@@ -345,22 +262,22 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
                 pending = still
             except (OSError, ValueError, KeyError, IndexError):
                 pass
-        if pending:
+        if pending or not up:
             time.sleep(0.25)
 
 
 def stop(run_dir: str | Path, timeout: float = 30.0) -> bool:
     """Stop the instance started from `run_dir`; True if one was running."""
     run_dir = Path(run_dir).resolve()
-    pid = _pid(run_dir)
-    if not _alive(pid):
+    pid = instance_pid(run_dir)
+    if not is_alive(pid):
         return False
     subprocess.run([_torchserve(), "--stop"], check=False, cwd=run_dir, env=_instance_env(run_dir),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while is_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if is_alive(pid):
         os.kill(pid, signal.SIGKILL)
     (run_dir / KEY_FILE).unlink(missing_ok=True)
     return True

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bench import load, serving
+from bench import load, serving_report, serving_runs, serving_sweep
+from serve import procfs
 
 # ---------------------------------------------------------------- a fake server
 
@@ -241,14 +242,14 @@ def test_the_measured_hook_wraps_only_the_measured_phase():
 
 
 def test_sweep_points_parse_and_refuse_nonsense():
-    points = serving.parse_points("1:1:1, 2:8:5:quiet,best:quiet")
-    assert points == [serving.Point(1, 1, 1), serving.Point(2, 8, 5, True), serving.BEST_QUIET]
+    points = serving_sweep.parse_points("1:1:1, 2:8:5:quiet,best:quiet")
+    assert points == [serving_sweep.Point(1, 1, 1), serving_sweep.Point(2, 8, 5, True), serving_sweep.BEST_QUIET]
     assert [p.label for p in points] == ["1:1:1", "2:8:5:quiet", "best:quiet"]
-    assert serving.parse_points("none") == [] and serving.parse_points("") == []
-    assert len(serving.parse_points(serving.DEFAULT_SWEEP)) >= 6
+    assert serving_sweep.parse_points("none") == [] and serving_sweep.parse_points("") == []
+    assert len(serving_sweep.parse_points(serving_sweep.DEFAULT_SWEEP)) >= 6
     for bad in ("2:8", "2:8:0", "0:8:5", "2:8:5:loud", "a:b:c"):
         with pytest.raises(ValueError):
-            serving.parse_points(bad)
+            serving_sweep.parse_points(bad)
 
 
 def row(workers, batch, delay, req_s, p99, errors=0, quiet=False):
@@ -263,10 +264,10 @@ def test_the_choice_is_the_most_req_per_s_within_p99_and_without_errors():
             row(2, 4, 2, 1150, 20, errors=1),  # an error in some repetition
             row(2, 4, 1, 1300, 15, quiet=True),  # not the shipped logging
             row(3, 8, 2, 1064, 16)]          # ties on req/s: the lower p99 wins
-    assert serving.choose_best(rows) == 5
-    assert serving.choose_best(rows[:2]) == 1
-    assert serving.choose_best([row(2, 8, 1, 1200, 31)]) is None
-    assert serving.choose_best([row(2, 8, 1, 1200, 31)], float("inf")) == 0
+    assert serving_sweep.choose_best(rows) == 5
+    assert serving_sweep.choose_best(rows[:2]) == 1
+    assert serving_sweep.choose_best([row(2, 8, 1, 1200, 31)]) is None
+    assert serving_sweep.choose_best([row(2, 8, 1, 1200, 31)], float("inf")) == 0
 
 
 def make_mar(path, with_checksums=True):
@@ -284,8 +285,8 @@ def make_mar(path, with_checksums=True):
 @pytest.mark.parametrize("with_checksums", [True, False])
 def test_patch_archive_sets_the_point_and_keeps_the_checksums_true(tmp_path, with_checksums):
     make_mar(tmp_path / "a.mar", with_checksums)
-    serving.patch_archive(tmp_path / "a.mar", tmp_path / "b.mar", serving.Point(1, 4, 2))
-    config = serving.read_model_config(tmp_path / "b.mar")
+    serving_sweep.patch_archive(tmp_path / "a.mar", tmp_path / "b.mar", serving_sweep.Point(1, 4, 2))
+    config = serving_sweep.read_model_config(tmp_path / "b.mar")
     assert (config["minWorkers"], config["maxWorkers"], config["batchSize"], config["maxBatchDelay"]) == (1, 1, 4, 2)
     assert config["handler"] == {"mode": "generate", "threads": 1}
     with zipfile.ZipFile(tmp_path / "a.mar") as a, zipfile.ZipFile(tmp_path / "b.mar") as b:
@@ -311,11 +312,11 @@ def test_prediction_time_lines_give_batches_and_handler_time():
              (f"{stamp(t0 + 5)} - PredictionTime.ms:7.0|#ModelName:charrnn,Level:Model|#hostname:vm,"
              "requestID:h,timestamp:1"),
              "garbage line"]
-    batches = serving.parse_prediction_lines(lines, "charrnn")
+    batches = serving_runs.parse_prediction_lines(lines, "charrnn")
     assert [(n, ms) for _, n, ms in batches] == [(4, 4.0), (2, 2.0), (1, 7.0)]
-    stats = serving.handler_stats(batches, serving.Window(t0, t0 + 1))
+    stats = serving_runs.handler_stats(batches, procfs.Window(t0, t0 + 1))
     assert stats == {"batches": 2, "mean_batch": 3.0, "handler_ms_per_batch": 3.0, "handler_ms_per_request": 1.0}
-    assert serving.handler_stats(batches, serving.Window(t0 + 10, t0 + 11)) == {"batches": 0}
+    assert serving_runs.handler_stats(batches, procfs.Window(t0 + 10, t0 + 11)) == {"batches": 0}
 
 
 # ---------------------------------------------------------------- the section's shape
@@ -331,24 +332,24 @@ def fake_run(req_s, p50, p99, errors=0, statuses=None):
 
 
 def test_the_markdown_has_the_table_the_target_and_the_sweep():
-    main = {"greedy": {str(c): serving.aggregate([fake_run(1000 + i, 7.0, 17.0 + i) for i in range(3)])
+    main = {"greedy": {str(c): serving_runs.aggregate([fake_run(1000 + i, 7.0, 17.0 + i) for i in range(3)])
                        for c in (1, 8, 32)},
-            "session": {str(c): serving.aggregate([fake_run(800, 9.0, 30.0, errors=5,
+            "session": {str(c): serving_runs.aggregate([fake_run(800, 9.0, 30.0, errors=5,
                                                             statuses={"200": 995, "429": 5})] * 3)
                         for c in (1, 8, 32)}}
-    rows = [serving.aggregate([fake_run(900, 8, 20)] * 3), serving.aggregate([fake_run(1100, 8, 18)] * 3)]
+    rows = [serving_runs.aggregate([fake_run(900, 8, 20)] * 3), serving_runs.aggregate([fake_run(1100, 8, 18)] * 3)]
     for r, (w, b, d) in zip(rows, ((1, 1, 1), (2, 8, 5))):
         r["point"] = {"workers": w, "batch_size": b, "max_batch_delay_ms": d, "quiet_logs": False}
     result = {"server": "TorchServe", "load_generator": "bench/load.py",
               "archives": {e: {"path": f"/x/{m}.mar", "built": "2026-01-01 00:00",
                                "model_config": {"minWorkers": 2, "batchSize": 8, "maxBatchDelay": 5}}
-                           for e, m in serving.MODELS.items()},
+                           for e, m in serving_runs.MODELS.items()},
               "settings": {"clients": [1, 8, 32], "endpoints": ["greedy", "session"], "repeats": 3,
                            "requests_per_run": 1000, "warmup_per_run": 200, "max_seconds_per_run": 8,
                            "jvm_warmup_requests": 10000, "jvm_warmup_max_seconds": 20},
               "main": main,
-              "sweep": {"clients": 8, "rows": rows, "best": serving.choose_best(rows), "rule": "r", "seconds": 60}}
-    text = serving.markdown(result)
+              "sweep": {"clients": 8, "rows": rows, "best": serving_sweep.choose_best(rows), "rule": "r", "seconds": 60}}
+    text = serving_report.markdown(result)
     assert "| one-shot greedy | 8 | 1,001 (1,000–1,002, n=3) | 7.0 (7.0–7.0, n=3) | 18.0 (17.0–19.0, n=3) | 0 of 3,000 |" in text
     assert "15 of 3,000 (429: 15)" in text and "429: a session refused" in text
     assert "**met**" in text
@@ -359,12 +360,12 @@ def test_the_markdown_has_the_table_the_target_and_the_sweep():
 
 
 def test_the_cpu_meter_counts_this_process_as_the_load_generator():
-    window = serving.Window()
-    with serving.cpu_meter({"nobody": [2**22 + 12345]}, window, jvm=2**22 + 12345)():
+    window = procfs.Window()
+    with procfs.cpu_meter({"nobody": [2**22 + 12345]}, window, jvm=2**22 + 12345)():
         deadline = time.process_time() + 0.2
         while time.process_time() < deadline:
             pass
     cpu = window.cpu
     assert cpu["load generator"] >= 0.1 and cpu["nobody"] == 0 and cpu["of which JIT"] == 0
     assert cpu["capacity"] >= 0.2 and cpu["machine busy"] >= 0.1 and window.end >= window.start
-    assert serving.jit_ticks(2**22 + 12345) == 0 and serving.process_ticks(2**22 + 12345) == 0
+    assert procfs.jit_ticks(2**22 + 12345) == 0 and procfs.process_ticks(2**22 + 12345) == 0

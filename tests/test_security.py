@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 import ipaddress
 import pickle
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,10 @@ import requests
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from serve.server import (
-    Ports,
-    _instance_env,
-    _torchserve,
-    render_config,
-    stop,
-)
+from serve.config_properties import Ports
+from serve.instance import running
+from serve.procfs import process_ticks
+from serve.server import is_alive, read_keys, start, stop
 from tests.conftest import require_java
 from tests.test_serve_integration import Served, free_ports
 
@@ -121,24 +116,10 @@ def start_bare(run_dir: Path, store: Path, *, model_api: bool) -> Served:
     """TorchServe with the served config.properties (render_config, as `make serve` writes it)
     but no models (nothing to load: it starts in seconds); optionally the model API switched ON."""
     ports = Ports(*free_ports(3))
-    config = render_config(store, ports)
-    if model_api:
-        config = config.replace("enable_model_api=false", "enable_model_api=true")
-        assert "enable_model_api=true" in config
-    (run_dir / "config.properties").write_text(config)
-    (run_dir / "logs").mkdir()
-    with open(run_dir / "logs" / "stdout.log", "ab") as log:
-        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(run_dir / "config.properties"),
-                        "--model-store", str(store)], cwd=run_dir, env=_instance_env(run_dir), stdout=log,
-                       stderr=subprocess.STDOUT, check=True, start_new_session=True)
-    # TorchServe prints this once its HTTP and gRPC servers are bound (ModelServer.startAndWait)
-    started = "Model server started."
-    deadline = time.monotonic() + 180  # a guard against a hang, not a speed check
-    while started not in (run_dir / "logs" / "stdout.log").read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            stop(run_dir)
-            raise AssertionError(f"TorchServe did not come up: see {run_dir / 'logs'}")
-        time.sleep(0.2)
+    # no models: start returns once the frontend says its servers are bound
+    start(run_dir, store, ports, models=(), timeout=180, properties={"enable_model_api": True} if model_api else None)
+    config = (run_dir / "config.properties").read_text()
+    assert ("enable_model_api=true" in config) == model_api and ("enable_model_api=false" in config) != model_api
     return Served(run_dir, ports)
 
 
@@ -172,6 +153,20 @@ def model_api_on(store, tmp_path_factory):
 @pytest.fixture(params=["served_config", "model_api_on"])
 def server(request) -> Served:
     return request.getfixturevalue(request.param)
+
+
+def test_running_always_stops_its_instance_and_removes_its_folder(store):
+    """serve.instance.running (the bench's and the soak's TorchServe): the instance it yields is
+    up, its process tree is what CPU accounting reads, and it is stopped and its temporary
+    folder removed even when the body fails."""
+    with pytest.raises(RuntimeError, match="the body failed"), \
+            running(store, models=(), timeout=180, check=False) as instance:
+        pid, root = instance.java_pid, instance.run_dir.parent
+        assert instance.key("management") and instance.keys == read_keys(instance.run_dir)
+        assert instance.process_groups() == {"frontend (Java)": [pid]} and process_ticks(pid) > 0
+        assert is_alive(pid) and root.is_dir()
+        raise RuntimeError("the body failed")
+    assert not is_alive(pid) and not root.exists()
 
 
 def test_torchserve_listens_on_loopback_only(server):

@@ -634,7 +634,7 @@ def test_make_rebuilds_the_archives_when_a_shipped_serve_module_changes():
     from serve.archive import shipped_modules
 
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    match = re.search(r"^SOURCES_SERVE\s*:=((?:.*\\\n)*.*)$", text, re.M)
+    match = re.search(r"^SOURCES_SERVE\s*:=((?:.*\\\n)*.*)$", text, re.MULTILINE)
     assert match, "no SOURCES_SERVE in the Makefile"
     listed = set(match.group(1).replace("\\\n", " ").split())
     shipped = {str(p) for p in shipped_modules() if p.parts[0] == "serve"} | {"serve/handler.py"}
@@ -673,7 +673,7 @@ def test_the_session_config_uses_sequence_batching():
 
 
 def test_the_served_config_is_loopback_token_on_model_api_off(tmp_path):
-    from serve.server import Ports, render_config
+    from serve.config_properties import Ports, render_config
 
     text = render_config(tmp_path / "store", Ports(18080, 18081, 18082))
     props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
@@ -683,6 +683,28 @@ def test_the_served_config_is_loopback_token_on_model_api_off(tmp_path):
     assert props["disable_token_authorization"] == "false"
     assert props["enable_model_api"] == "false"
     assert props["allowed_urls"] == f"file://{(tmp_path / 'store').resolve()}/[^/]*[.]mar"
+
+
+def test_extra_properties_replace_the_shipped_value_or_are_appended_and_cannot_inject(tmp_path):
+    """render_config's `extra` (the bench's sweep, tests): a shipped property is changed where it
+    stands (one line for the name, never a second one that Java's last-wins would hide), a new
+    one is appended below a comment; a value cannot smuggle in a second property."""
+    from serve.config_properties import Ports, render_config
+
+    ports = Ports(18080, 18081, 18082, 17070, 17071)
+    shipped = render_config(tmp_path, ports)
+    text = render_config(tmp_path, ports, {"enable_model_api": True, "token_expiration_min": 0.1})
+    props = [line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")]
+    assert [v for k, v in props if k == "enable_model_api"] == ["true"]
+    assert props[-1] == ["token_expiration_min", "0.1"]
+    assert "# Changed for this instance by its caller (shipped: false):\nenable_model_api=true" in text
+    assert "# Set for this instance by its caller (not the shipped configuration):\ntoken_expiration_min=0.1" in text
+    # everything else as shipped, in the same order
+    assert [line for line in text.splitlines() if "enable_model_api" not in line and "for this instance" not in line
+            and "token_expiration" not in line] == [line for line in shipped.splitlines() if "enable_model_api" not in line]
+    for bad in ({"vmargs": "-Xmx1g\nenable_model_api=true"}, {"a=b": "c"}, {"x": "C:\\temp"}, {"": "1"}):
+        with pytest.raises(ValueError, match="refusing property"):
+            render_config(tmp_path, ports, bad)
 
 
 def test_gpu_check_skips_cleanly_without_cuda(capsys, tiny_artifacts):

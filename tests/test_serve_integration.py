@@ -23,20 +23,11 @@ import torch
 
 from export.runtime import GENERATE_FILE
 from serve.client import Client, ClientError
+from serve.config_properties import Ports, free_ports
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER
-from serve.server import (
-    Ports,
-    ServerError,
-    _instance_env,
-    _torchserve,
-    free_ports,
-    is_ready,
-    read_keys,
-    render_config,
-    start,
-    stop,
-)
+from serve.instance import running
+from serve.server import ServerError, is_ready, launch, read_keys, start, stop
 from serve.validation import GenerateRequest, SessionRequest
 from soak.corrupt import mar_without_member
 from tests.conftest import require_java
@@ -89,13 +80,8 @@ def store(tiny_artifacts, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(store, tmp_path_factory) -> Iterator[Served]:
-    ports = Ports(*free_ports(3))
-    run_dir = tmp_path_factory.mktemp("run")
-    try:
-        start(run_dir, store, ports, timeout=180)
-        yield Served(run_dir, ports)
-    finally:
-        stop(run_dir)
+    with running(store, run_dir=tmp_path_factory.mktemp("run"), timeout=180) as instance:
+        yield Served(instance.run_dir, instance.ports)
 
 
 @contextmanager
@@ -332,13 +318,7 @@ def start_with_expiring_keys(run_dir: Path, store: Path) -> Served:
     expire while it starts, so readiness is asked with a management key renewed by the API key
     (which never expires); the inference key is left to expire."""
     ports = Ports(*free_ports(3))
-    (run_dir / "logs").mkdir(parents=True)
-    config = run_dir / "config.properties"
-    config.write_text(render_config(store, ports) + f"token_expiration_min={EXPIRY_MINUTES}\n")
-    with open(run_dir / "logs" / "stdout.log", "ab") as log:
-        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(store),
-                        "--models", "charrnn=charrnn.mar"], cwd=run_dir, env=_instance_env(run_dir), stdout=log,
-                       stderr=subprocess.STDOUT, check=True, start_new_session=True)
+    launch(run_dir, store, ports, ("charrnn",), properties={"token_expiration_min": EXPIRY_MINUTES})
     served = Served(run_dir, ports)
     deadline = time.monotonic() + 180  # a guard against a hang, not a speed check
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from soak import interrupted_make as im
-from soak.__main__ import Table
+from soak.report import Table
 
 TRAINING, CHECKPOINT_PAUSE, EXPORT, COMMIT_PAUSE = im.STEPS
 
