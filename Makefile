@@ -93,7 +93,7 @@ $(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
 
 # Do the artifacts in $(ART) load, and do they come from one training run?
 verify: $(EXPORTS)
-	$(PY) -m export.verify --dir $(ART)
+	$(PY) -m tools.verify --dir $(ART)
 
 # make generate BACKEND=onnx PREFIX=L NUM=5 [TEMPERATURE=0.8 SEED=1]
 BACKEND ?= eager
