@@ -29,8 +29,8 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 3, letters: int
     import torch
 
     from bench.common import machine_info
-    from export.runtime import NameGenerator
     from model import nbest
+    from runtime.generator import NameGenerator
     from serve.engine import Engine, GenerateRequest
 
     machine = machine_info()

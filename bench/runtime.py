@@ -36,8 +36,8 @@ LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx_step": "
 
 def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     """name -> generate_rows(rows) callable, and the vocabulary."""
-    from export.runtime import NameGenerator
     from model.generate import TorchGenerator
+    from runtime.generator import NameGenerator
 
     d = Path(art_dir)
     eager = TorchGenerator.from_checkpoint(d / "checkpoint.pt")
@@ -66,7 +66,8 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     from onnx import TensorProto, helper
 
     from core.request import DEFAULT_MAX_LENGTH, Row
-    from export.runtime import NameGenerator, session_options
+    from runtime.generator import NameGenerator
+    from runtime.session import session_options
 
     d = Path(art_dir)
     gen = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
@@ -220,7 +221,8 @@ def loop_bound_probe(art_dir: str | Path, rows: list, names: list[str]) -> tuple
     that chooses the end token unless the name reached its cap)."""
     import onnxruntime as ort
 
-    from export.runtime import OnnxStep, session_options
+    from runtime.session import session_options
+    from runtime.step import OnnxStep
 
     path = Path(art_dir) / "charrnn.onnx"
     step = OnnxStep.from_path(path)

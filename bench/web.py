@@ -94,7 +94,9 @@ def measure_node(art: Path, prefixes: list[str], rounds: int) -> dict:
 
 
 def measure_python(art: Path, prefixes: list[str], rounds: int) -> dict:
-    from export.runtime import NameGenerator, OnnxGreedy, OnnxStep
+    from runtime.generator import NameGenerator
+    from runtime.greedy import OnnxGreedy
+    from runtime.step import OnnxStep
 
     step_bytes, graph_bytes = (art / "charrnn.onnx").read_bytes(), (art / "charrnn_generate.onnx").read_bytes()
     first, keys = [], []
@@ -117,7 +119,7 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
     from bench.common import machine_info
 
     art, site = Path(art_dir), Path(site)
-    from export.runtime import NameGenerator
+    from runtime.generator import NameGenerator
 
     vocab = NameGenerator(art / "charrnn.onnx").vocab
     site_info = json.loads((site / "site.json").read_text(encoding="utf-8"))

@@ -34,9 +34,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from core import contract
 from core.atomic import exit_on_sigterm, signals_deferred
 from core.errors import ArtifactError
-from core import contract
 from serve import checksums
 
 ROOT = Path(__file__).resolve().parent.parent

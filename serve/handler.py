@@ -43,8 +43,8 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
-from core.errors import ArtifactError
 from core import contract
+from core.errors import ArtifactError
 from serve import checksums
 from serve.engine import (
     NDJSON,

@@ -175,7 +175,7 @@ def probe(path: Path, reference_dir: Path) -> object:
         return check_archive(path)
     if name.endswith(".onnx") and "generate" in name:
         from core.request import Row
-        from export.runtime import OnnxGreedy
+        from runtime.greedy import OnnxGreedy
 
         greedy = OnnxGreedy.from_path(path)
         rows = [Row(())] + [Row(tuple(greedy.vocab.encode(c))) for c in greedy.vocab.characters]
@@ -183,7 +183,7 @@ def probe(path: Path, reference_dir: Path) -> object:
     if name.endswith(".onnx"):
         import numpy as np
 
-        from export.runtime import OnnxStep
+        from runtime.step import OnnxStep
 
         step = OnnxStep.from_path(path)
         n = len(step.vocab)

@@ -170,8 +170,8 @@ def _signal_at(proc: subprocess.Popen, sig: int, moment: Moment, art: Path, logf
 
 def artifact_state(art: Path) -> dict:
     """Each artifact loads (with its checksum)? Their fingerprints; leftovers of interrupted writes."""
-    from export.verify import manifests
     from serve.archive import check_archive
+    from tools.verify import manifests
 
     found, problems = manifests(art)
     problems = [p for p in problems if "different training runs" not in p]  # judged by the caller

@@ -10,17 +10,17 @@ import onnxruntime as ort
 import pytest
 
 from core.request import Row
+from export import onnx_check
 from export.__main__ import export_all
 from export.generate_graph import INPUTS, OUTPUTS, build_generate_model
 from export.onnx_step import exported_graph
 from export.parity import ExportMismatch
-from export import onnx_check
+from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
 from model.decode_numpy import decode
+from model.generate import TorchGenerator
 from runtime.generator import NameGenerator
 from runtime.greedy import OnnxGreedy
 from runtime.step import OnnxStep
-from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
-from model.generate import TorchGenerator
 
 
 @pytest.fixture
@@ -152,7 +152,12 @@ def test_export_refuses_a_one_graph_model_that_disagrees(tiny_artifacts, tmp_pat
 
     def one_character_short(data, source):  # a graph whose names end one character early
         run = original(data, source)
-        return lambda *feeds: (lambda ids, length: (ids, np.maximum(length - 1, 1)))(*run(*feeds))
+
+        def shorter(*feeds):
+            ids, length = run(*feeds)
+            return ids, np.maximum(length - 1, 1)
+
+        return shorter
 
     monkeypatch.setattr(onnx_check, "greedy_graph", one_character_short)
     with pytest.raises(ExportMismatch, match="one-graph ONNX export .* not written"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import NameGenerator
+from runtime.generator import NameGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "export" / "node"

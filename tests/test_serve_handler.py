@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
+from core.contract import ONNX_GENERATE as GENERATE_FILE
 from core.errors import ArtifactError
 from core.request import make_rows
-from export.runtime import GENERATE_FILE
 from model.generate import TorchGenerator
 from serve.engine import (
     ONNX_GRAPH,

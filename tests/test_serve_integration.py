@@ -21,7 +21,7 @@ import pytest
 import requests
 import torch
 
-from export.runtime import GENERATE_FILE
+from core.contract import ONNX_GENERATE as GENERATE_FILE
 from serve.client import Client, ClientError
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
 from serve.handler import DECODER_HEADER

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import NameGenerator
+from runtime.generator import NameGenerator
 from web.chromium import ARGS, INSTALL, chromium_binary
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,7 +42,7 @@ def ort_version(package: Path = ORT_PACKAGE) -> str:
 
 def check_models(art_dir: Path) -> dict:
     """Load both models with export.runtime (checksums, input/output names, same export)."""
-    from export.runtime import NameGenerator
+    from runtime.generator import NameGenerator
 
     gen = NameGenerator(art_dir / MODELS[0], generate_model=art_dir / MODELS[1])
     return gen.step.meta
