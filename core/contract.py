@@ -23,9 +23,12 @@ SESSION_MODEL = "charrnn_session"  # the session model's
 MODELS = (MODEL, SESSION_MODEL)
 
 
+ARCHIVE_SUFFIX = ".mar"
+
+
 def archive(model: str) -> str:
     """A model's TorchServe archive file name: charrnn.mar, charrnn_session.mar."""
-    return f"{model}.mar"
+    return model + ARCHIVE_SUFFIX
 
 
 ARCHIVES = tuple(archive(m) for m in MODELS)

@@ -95,7 +95,7 @@ class CharRNNHandler:
         manifest = getattr(context, "manifest", None) or {}
         serialized = (manifest.get("model") or {}).get("serializedFile") or DEFAULT_SERIALIZED
         started = time.perf_counter()
-        label = f"{(manifest.get('model') or {}).get('modelName') or 'model'}.mar"
+        label = contract.archive((manifest.get("model") or {}).get("modelName") or "model")
         checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
         greedy_graph = self._greedy_graph(model_dir, config.get("one_graph"), label)
         self.engine = Engine.from_artifacts(
