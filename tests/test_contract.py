@@ -55,7 +55,7 @@ def test_the_makefile_agrees():
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
 
     def variable(name: str) -> str:
-        return re.search(rf"^{name}\s*[:?]?=\s*(.+)$", text, re.M).group(1).strip()
+        return re.search(rf"^{name}\s*[:?]?=\s*(.+)$", text, re.MULTILINE).group(1).strip()
 
     assert variable("ART") == contract.ART_DIR
     assert variable("CORPUS") == f"$(ART)/{contract.CORPUS}"
@@ -72,7 +72,7 @@ def test_the_javascript_readers_agree():
     web = (ROOT / "web" / "charrnn.mjs").read_text(encoding="utf-8")
 
     def const(name: str):
-        return json.loads(re.search(rf"^const {name} = (.+?);", web, re.M).group(1))
+        return json.loads(re.search(rf"^const {name} = (.+?);", web, re.MULTILINE).group(1))
 
     assert const("VOCAB_KEY") == contract.VOCAB
     assert const("STEP_IO") == [list(contract.STEP_INPUTS), list(contract.STEP_OUTPUTS)]
