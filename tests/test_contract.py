@@ -1,5 +1,6 @@
-"""The artifact contract's names (core/contract.py) are the public ones, spelled once in Python,
-and the Makefile and the JavaScript readers, which keep their own literals, agree with them."""
+"""The artifact contract (core/contract.py): its names are the public ones, spelled once in Python,
+the Makefile and the JavaScript readers (which keep their own literals) agree with them, and the
+one vocabulary check (core.manifest.check_same_export) says which files differ and in what."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ast
 import json
 import re
 from pathlib import Path
+
+import pytest
 
 from core import contract
 from tests.test_layers import project_modules
@@ -82,3 +85,20 @@ def test_the_javascript_readers_agree():
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("//", "*", "/*")))
         spelled = set(re.findall(r"[\"'`](?:[\w./]*/)?([\w.]+\.(?:onnx|pt|mar))[\"'`]", code))
         assert spelled and spelled <= FILES, spelled - FILES
+
+
+def test_the_one_vocabulary_check_names_both_files_and_what_differs():
+    from core.errors import ArtifactError
+    from core.manifest import check_same_export
+
+    ref = {"symbols": ["<s>", "a", "b"], "bos_id": 0, "eos_id": 0, "fingerprint": "f1", "hidden_size": 8}
+    check_same_export(dict(ref), "x.onnx", ref, "vocab.json")  # the same export: nothing to say
+    with pytest.raises(ArtifactError, match=r"^x\.onnx is not from the same export as vocab\.json .*f2 against f1"
+                                            r".*different training runs; re-export"):
+        check_same_export({**ref, "fingerprint": "f2"}, "x.onnx", ref, "vocab.json")
+    with pytest.raises(ArtifactError, match=r"^x\.onnx lists other symbols than vocab\.json \(symbols\) .*altered"):
+        check_same_export({**ref, "symbols": ["<s>", "b", "a"]}, "x.onnx", ref, "vocab.json")
+    with pytest.raises(ArtifactError, match=r"^x\.onnx differs from vocab\.json \(cell, hidden_size\)"):
+        check_same_export({**ref, "hidden_size": 9, "cell": "gru"}, "x.onnx", ref, "vocab.json", fix="fix it")
+    # a checkpoint carries the vocabulary fields only: `keys` limits the comparison to them
+    check_same_export({**ref, "hidden_size": 9}, "checkpoint.pt", ref, "vocab.json", keys=("symbols", "bos_id", "eos_id"))
