@@ -22,9 +22,6 @@ PUBLIC_FILES = {"corpus.txt", "checkpoint.pt", "vocab.json", "charrnn.torchscrip
 FILES = {contract.CORPUS, contract.CHECKPOINT, *contract.EXPORTS, *contract.ARCHIVES}
 # a file name of the contract, alone or at the end of a path, or a .mar suffix (f"{model}.mar")
 LITERAL = re.compile(r"(?:.*/)?(?:" + "|".join(re.escape(n) for n in sorted(PUBLIC_FILES)) + r")|.*\.mar")
-# Files another change is rewriting right now (the TorchServe wrapper shared by tests, bench and
-# soak); they still spell the archive names and are to use core.contract once it has landed.
-NOT_YET = {"serve.server", "bench.serving", "soak.__main__"}
 
 
 def test_the_names_are_the_public_ones():
@@ -49,7 +46,7 @@ def literal_names(path: Path) -> list[tuple[int, str]]:
 
 def test_python_spells_the_file_names_only_in_core_contract():
     found = {name: literal_names(path) for name, path in project_modules().items()
-             if name != "core.contract" and name not in NOT_YET}
+             if name != "core.contract"}
     assert {name: hits for name, hits in found.items() if hits} == {}
     assert literal_names(ROOT / "core" / "contract.py")  # the guard sees the names where they are
 
