@@ -48,6 +48,7 @@ EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.on
 SOURCES_DATA  := $(wildcard core/*.py data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
+SOURCES_RUNTIME := $(wildcard runtime/*.py)
 
 .PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
 
@@ -133,7 +134,7 @@ SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/answers.py serve/hand
 
 archive: $(ARCHIVES)
 
-$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) | $(STAMP)
+$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) $(SOURCES_RUNTIME) | $(STAMP)
 	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
 		--greedy-graph $(ART)/charrnn_generate.onnx --out $(MODEL_STORE)
 
