@@ -49,6 +49,7 @@ from bench.serving_sweep import (
     parse_points,
     read_model_config,
 )
+from core import contract
 
 ENDPOINTS = ("greedy", "session")
 
@@ -64,7 +65,7 @@ def check_available(store: Path, endpoints: Sequence[str]) -> None:
         check_java()
     except ServerError as exc:
         raise Unavailable(str(exc)) from None
-    missing = [f"{MODELS[e]}.mar" for e in endpoints if not (store / f"{MODELS[e]}.mar").is_file()]
+    missing = [contract.archive(MODELS[e]) for e in endpoints if not (store / contract.archive(MODELS[e])).is_file()]
     if missing:
         raise Unavailable(f"{store}: missing {', '.join(missing)} (run `make archive`)")
 
@@ -79,9 +80,9 @@ def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), endpoints
     store = Path(store)
     check_available(store, endpoints)
     started = time.perf_counter()
-    archives = {e: {"path": str(store / f"{MODELS[e]}.mar"),
-                    "built": datetime.fromtimestamp((store / f"{MODELS[e]}.mar").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
-                    "model_config": {k: v for k, v in read_model_config(store / f"{MODELS[e]}.mar").items()
+    archives = {e: {"path": str(store / contract.archive(MODELS[e])),
+                    "built": datetime.fromtimestamp((store / contract.archive(MODELS[e])).stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
+                    "model_config": {k: v for k, v in read_model_config(store / contract.archive(MODELS[e])).items()
                                      if k != "handler"}}
                 for e in endpoints}
     result = {

@@ -393,4 +393,3 @@ class Engine:
             self.session([(sid, SessionRequest(text=self.vocab.characters[0]), True)])
             self.session([(sid, SessionRequest(append=self.vocab.characters[0]), False)])
             self.sessions.pop(sid)
-

@@ -39,10 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import contract
 from serve.config_properties import Ports, render_config
 from serve.server_logs import log_sizes, log_tail, new_log_lines, startup_failure
 
-MODELS = ("charrnn", "charrnn_session")
+MODELS = contract.MODELS
 KEY_FILE = "key_file.json"
 FRONTEND_STARTED = "Model server started."  # stdout, once TorchServe's servers are bound
 
@@ -186,7 +187,7 @@ def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
 
     for m in models:
         try:
-            check_archive(model_store / f"{m}.mar")
+            check_archive(model_store / contract.archive(m))
         except ArtifactError as exc:
             raise ServerError(f"refusing to start TorchServe: {exc}") from None
 
@@ -207,7 +208,7 @@ def launch(run_dir: str | Path, model_store: str | Path, ports: Ports, models: t
     with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
         subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
                         "--model-store", str(model_store),
-                        *(["--models", *[f"{m}={m}.mar" for m in models]] if models else [])],
+                        *(["--models", *[f"{m}={contract.archive(m)}" for m in models]] if models else [])],
                        cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
                        start_new_session=True)
     return since
@@ -225,9 +226,9 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports | None = No
     run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
     ports = ports or Ports()
     check_java()
-    missing = [m for m in models if not (model_store / f"{m}.mar").is_file()]
+    missing = [m for m in models if not (model_store / contract.archive(m)).is_file()]
     if missing:
-        raise ServerError(f"{model_store}: missing {', '.join(m + '.mar' for m in missing)} (run `make archive`)")
+        raise ServerError(f"{model_store}: missing {', '.join(contract.archive(m) for m in missing)} (run `make archive`)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_alive(instance_pid(run_dir)):
         raise ServerError(f"TorchServe already runs from {run_dir} (pid {instance_pid(run_dir)}): `make stop` first")

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from core import contract
 from serve.engine import Engine
 from serve.instance import Instance
 from soak.interrupted_make import section_make
@@ -84,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     art = args.art_dir.resolve()
     out = (args.out_dir or art / "soak").resolve()
     store = art / "model_store"
-    for needed in (art / "charrnn.torchscript.pt", art / "vocab.json", store / "charrnn.mar",
-                   store / "charrnn_session.mar"):
+    for needed in (art / contract.TORCHSCRIPT, art / contract.VOCAB, *(store / a for a in contract.ARCHIVES)):
         if not needed.is_file():
             raise SystemExit(f"error: {needed} not found: run `make soak` (it builds them)")
     torch.set_num_threads(1)  # as in the workers: the in-process reference answers match exactly
-    engine = Engine.from_artifacts(art / "charrnn.torchscript.pt", art / "vocab.json")
+    engine = Engine.from_artifacts(art / contract.TORCHSCRIPT, art / contract.VOCAB)
     table = Table()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = f"{when}; {machine()}; model {engine.fingerprint} ({art})"
