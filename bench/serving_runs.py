@@ -17,19 +17,20 @@ from typing import TYPE_CHECKING
 
 from bench import load
 from bench.common import summary
+from core import contract
 from serve.procfs import Window, cpu_meter
 
 if TYPE_CHECKING:
     from serve.instance import Instance
 
-MODELS = {"greedy": "charrnn", "session": "charrnn_session"}
+MODELS = {"greedy": contract.MODEL, "session": contract.SESSION_MODEL}
 TARGET = {"clients": 8, "req_per_s": 1000.0, "p99_ms": 25.0}
 SESSION_NAMES = ("Lucas", "Maria", "Ana", "Pedro", "Júlia", "Davi", "Helena", "Rafael")
 
 
 def vocabulary(mar: Path) -> list[str]:
     with zipfile.ZipFile(mar) as z:
-        return list(json.loads(z.read("vocab.json"))["symbols"])
+        return list(json.loads(z.read(contract.VOCAB))["symbols"])
 
 
 QUIET_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -189,7 +190,7 @@ def measure_main(store: Path, *, clients: Sequence[int], endpoints: Sequence[str
     with bench_server(store, [MODELS[e] for e in endpoints]) as server:
         log(f"TorchServe READY in {server.started_s:.1f} s (inference port {server.ports.inference}); "
             f"workers { {m: server.worker_pids(m) for m in server.models} }")
-        loads = workloads(server, vocabulary(store / f"{MODELS[endpoints[0]]}.mar"))
+        loads = workloads(server, vocabulary(store / contract.archive(MODELS[endpoints[0]])))
         warmed = warm_jvm(server, loads, endpoints, jvm_warmup, jvm_warmup_seconds, log)
         for rep in range(repeats):
             for e in endpoints:

@@ -28,6 +28,7 @@ from bench.serving_runs import (
     warm_jvm,
     workloads,
 )
+from core import contract
 from serve.procfs import process_ticks
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
     no point pays for the JIT); each point from a copy of charrnn.mar with its settings. The
     repetitions go in rounds over the points (each point registered anew per round), so a drift
     of the background load hits every point alike."""
-    source = store / f"{MODELS['greedy']}.mar"
+    source = store / contract.archive(MODELS["greedy"])
     vocab = vocabulary(source)
     groups: list[list[Point]] = []
     for point in points:
@@ -182,7 +183,7 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                     group = [resolved if p == BEST_QUIET else p for p in group]
             archives = []
             for point in group:
-                name = f"charrnn-{point.label.replace(':', '-')}.mar"
+                name = contract.archive(f"{contract.MODEL}-{point.label.replace(':', '-')}")
                 patch_archive(source, scratch / name, point)
                 archives.append(name)
             runs: list[list[tuple[dict, Window]]] = [[] for _ in group]

@@ -10,7 +10,7 @@ starts), charrnn.mar also the one-graph greedy decoder (charrnn_generate.onnx, c
 the same fingerprint; packed into every archive whose config declares it with
 `handler.one_graph: true`, and a build without it is refused, so the worker can treat a missing
 file as damage rather than fall back), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
-imports, as packages (data/, model/, export/, serve/) so `import serve.engine` works inside the
+imports, as packages (core/, model/, runtime/, serve/) so `import serve.engine` works inside the
 model directory. The module list is the engine's actual import closure, not a hand-kept list.
 checksums.json (serve/checksums.py) holds the SHA-256 of every one of those files; the worker
 verifies it before loading anything.
@@ -46,7 +46,7 @@ VERSION = "1.0"
 
 
 # what the engine imports only when it loads the one-graph decoder (serve.engine, from_artifacts)
-LAZY_IMPORTS = ("export.runtime",)
+LAZY_IMPORTS = ("runtime.greedy",)
 
 
 def shipped_modules() -> list[Path]:

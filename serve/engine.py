@@ -56,7 +56,7 @@ from serve.validation import (
 from serve.wire import Answer
 
 if TYPE_CHECKING:  # imported when used: numpy and ONNX Runtime are not needed on a GPU
-    from export.runtime import OnnxGreedy
+    from runtime.greedy import OnnxGreedy
 
 # batch sizes the GPU decoder captures at load (model.chunked): up to 64 requests of 64 names
 ENGINE_BUCKETS = (1, 8, 64, 256, 1024, 4096)
@@ -132,7 +132,7 @@ class Engine:
             check_vocab_file(vocab_json, vocab, meta, torchscript)
         greedy = None
         if greedy_graph is not None and torch.device(device).type == "cpu":
-            from export.runtime import OnnxGreedy
+            from runtime.greedy import OnnxGreedy
 
             greedy = OnnxGreedy.from_path(greedy_graph, threads=max(1, torch.get_num_threads()))
             greedy.require_export(meta.get("fingerprint"), vocab.symbols, str(torchscript))

@@ -1,8 +1,8 @@
 """TorchServe handler: a thin adapter from TorchServe's batch API to `serve.engine.Engine`.
 
 TorchServe allows exactly one class in a handler module, so everything else lives in modules
-shipped beside it in the archive (core/, model/, export/, serve/engine.py and its neighbours: see
-serve/archive.py).
+shipped beside it in the archive (core/, model/, runtime/, serve/engine.py and its neighbours:
+see serve/archive.py).
 
 Modes (the `handler.mode` key of the archive's model-config.yaml):
 - `generate`: POST {"prefix", "max_length", "num", "temperature", "top_k", "seed", "stream", "search"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core import contract
+
 # the last line of a Python traceback in a worker's output, e.g.
 # "... W-9000-charrnn_1.0-stdout MODEL_LOG - core.errors.ArtifactError: <message>"
 _WORKER_ERROR = re.compile(r"W-\d+-(?P<model>.+?)_[^_\s]+-stdout MODEL_LOG - "
@@ -36,9 +38,9 @@ def startup_failure(run_dir: Path, model: str, since: dict[str, int], registered
     if not registered:
         lines = new_log_lines(run_dir, "ts_log.log", since)
         for i, line in enumerate(lines):
-            if f"Failed to load model: {model}.mar" in line:
+            if f"Failed to load model: {contract.archive(model)}" in line:
                 detail = lines[i + 1].strip() if i + 1 < len(lines) else ""
-                return f"TorchServe could not load {model}.mar: {detail or 'see ts_log.log'}"
+                return f"TorchServe could not load {contract.archive(model)}: {detail or 'see ts_log.log'}"
         return f"TorchServe has no model {model} (its archive failed to load; see ts_log.log)"
     for line in new_log_lines(run_dir, "model_log.log", since):
         match = _WORKER_ERROR.search(line)

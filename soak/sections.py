@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from core import contract
 from serve.client import Client, ClientError, SessionLost
 from serve.engine import Engine
 from serve.instance import Instance
@@ -37,7 +38,7 @@ def new_client(inst: Instance) -> Client:
 
 
 def section_corrupt(table: Table, art_dir: Path, work: Path, flips: int, seed: int) -> None:
-    mar = art_dir / "model_store" / "charrnn.mar"
+    mar = art_dir / contract.MODEL_STORE / contract.archive(contract.MODEL)
     rows = corrupt.matrix(art_dir, mar, flips=flips, seed=seed, work=work / "corrupt")
     table.details["corrupt"] = rows
     for name in corrupt.ARTIFACTS:
@@ -55,8 +56,8 @@ def section_corrupt(table: Table, art_dir: Path, work: Path, flips: int, seed: i
     for label, make_bad in cases.items():
         store = work / f"bad-store-{len(table.rows)}"
         store.mkdir(parents=True)
-        make_bad(store / "charrnn.mar")
-        shutil.copy2(art_dir / "model_store" / "charrnn_session.mar", store / "charrnn_session.mar")
+        make_bad(store / contract.archive(contract.MODEL))
+        shutil.copy2(art_dir / contract.MODEL_STORE / contract.archive(contract.SESSION_MODEL), store)
         for check in (False, True):
             inst = Instance(work / f"bad-run-{len(table.rows)}" / "run", store)
             started = time.monotonic()

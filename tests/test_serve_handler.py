@@ -608,6 +608,7 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     # only what the handler needs: no exporter, no parity check, no server wrapper or client
     assert not {"export/torchscript.py", "export/parity.py", "export/onnx_step.py", "serve/server.py",
                 "serve/client.py"} & shipped, sorted(shipped)
+    assert "runtime/greedy.py" in shipped and not any(p.startswith("export/") for p in shipped), sorted(shipped)
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
     mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
                           greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
