@@ -172,7 +172,7 @@ node-generate: node-setup $(EXPORTS)
 
 # Per-name latency (batch 1) and names/s (batch 256): eager, TorchScript, ORT step loop, one-graph loop.
 bench-runtime: $(EXPORTS) | $(STAMP)
-	$(PY) -m bench.runtime --art-dir $(ART)
+	$(PY) -m bench.runtime --art-dir $(ART) --page $(RESULTS_DIR)/bench-runtime.md
 
 # ---- the browser page: onnxruntime-web in a static site (README.md "Web", docs/web.md) ----
 WEB_DIR     := web
@@ -204,7 +204,8 @@ web-serve: web
 # First suggestion after page load and per-keystroke updates in headless Chromium, next to
 # Node.js and Python ONNX Runtime doing the same work -> $(ART)/bench/web.{json,md}
 bench-web: web node-setup | $(STAMP)
-	$(PY) -m bench.web --art-dir $(ART) --site $(WEB_OUT) --out-dir $(ART)/bench $(BENCH_WEB_ARGS)
+	$(PY) -m bench.web --art-dir $(ART) --site $(WEB_OUT) --out-dir $(ART)/bench --page $(RESULTS_DIR)/bench-web.md \
+		$(BENCH_WEB_ARGS)
 
 # built in a temporary folder and swapped in: make must not delete the stamp on an interrupt
 .PRECIOUS: $(WEB_OUT)/site.json
@@ -212,32 +213,38 @@ bench-web: web node-setup | $(STAMP)
 # ---- evaluation and benchmarks (README.md "Results") ----
 .PHONY: eval bench bench-serving sweep
 
+# Each measuring command also writes its stamped result page here (docs/results.md lists them);
+# RESULTS_DIR=/tmp/results keeps docs/ clean.
+RESULTS_DIR ?= docs/results
+
 # Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
 # make eval CORPUS=../shared/data/ibge_names_train.tsv TITLE_CASE=1   (retrains $(ART) on that corpus)
 # make eval PRESET=ibge                                                (the tuned model, artifacts/ibge/)
 EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
-	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED)
+	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
+		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md
 
 # make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
 SECTIONS   ?= training,quality,generation,bulk,serving
 BENCH_ARGS ?=
 comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
-	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench $(BENCH_ARGS)
+	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
 # The Serving section alone (~3 min + ~5 min of batching sweep; needs Java 17): a TorchServe of its own
 # on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
 # make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
 SERVING_ARGS ?=
 bench-serving: require-java $(ARCHIVES) | $(STAMP)
-	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --serving-model-store $(MODEL_STORE) \
+	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
+		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
 # Time-to-quality sweep on the IBGE corpus (22 runs of 300 s, ~115 min) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
 sweep: | $(STAMP)
-	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)
+	$(PY) -m bench.sweep --out-dir $(ART)/bench --page $(RESULTS_DIR)/sweep.md $(SWEEP_ARGS)
 
 # ---- reliability (README.md "Reliability") ----
 .PHONY: soak
@@ -251,7 +258,7 @@ sweep: | $(STAMP)
 # interrupted make, against a real TorchServe (~5 min) -> $(ART)/soak/summary.{json,md}
 SOAK_ARGS ?=
 soak: require-java $(ARCHIVES) | $(STAMP)
-	$(PY) -m soak --art-dir $(ART) $(SOAK_ARGS)
+	$(PY) -m soak --art-dir $(ART) --page $(RESULTS_DIR)/soak.md $(SOAK_ARGS)
 
 # ---- quality ----
 test: $(STAMP) check-java

@@ -48,6 +48,8 @@ import requests
 import torch
 import yaml
 
+from bench.common import machine_info
+from bench.result_page import command_line, write_result_page
 from serve.client import Client, ClientError, SessionLost
 from serve.engine import Engine, GenerateRequest
 from serve.server import Ports, ServerError, free_port, read_keys, start, stop
@@ -502,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn", type=int, default=400, help="sessions in the churn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--page", default=None, help="also write the summary as this result page (docs/results/soak.md)")
     args = p.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -554,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         write_summary(table, out, header, sections, args)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n## make soak: {header}\n\n{table.markdown()}\n")
+    if args.page:  # a run that got this far (a harness error did not) replaces the result page
+        write_result_page(args.page, "Reliability: `make soak`", f"Model {engine.fingerprint}.\n\n{table.markdown()}",
+                          machine=machine_info(), command=command_line("soak", argv))
     if table.failed:
         print(f"FAILED: {len(table.failed)} figure(s) missed their target (details: {out}/summary.json)")
         return 1

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.result_page import MARKER
 from core.vocab import Vocab
 from evaluation.__main__ import main as eval_main
 from evaluation.bigram import Bigram, choose_alpha
@@ -58,9 +59,9 @@ def corpus_file(tmp_path_factory):
 
 
 def test_report_of_the_tiny_model_has_every_section_and_figure(tiny_artifacts, corpus_file, tmp_path):
-    out = tmp_path / "report"
+    out, page = tmp_path / "report", tmp_path / "results" / "eval-tiny.md"
     eval_main(["--checkpoint", str(tiny_artifacts.checkpoint), "--corpus", str(corpus_file),
-               "--val-fraction", "0.15", "--out-dir", str(out)])
+               "--val-fraction", "0.15", "--out-dir", str(out), "--page", str(page)])
     md = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("## Likelihood", "## Samples: 1,000 names at temperature 1, seed 0", "## Distributions",
                     "## Loss curves", "## Greedy names by first letter", "most frequent new names"):
@@ -80,6 +81,12 @@ def test_report_of_the_tiny_model_has_every_section_and_figure(tiny_artifacts, c
     assert len((out / "samples.txt").read_text(encoding="utf-8").splitlines()) == 1000
     assert [row[0] for row in rep["greedy"]] == sorted({n[0] for n in NAMES})
     assert md.count("\n| ") > 30  # the tables are there
+    # the result page (make eval -> docs/results/eval-<preset>.md): the same report, stamped, figures beside it
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith(MARKER) and "Command: `python -m evaluation --checkpoint" in text
+    assert f"**Validation NLL: {val['nats_per_symbol']:.4f} nats/symbol" in text and "Measured 20" in text
+    for png in ("lengths.png", "first_letters.png", "loss_curves.png"):
+        assert f"](eval-tiny/{png})" in text and (page.parent / "eval-tiny" / png).read_bytes() == (out / png).read_bytes()
 
 
 def test_report_is_reproducible_with_its_seed(tiny_artifacts, corpus_file, tmp_path):
