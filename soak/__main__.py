@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine.from_artifacts(art / "charrnn.torchscript.pt", art / "vocab.json")
     table = Table()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    measured_on = machine_info()  # the result page's stamp: date and load at the start
     header = f"{when}; {machine()}; model {engine.fingerprint} ({art})"
     log(header)
     started = time.monotonic()
@@ -559,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## make soak: {header}\n\n{table.markdown()}\n")
     if args.page:  # a run that got this far (a harness error did not) replaces the result page
         write_result_page(args.page, "Reliability: `make soak`", f"Model {engine.fingerprint}.\n\n{table.markdown()}",
-                          machine=machine_info(), command=command_line("soak", argv))
+                          machine=measured_on, command=command_line("soak", argv))
     if table.failed:
         print(f"FAILED: {len(table.failed)} figure(s) missed their target (details: {out}/summary.json)")
         return 1
