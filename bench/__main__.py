@@ -4,8 +4,9 @@ Usage: python -m bench [--sections training,quality,generation,bulk,serving] [--
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
 bench.md into --out-dir, and with --results-dir each section that ran to the end as its own result
-page, RESULTS_DIR/bench-<section>.md (bench.result_page; `make bench` passes docs/results). A run of some sections replaces those sections in bench.json and keeps
-the others from earlier runs; every section records when and on what machine it was measured.
+page, RESULTS_DIR/bench-<section>.md (bench.result_page; `make bench` passes docs/results). A run
+of some sections replaces those sections in bench.json and keeps the others from earlier runs;
+every section records when and on what machine it was measured.
 Every figure is the median of several repetitions with min and max.
 """
 
