@@ -517,11 +517,11 @@ def main(argv: list[str] | None = None) -> int:
                    store / "charrnn_session.mar"):
         if not needed.is_file():
             raise SystemExit(f"error: {needed} not found: run `make soak` (it builds them)")
+    measured_on = machine_info()  # the result page's stamp: date, load and torch's threads at the start
     torch.set_num_threads(1)  # as in the workers: the in-process reference answers match exactly
     engine = Engine.from_artifacts(art / "charrnn.torchscript.pt", art / "vocab.json")
     table = Table()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    measured_on = machine_info()  # the result page's stamp: date and load at the start
     header = f"{when}; {machine()}; model {engine.fingerprint} ({art})"
     log(header)
     started = time.monotonic()
