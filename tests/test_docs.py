@@ -9,7 +9,7 @@ Fenced commands (test_fenced_command_runs_as_written): `make ...` runs as `make 
 the target, the preset and the recipe must resolve; a real run trains or measures for minutes);
 `python -m tools.generate` / `export.runtime`, the Python programs and `node ...` run for real in a
 copy of the repository whose artifacts/ is the tests' tiny model; what needs a running server
-(curl, serve.client) or trains for minutes (bench.sweep, covered by tests/test_bench.py) is skipped
+(curl, serve.client, tools.generate --backend server) or trains for minutes (bench.sweep, covered by tests/test_bench.py) is skipped
 with that reason, and a command of a kind not classified here fails the test.
 """
 
@@ -381,7 +381,7 @@ def test_fenced_command_runs_as_written(item, sandbox):
         out = run_in(sandbox, ["python", "-c", code])
         assert out.returncode == 0, f"{page}: the Python program fails:\n{out.stderr[-2000:]}"
         return
-    if code.startswith(NEEDS_SERVER):
+    if code.startswith(NEEDS_SERVER) or "--backend server" in code:
         pytest.skip("needs a running TorchServe (make serve)")
     words = shlex.split(code, comments=True)
     if ("../shared/" in code or "PRESET=ibge" in code) and not SHARED.is_dir():
