@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_command_line_defaults_are_trainconfig():
-    cfg, args = parse_args([])
+    cfg, _ = parse_args([])
     assert cfg == TrainConfig()
     dests = {action.dest: action for action in build_parser()._actions}
     for f in fields(TrainConfig):  # every field has an option (so make, presets and the CLI agree)
