@@ -27,17 +27,20 @@ given = $(if $(filter command line environment environment override,$(origin $1)
 PRESET      ?=
 PRESET_DIR  ?= presets
 ifneq ($(PRESET),)
-PRESET_VARS := $(shell $(or $(wildcard $(VENV)/bin/python),$(PYTHON_BOOT)) -m model.config make-vars '$(PRESET)' --preset-dir '$(PRESET_DIR)')
-ifneq ($(.SHELLSTATUS),0)
-$(error PRESET=$(PRESET) cannot be used (the message above says why))
+  PRESET_VARS := $(shell $(or $(wildcard $(VENV)/bin/python),$(PYTHON_BOOT)) -m model.config make-vars '$(PRESET)' --preset-dir '$(PRESET_DIR)')
+  ifneq ($(.SHELLSTATUS),0)
+    $(error PRESET=$(PRESET) cannot be used (the message above says why))
+  endif
+  ART           ?= $(word 1,$(PRESET_VARS))
+  PRESET_CORPUS := $(filter-out -,$(word 2,$(PRESET_VARS)))
+  PRESET_FILES  := $(wordlist 3,$(words $(PRESET_VARS)),$(PRESET_VARS))
+  ifneq ($(PRESET_CORPUS),)
+    CORPUS      ?= $(PRESET_CORPUS)
+  endif
 endif
-PRESET_ART    := $(word 1,$(PRESET_VARS))
-PRESET_CORPUS := $(filter-out -,$(word 2,$(PRESET_VARS)))
-PRESET_FILES  := $(wordlist 3,$(words $(PRESET_VARS)),$(PRESET_VARS))
-endif
-ART         ?= $(or $(PRESET_ART),artifacts)
-# the preset's corpus, else the default corpus that `make data` builds into $(ART)
-CORPUS      ?= $(or $(PRESET_CORPUS),$(ART)/corpus.txt)
+ART         ?= artifacts
+# the preset's corpus (above), else the default corpus that `make data` builds into $(ART)
+CORPUS      ?= $(ART)/corpus.txt
 
 # --corpus when the user names one or make picked the default corpus (a preset's reaches model.train itself)
 TRAIN_ARGS := $(strip $(if $(PRESET),--preset $(PRESET)) $(if $(call given,PRESET_DIR),--preset-dir $(PRESET_DIR)) \
@@ -51,6 +54,7 @@ EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.on
 SOURCES_DATA  := $(wildcard core/*.py data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
+SOURCES_RUNTIME := $(wildcard runtime/*.py)
 
 .PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
 
@@ -97,7 +101,7 @@ $(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
 
 # Do the artifacts in $(ART) load, and do they come from one training run?
 verify: $(EXPORTS)
-	$(PY) -m export.verify --dir $(ART)
+	$(PY) -m tools.verify --dir $(ART)
 
 # make generate BACKEND=onnx PREFIX=L NUM=5 [TEMPERATURE=0.8 SEED=1]
 BACKEND ?= eager
@@ -137,7 +141,7 @@ SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/answers.py serve/hand
 
 archive: $(ARCHIVES)
 
-$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) | $(STAMP)
+$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) $(SOURCES_RUNTIME) | $(STAMP)
 	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
 		--greedy-graph $(ART)/charrnn_generate.onnx --out $(MODEL_STORE)
 

@@ -19,18 +19,19 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from core import contract
+
 CELLS = ("rnn", "gru")
 LR_SCHEDULES = ("exp", "cosine")
 COUNT_WEIGHTINGS = ("none", "log", "sqrt", "linear")  # how corpus counts weight the sampling of names
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-ARTIFACTS = "artifacts"  # where `make` and model.train write; a preset's own folder is ARTIFACTS/NAME
 
 
 @dataclass
 class TrainConfig:
     """One training run: the corpus, the model's size and every training knob."""
 
-    corpus: str = f"{ARTIFACTS}/corpus.txt"  # one name per line, optionally name<TAB>count (`make data`)
+    corpus: str = contract.default_path(contract.CORPUS)  # one name per line, optionally name<TAB>count (`make data`)
     title_case: bool = False  # title-case names, e.g. for the upper-case IBGE list
     hidden_size: int = 128
     num_layers: int = 1
@@ -94,7 +95,7 @@ class Preset:
 
 def artifact_dir(preset: str | None) -> str:
     """The folder a preset's artifacts go to (each preset its own, so none overwrites another's)."""
-    return f"{ARTIFACTS}/{preset}" if preset else ARTIFACTS
+    return f"{contract.ART_DIR}/{preset}" if preset else contract.ART_DIR
 
 
 def known_presets(preset_dir: Path = PRESET_DIR) -> list[str]:

@@ -35,7 +35,7 @@ class Start:
 class Chooser:
     """Picks each row's next symbol: argmax for temperature 0, else a Gumbel-max sample of the
     temperature-scaled, top-k-restricted distribution using counter-based noise
-    (core.noise; export.runtime.Chooser is the numpy twin, with the same values).
+    (core.noise; model.decode_numpy.Chooser is the numpy twin, with the same values).
 
     A step of this model is a handful of small kernels, and hashing the noise is ~30 more: so
     what is fixed for the whole decode (which rows sample, who uses top-k, the rows' seed hashes)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from core.vocab import Vocab
 from data.corpus import Entry, read_corpus, split
@@ -279,8 +280,8 @@ def build_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser
     p.add_argument("--preset-dir", default=str(PRESET_DIR), help="where --preset looks")
     p.add_argument("--corpus", default=d.corpus, help="corpus file: one name per line, optionally name<TAB>count")
     p.add_argument("--out", default=None,
-                   help=f"checkpoint to write (atomically); default {artifact_dir(None)}/checkpoint.pt, "
-                        f"or {artifact_dir('NAME')}/checkpoint.pt with --preset NAME")
+                   help=f"checkpoint to write (atomically); default {artifact_dir(None)}/{contract.CHECKPOINT}, "
+                        f"or {artifact_dir('NAME')}/{contract.CHECKPOINT} with --preset NAME")
     p.add_argument("--history-dir", default=None, help="where history.csv/json and loss.png go (default: beside --out)")
     p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=d.title_case,
                    help="title-case names (e.g. for the upper-case IBGE list)")
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     entries = read_corpus(cfg.corpus, title_case=cfg.title_case)
     model, vocab, metrics, history = train(entries, cfg, progress=not args.no_progress)
-    out = Path(args.out or f"{artifact_dir(args.preset)}/checkpoint.pt")
+    out = Path(args.out or f"{artifact_dir(args.preset)}/{contract.CHECKPOINT}")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, vocab, metrics=metrics, history=history, train_args=asdict(cfg))
     write_history(Path(args.history_dir) if args.history_dir else out.parent, history)
