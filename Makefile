@@ -8,39 +8,45 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-# A preset (presets/NAME.mk, README.md "Results") sets the knobs below; command-line values still win.
+PYTEST_ARGS ?=
+
+# ---- training knobs (docs/training.md) ----
+# The defaults live in one place, TrainConfig in model/config.py (`python -m model.train --help`);
+# PRESET=NAME picks presets/NAME.toml, plain overrides of them. make passes model.train only the
+# knobs given on its command line or in the environment, so `make train` and `python -m model.train`
+# train the same thing. Each knob and the model.train option it sets:
+TRAIN_KNOBS := HIDDEN:hidden LAYERS:layers CELL:cell EPOCHS:epochs BATCH:batch-size LR:lr LR_DECAY:lr-decay \
+	LR_SCHEDULE:lr-schedule PATIENCE:patience MAX_SECONDS:max-seconds COUNT_WEIGHTING:count-weighting \
+	LENGTH_POOL:length-pool VAL_FRACTION:val-fraction THREADS:threads SEED:seed DEVICE:device
+# $(call given,VAR): VAR's value if the user set it (an empty value counts as not set)
+given = $(if $(filter command line environment environment override,$(origin $1)),$(strip $($1)))
+
+# What make itself needs from a preset (its ART folder, its corpus, its files) comes from the same
+# reader model.train uses (model/config.py), run before anything is built; hence the system Python
+# (3.11+, stdlib only) until the venv exists.
 PRESET      ?=
+PRESET_DIR  ?= presets
 ifneq ($(PRESET),)
-include presets/$(PRESET).mk
+  PRESET_VARS := $(shell $(or $(wildcard $(VENV)/bin/python),$(PYTHON_BOOT)) -m model.config make-vars '$(PRESET)' --preset-dir '$(PRESET_DIR)')
+  ifneq ($(.SHELLSTATUS),0)
+    $(error PRESET=$(PRESET) cannot be used (the message above says why))
+  endif
+  ART           ?= $(word 1,$(PRESET_VARS))
+  PRESET_CORPUS := $(filter-out -,$(word 2,$(PRESET_VARS)))
+  PRESET_FILES  := $(wordlist 3,$(words $(PRESET_VARS)),$(PRESET_VARS))
+  ifneq ($(PRESET_CORPUS),)
+    CORPUS      ?= $(PRESET_CORPUS)
+  endif
 endif
 ART         ?= artifacts
+# the preset's corpus (above), else the default corpus that `make data` builds into $(ART)
+CORPUS      ?= $(ART)/corpus.txt
 
-# ---- knobs (documented in README.md) ----
-CORPUS        ?= $(ART)/corpus.txt
-TITLE_CASE    ?= 0
-HIDDEN        ?= 128
-LAYERS        ?= 1
-CELL          ?= rnn
-EPOCHS        ?= 300
-BATCH         ?= 64
-LR            ?= 0.005
-LR_DECAY      ?= 0.995
-LR_SCHEDULE   ?=
-THREADS       ?=
-PATIENCE      ?= 40
-VAL_FRACTION  ?= 0.1
-COUNT_WEIGHTING ?= none
-LENGTH_POOL   ?= 32
-MAX_SECONDS   ?= 90
-SEED          ?= 0
-DEVICE        ?= cpu
-PYTEST_ARGS   ?=
-
-TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(CELL) \
-	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
-	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --length-pool $(LENGTH_POOL) --max-seconds $(MAX_SECONDS) \
-	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)$(if \
-	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)$(if $(THREADS), --threads $(THREADS),)
+# --corpus when the user names one or make picked the default corpus (a preset's reaches model.train itself)
+TRAIN_ARGS := $(strip $(if $(PRESET),--preset $(PRESET)) $(if $(call given,PRESET_DIR),--preset-dir $(PRESET_DIR)) \
+	$(if $(or $(call given,CORPUS),$(if $(PRESET_CORPUS),,1)),--corpus $(CORPUS)) \
+	$(foreach k,$(TRAIN_KNOBS),$(if $(call given,$(word 1,$(subst :, ,$k))),--$(word 2,$(subst :, ,$k)) $($(word 1,$(subst :, ,$k))))) \
+	$(if $(call given,TITLE_CASE),$(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,--no-title-case)))
 
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
@@ -77,14 +83,15 @@ data: $(CORPUS)
 $(ART)/corpus.txt: $(SOURCES_DATA) | $(STAMP)
 	$(PY) -m data.build_default --out $@
 
-# Re-train when any training knob changes, not only when a file does.
+# Re-train when any training knob changes, not only when a file does (the preset's files are
+# prerequisites of the checkpoint themselves).
 $(ART)/.train-args: FORCE
 	@mkdir -p $(ART)
 	@echo '$(TRAIN_ARGS)' | cmp -s - $@ || echo '$(TRAIN_ARGS)' > $@
 
 train: $(CHECKPOINT)
 
-$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(ART)/.train-args | $(STAMP)
+$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(PRESET_FILES) $(ART)/.train-args | $(STAMP)
 	$(PY) -m model.train $(TRAIN_ARGS) --out $@
 
 export: $(EXPORTS)
@@ -115,8 +122,8 @@ DISTINCT ?=
 WORKERS  ?=
 NAMES_ARGS ?=
 names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
-	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' --device $(DEVICE) \
-		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
+	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' $(if $(DEVICE),--device $(DEVICE)) \
+		--prefix '$(PREFIX)' $(if $(SEED),--seed $(SEED)) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
 		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
 		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
 

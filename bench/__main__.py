@@ -20,10 +20,10 @@ import traceback
 from pathlib import Path
 
 from bench.common import machine_info, machine_line
-from bench.presets import PRESET_DIR
 from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
+from model.config import PRESET_DIR
 
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",
@@ -57,7 +57,7 @@ def run_training(args) -> dict:
 
 def run_quality(args) -> dict:
     from bench import quality
-    from bench.presets import load_preset
+    from model.config import load_preset
 
     presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
     missing = sorted({p.corpus for p in presets if not Path(p.corpus).is_file()})
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-hidden", type=int, default=128)
     g.add_argument("--train-cell", default="rnn")
     g = p.add_argument_group("time to quality")
-    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.mk to train")
+    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.toml to train")
     g.add_argument("--preset-dir", default=str(PRESET_DIR))
     g.add_argument("--milestones", default="60,180,300", help="seconds; the last is each run's budget")
     g.add_argument("--quality-repeats", type=int, default=3)

@@ -137,7 +137,7 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
             run(big)
             calls[b].append(time.perf_counter() - start)
 
-    result = {"machine": machine, "threads": THREADS, "model": {k: getattr(eager.step.config, k) for k in ("cell", "hidden_size", "num_layers")}
+    result = {"machine": machine, "threads": THREADS, "model": {k: getattr(eager.step.__self__.config, k) for k in ("cell", "hidden_size", "num_layers")}
               | {"vocab_size": len(vocab)},
               "names_per_round": len(letters), "repeats": repeats, "batch": batch, "names_agree": agree,
               "mean_name_length": float(np.mean([len(n) for n in names["eager"]])), "backends": {}}

@@ -3,7 +3,7 @@ NLL at each milestone (bench.quality.time_to_quality), written as sweep.json and
 
 The configurations vary one knob at a time around a base (batch size, learning rate and its
 schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
-last milestone is the candidate for presets/ibge.mk (GRU) and presets/ibge-rnn.mk (RNN).
+last milestone is the candidate for presets/ibge.toml (GRU) and presets/ibge-rnn.toml (RNN).
 
 Usage (the real sweep: every configuration trains for the last milestone's seconds):
   python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \

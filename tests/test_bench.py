@@ -3,7 +3,6 @@ section selection. Tiny corpora and sub-second budgets: these check the code, no
 
 import json
 import math
-import re
 from pathlib import Path
 
 import onnx
@@ -13,7 +12,6 @@ import torch
 from bench import quality, sweep, training
 from bench.__main__ import main as bench_main
 from bench.common import fmt, summary
-from bench.presets import KNOBS, PresetError, load_preset
 from bench.result_page import MARKER
 from core.vocab import Vocab
 from data.corpus import Entry, split
@@ -30,38 +28,6 @@ def test_summary_is_median_min_max():
     assert fmt(summary([1000.0, 2000.0, 1500.0])) == "1,500 (1,000–2,000, n=3)"
     with pytest.raises(ValueError):
         summary([])
-
-
-@pytest.mark.parametrize("name", ["ibge", "ibge-variety", "ibge-rnn"])
-def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
-    preset = load_preset(name)
-    assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case
-    assert preset.config.cell == ("rnn" if name == "ibge-rnn" else "gru") and preset.config.max_seconds == 300
-    assert preset.art == f"artifacts/{name}"  # each its own folder: no preset overwrites another's model
-    # ibge-variety is ibge but for what it sets before `include presets/ibge.mk` (make's ?=)
-    assert preset.config.count_weighting == {"ibge": "sqrt"}.get(name, "none")
-    makefile = (ROOT / "Makefile").read_text()
-    for var in KNOBS:  # every preset knob is a make knob that reaches model.train
-        assert re.search(rf"^{var}\s+\?=", makefile, re.MULTILINE), var
-    assert "include presets/$(PRESET).mk" in makefile
-
-
-def test_preset_files_are_checked(tmp_path):
-    good = (ROOT / "presets" / "ibge.mk").read_text()
-    hidden_line = next(line for line in good.splitlines() if line.startswith("HIDDEN"))
-    (tmp_path / "a.mk").write_text(good.replace(hidden_line, "HIDDEN ?= $(X)"))
-    (tmp_path / "b.mk").write_text(good + "BOGUS ?= 1\n")
-    (tmp_path / "c.mk").write_text(good.replace("LR_SCHEDULE", "# LR_SCHEDULE"))
-    (tmp_path / "base.mk").write_text(good)
-    (tmp_path / "over.mk").write_text("HIDDEN ?= 7\ninclude presets/base.mk\nHIDDEN ?= 9\n")
-    assert load_preset("over", tmp_path).config.hidden_size == 7  # the first value wins, as in make
-    assert load_preset("over", tmp_path).config.cell == load_preset("base", tmp_path).config.cell
-    (tmp_path / "d.mk").write_text("include presets/gone.mk\n")
-    (tmp_path / "e.mk").write_text("include presets/e.mk\n")
-    for stem, message in (("a", "plain value"), ("b", "unknown variable BOGUS"), ("c", "must set LR_SCHEDULE"),
-                          ("zzz", "no preset"), ("d", "gone.mk, which does not exist"), ("e", "includes itself")):
-        with pytest.raises(PresetError, match=message):
-            load_preset(stem, tmp_path)
 
 
 def test_notebook_loop_computes_the_training_loss_of_one_name():
@@ -143,10 +109,8 @@ def test_sweep_runs_configurations_and_marks_the_best(tmp_path):
 def test_sections_run_alone_and_keep_the_others(tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("".join(f"{n}\n" for n in NAMES))
-    preset = (ROOT / "presets" / "ibge.mk").read_text()
-    preset = re.sub(r"CORPUS\s+\?= \S+", f"CORPUS ?= {corpus}", preset)
-    preset = re.sub(r"HIDDEN\s+\?= \d+", "HIDDEN ?= 8", preset).replace("TITLE_CASE      ?= 1", "TITLE_CASE ?= 0")
-    (tmp_path / "tiny.mk").write_text(preset)
+    (tmp_path / "tiny.toml").write_text(f'include = "ibge"\ncorpus = "{corpus}"\nhidden_size = 8\ntitle_case = false\n')
+    (tmp_path / "ibge.toml").write_text((ROOT / "presets" / "ibge.toml").read_text())
     out, pages = tmp_path / "bench", tmp_path / "results"
     common = ["--out-dir", str(out), "--threads", "1", "--repeats", "1", "--results-dir", str(pages)]
     assert bench_main(["--sections", "training", *common, "--train-corpus", str(corpus), "--train-seconds", "0.2",
@@ -167,7 +131,7 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
     page = (pages / "bench-quality.md").read_text()
     assert page.startswith(MARKER) and sections["quality"]["markdown"] in page
     assert f"Command: `{sections['quality']['command']}`" in page and "--presets tiny" in page
-    (tmp_path / "gone.mk").write_text(preset.replace(str(corpus), str(tmp_path / "gone.txt")))
+    (tmp_path / "gone.toml").write_text(f'include = "tiny"\ncorpus = "{tmp_path / "gone.txt"}"\n')
     assert bench_main(["--sections", "quality", *common, "--presets", "gone", "--preset-dir", str(tmp_path)]) == 0
     sections = json.loads((out / "bench.json").read_text())["sections"]
     assert sections["quality"]["status"] == "skipped" and "gone.txt" in sections["quality"]["error"]

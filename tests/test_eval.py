@@ -125,10 +125,10 @@ def test_per_person_nll_weights_each_name_by_its_count(tiny_artifacts):
     names = ["Ana", "Bruno", "Zoe"]
     nats = model_nats_per_name(model, vocab, names)
     # each name's NLL is its log-probability under the n-best definition (model.nbest.score)
-    logp = score(TorchStepper(model, (model.num_layers, model.hidden_size)), [vocab.encode(n) for n in names],
+    logp = score(TorchStepper(model.step, (model.num_layers, model.hidden_size)), [vocab.encode(n) for n in names],
                  bos_id=vocab.bos_id, eos_id=vocab.eos_id)
     with torch.no_grad():
-        first = model.forward_sequence(torch.tensor([[vocab.bos_id]]))[0][0, 0].double().softmax(0)
+        first = model(torch.tensor([[vocab.bos_id]]))[0][0, 0].double().softmax(0)
     # score() excludes the end token at the first position; the training loss does not
     assert [-x for x in logp] == pytest.approx([n + math.log(1 - float(first[vocab.eos_id])) for n in nats], rel=1e-5)
     counts = [10, 1, 1]
