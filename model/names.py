@@ -182,7 +182,7 @@ def load_step(model: str, device: str):
     from model.checkpoint import load_checkpoint
 
     net, vocab, _ = load_checkpoint(model, device)
-    return net, vocab, (net.num_layers, net.hidden_size)
+    return net.step, vocab, (net.num_layers, net.hidden_size)
 
 
 def main(argv: list[str] | None = None) -> int:
