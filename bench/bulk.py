@@ -12,7 +12,6 @@ The figure is the median of `repeats` runs with min and max; the target (issue 1
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 import time
@@ -27,9 +26,9 @@ from model.names import (
     BATCH,
     BulkSpec,
     _worker_batch,
-    _worker_start,
     bulk_decoder,
     load_step,
+    worker_pool,
     worker_texts,
     write_names,
 )
@@ -51,7 +50,7 @@ def measure(art_dir: str, *, num: int = 200_000, repeats: int = 3, batch: int = 
         decoder = bulk_decoder(step, vocab, hidden_shape, spec, "cpu", batch)
         rates: dict[str, list[float]] = {"bulk_1": [], f"bulk_{workers}": [], "loop": []}
         with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp, \
-                multiprocessing.get_context("spawn").Pool(workers, _worker_start, (model, spec, batch)) as pool:
+                worker_pool(workers, model, spec, batch) as pool:
             out = Path(tmp) / "names.txt"
             pool.map(_worker_batch, [(0, 1)] * workers)  # each worker loaded before the clock starts
             files = set()
