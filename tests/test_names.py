@@ -147,4 +147,5 @@ def test_the_bench_section_measures_both_paths_on_the_same_names(tiny_artifacts)
     assert set(r["names_per_s"]) == {"bulk_1", "bulk_2", "loop"}
     assert all(s["median"] > 0 for s in r["names_per_s"].values())
     md = bench_bulk.markdown(r)
-    assert "bulk, 2 processes" in md and "per-step loop" in md and "target >= 100,000" in md
+    assert "bulk, 2 processes" in md and "per-row API" in md and "target >= 100,000" in md
+    assert "% of the limit" in md and "FLOPs and >= " in md and "bytes per row and step" in md
