@@ -26,7 +26,6 @@ from bench.common import fmt, summary, table
 from core.request import make_rows
 from model.decode import decode
 from model.limits import limit_lines, measured_peaks, model_cost
-from model.torchscript import load_torchscript
 from model.names import (
     BATCH,
     BulkSpec,
@@ -37,6 +36,7 @@ from model.names import (
     worker_texts,
     write_names,
 )
+from model.torchscript import load_torchscript
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine
 

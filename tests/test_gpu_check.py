@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.charrnn import CharRNN, ModelConfig
 from model import limits
+from model.charrnn import CharRNN, ModelConfig
 from serve import gpu_check
 
 
