@@ -151,3 +151,11 @@ def test_the_old_generate_command_names_its_new_home():
     old = subprocess.run([sys.executable, "-m", "model.generate", "--prefix", "Ma", "-n", "2"],
                          check=False, capture_output=True, text=True)
     assert old.returncode != 0 and "python -m tools.generate --prefix Ma -n 2" in old.stderr
+
+
+def test_ties_go_to_the_first_symbol_as_numpys_argmax_does():
+    """The numpy twin takes argmax's first maximum; the torch loop's row_argmax must too."""
+    from model.choose import row_argmax
+
+    logits = torch.tensor([[0.0, 2.0, 2.0, 1.0], [3.0, 3.0, 3.0, 3.0], [-1.0, -5.0, -1.0, -1.0]] * 20)
+    assert row_argmax(logits).tolist() == logits.numpy().argmax(axis=1).tolist() == [1, 0, 0] * 20
