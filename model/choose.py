@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from core.noise import mix32, seeded_bits32, to_unit_interval
+from core.noise import NOISE_CHUNK, mix32, seeded_bits32, to_unit_interval
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+SMALL = 32  # rows up to which a Chooser decides from Python lists (per-operator overhead dominates)
 
 
 @dataclass
@@ -65,9 +66,10 @@ def gumbel_noise(seed_hash: torch.Tensor, step_hash: torch.Tensor, dtype: torch.
 
 
 def row_argmax(x: torch.Tensor) -> torch.Tensor:
-    """The first index of each row's maximum, as argmax gives it; torch.max's indices are the
-    same (both documented as the first maximal value) and take fewer passes over a CPU row."""
-    return torch.max(x, dim=1).indices
+    """The first index of each row's maximum, as argmax gives it. torch.max's indices are the
+    same (both documented as the first maximal value) and take fewer passes over many CPU rows;
+    for a few rows argmax's smaller call overhead wins."""
+    return torch.max(x, dim=1).indices if x.shape[0] > SMALL else x.argmax(dim=1)
 
 
 def pick(logits: torch.Tensor, divisor: torch.Tensor | None, kth_index: torch.Tensor | None, noise: torch.Tensor,
@@ -94,19 +96,29 @@ class Chooser:
                  dtype: torch.dtype):
         """temperature (float64), top_k, seed (int64): one per row, on the decoding device."""
         self.vocab, self.dtype = vocab, dtype
-        self.sampling = bool((temperature > 0).any())
-        self.divisor = self.greedy_rows = self.kth_index = self.seed_hash = None
+        self.divisor = self.greedy_rows = self.kth_index = self.seed_hash = self.noise = None
+        self.noise_from = 0
+        # what holds for every row, decided on the host (a few rows: from lists, cheaper than
+        # reductions), as the numpy twin decides it: who samples from the float64 temperature,
+        # the greedy rows of a mixed batch and the divisor from the float32 one
+        small = len(temperature) <= SMALL and temperature.device.type == "cpu"
+        t = temperature.tolist() if small else None
+        self.sampling = any(x > 0 for x in t) if small else bool((temperature > 0).any())
         if not self.sampling:
             return
-        temperature = temperature.to(dtype)
-        if not bool((temperature == 1).all()):
-            self.divisor = temperature.clamp_min(1e-6).unsqueeze(1)
-        if not bool((temperature > 0).all()):
-            self.greedy_rows = temperature == 0
+        temps = temperature.to(dtype)
+        if not (all(x == 1 for x in t) if small else bool((temperature == 1).all())):
+            self.divisor = temps.clamp_min(1e-6).unsqueeze(1)
+        if not (all(x > 0 for x in t) if small else bool((temperature > 0).all())):
+            self.greedy_rows = temps == 0
         restricts = (top_k > 0) & (top_k < vocab)  # k >= vocab (or 0) keeps every symbol
-        if bool(restricts.any()):
+        if any(0 < k < vocab for k in top_k.tolist()) if small else bool(restricts.any()):
             self.kth_index = (torch.where(restricts, top_k, vocab) - 1).unsqueeze(1)
-        self.seed_hash = seed_hashes(seed)
+        if small:  # the same function on Python ints
+            hashes = [h - 2**32 if h >= 2**31 else h for h in (mix32(x) for x in seed.tolist())]
+            self.seed_hash = torch.tensor(hashes, dtype=torch.int32).unsqueeze(1)
+        else:
+            self.seed_hash = seed_hashes(seed)
 
     @classmethod
     def for_rows(cls, rows, vocab: int, device: torch.device | str = "cpu",
@@ -120,6 +132,7 @@ class Chooser:
         """The rule of rows `keep` (indices) only."""
         new = object.__new__(Chooser)
         new.__dict__.update(self.__dict__)
+        new.noise = None  # drawn again for the rows kept
         for name in ("divisor", "greedy_rows", "kth_index", "seed_hash"):
             value = getattr(self, name)
             if value is not None:
@@ -129,5 +142,15 @@ class Chooser:
     def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         if not self.sampling:
             return row_argmax(logits)
-        noise = gumbel_noise(self.seed_hash, step_hashes(step, 1, self.vocab, logits.device), self.dtype)[0]
-        return pick(logits, self.divisor, self.kth_index, noise, self.greedy_rows)
+        return pick(logits, self.divisor, self.kth_index, self._noise(step, logits.device), self.greedy_rows)
+
+    def _noise(self, step: int, device: torch.device) -> torch.Tensor:
+        """The step's noise [B, V]. A few rows draw NOISE_CHUNK steps' at once (per-operator
+        overhead dominates); many rows one step's at a time (it stays in cache)."""
+        if self.noise is not None and self.noise_from <= step < self.noise_from + len(self.noise):
+            return self.noise[step - self.noise_from]
+        steps = NOISE_CHUNK if len(self.seed_hash) * self.vocab * NOISE_CHUNK <= 2**16 else 1
+        noise = gumbel_noise(self.seed_hash, step_hashes(step, steps, self.vocab, device), self.dtype)
+        if steps > 1:
+            self.noise, self.noise_from = noise, step
+        return noise[0]

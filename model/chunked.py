@@ -191,19 +191,16 @@ class ChunkedDecoder:
                      max_len=None if bool((caps == steps).all()) else caps,
                      first_position=None if bool(first.all()) else first,
                      rule=(batch.temperature.to(dev), batch.top_k.to(dev), batch.seed.to(dev)))
-        out = torch.full((steps, n), eos, dtype=torch.long, device=dev)
+        chosen: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per step: ids and their rows' columns
         logits_seen, hidden_seen = [], []
         keep_step = (lambda lg, h: (logits_seen.append(lg), hidden_seen.append(h))) if record else None
         compact = self.compact and not record and on_step is None
         check = 1 if dev.type == "cpu" else self.chunk
         shortest = int(caps.min())
-        syncs, ran = 0, steps
+        syncs = 0
         for t in range(steps):
             token = self._step_rows(rows, t, prefix_steps, None, keep_step)
-            if rows.index is None:
-                out[t].copy_(token)
-            else:
-                out[t].index_copy_(0, rows.index, token)
+            chosen.append((token, rows.index))
             if on_step is not None:
                 on_step(t, token, token != eos if rows.done is None else ~rows.done & (token != eos))
             ended = token == eos
@@ -212,14 +209,28 @@ class ChunkedDecoder:
             rows.done = ended if rows.done is None else rows.done.logical_or_(ended)
             if t + 1 < steps and (t + 1) % check == 0:
                 syncs += 1
-                live, finished = len(rows.token), int(rows.done.sum())
+                if not compact:
+                    if bool(rows.done.all()):
+                        break
+                    continue
+                live, finished = rows.token.shape[0], int(rows.done.sum())
                 if finished == live:
-                    ran = t + 1
                     break
-                if compact and finished * GATHER_SHARE >= live:
+                if finished * GATHER_SHARE >= live:
                     rows = rows.take((~rows.done).nonzero().squeeze(1), t + 1 < prefix_steps)
+        ran = len(chosen)
+        if all(index is None for _, index in chosen):  # no row was ever gathered out
+            ids = torch.stack([token for token, _ in chosen], dim=1)
+        else:  # ended rows' later steps are end tokens
+            out = torch.full((ran, n), eos, dtype=torch.long, device=dev)
+            for t, (token, index) in enumerate(chosen):
+                if index is None:
+                    out[t].copy_(token)
+                else:
+                    out[t].index_copy_(0, index, token)
+            ids = out.t().contiguous()
         rec = (torch.stack(logits_seen), torch.stack(hidden_seen)) if record else (None, None)
-        return Decoded(out[:ran].t().contiguous(), ran, math.ceil(ran / self.chunk), syncs, *rec)
+        return Decoded(ids, ran, math.ceil(ran / self.chunk), syncs, *rec)
 
     def _first_step(self, s: DecodingRows, logits: torch.Tensor) -> None:
         """At step 0 of an eager run: the end token's column masked for rows at a name's first
