@@ -8,15 +8,13 @@ runs `_step_rows`: the step, no end token at a name's first position, the choice
 forced prefix characters, end tokens after a row has ended. Rows never influence each other, so
 a row gets the same name alone, in any batch, bucket or device.
 
-- **Eager** (CPU; on a GPU for streamed requests, whose per-step reads are the point, or buckets
-  not captured): steps run one at a time; every `check` steps (each step on CPU, where reading a
-  flag is free) the loop stops if every row has ended and, once enough rows have ended, gathers
-  the others so later steps only compute live rows.
-- **Captured** (CUDA): a batch is padded to the smallest bucket (BUCKETS) that holds it, packed
-  on the host into one (pinned) buffer and copied to the device in one copy; a captured "load"
-  graph derives everything per row on the device, then `chunk` steps at a time replay a graph
-  captured at warm-up (per bucket, sampling mode, recording and position), with one "all done?"
-  flag read per chunk. Padding rows are greedy with a length cap of 1: done after one step.
+- **Eager** (capture off: CPU; and streamed requests, whose per-step reads are the point): steps
+  run one at a time; every `check` steps (each step on CPU, where reading a flag is free) the
+  loop stops if every row has ended and, once an eighth of the live rows have ended (`compact`),
+  gathers the others, so later steps only compute live rows.
+- **Captured** (CUDA, model.captured): a batch is padded to the smallest bucket (BUCKETS) that
+  holds it and copied to the device in one copy; then `chunk` steps at a time replay a graph
+  captured at warm-up, with one "all done?" flag read per chunk.
 """
 
 from __future__ import annotations
