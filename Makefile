@@ -48,6 +48,7 @@ EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.on
 SOURCES_DATA  := $(wildcard core/*.py data/*.py)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
+SOURCES_RUNTIME := $(wildcard runtime/*.py)
 
 .PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
 
@@ -93,7 +94,7 @@ $(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
 
 # Do the artifacts in $(ART) load, and do they come from one training run?
 verify: $(EXPORTS)
-	$(PY) -m export.verify --dir $(ART)
+	$(PY) -m tools.verify --dir $(ART)
 
 # make generate BACKEND=onnx PREFIX=L NUM=5 [TEMPERATURE=0.8 SEED=1]
 BACKEND ?= eager
@@ -133,7 +134,7 @@ SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/answers.py serve/hand
 
 archive: $(ARCHIVES)
 
-$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) | $(STAMP)
+$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) $(SOURCES_RUNTIME) | $(STAMP)
 	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
 		--greedy-graph $(ART)/charrnn_generate.onnx --out $(MODEL_STORE)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import machine_info, machine_line
 from bench.presets import PRESET_DIR
+from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")
@@ -41,7 +42,7 @@ def run_training(args) -> dict:
     from data.corpus import read_corpus
     from model.train import TrainConfig
 
-    corpus = args.train_corpus or str(Path(args.art_dir) / "corpus.txt")
+    corpus = args.train_corpus or str(Path(args.art_dir) / contract.CORPUS)
     entries = read_corpus(corpus)
     threads = args.threads or torch.get_num_threads()
     cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, lr=0.003, threads=threads,
@@ -83,8 +84,8 @@ def run_bulk(args) -> dict:
     # bench/bulk.py: `make names` (model.names) to a file, beside the per-step loop, in one run.
     from bench import bulk
 
-    if not (Path(args.art_dir) / "charrnn.torchscript.pt").is_file():
-        raise Skipped(f"{args.art_dir}/charrnn.torchscript.pt not found (make export)")
+    if not (Path(args.art_dir) / contract.TORCHSCRIPT).is_file():
+        raise Skipped(f"{args.art_dir}/{contract.TORCHSCRIPT} not found (make export)")
     result = bulk.measure(args.art_dir, num=args.bulk_num, repeats=args.bulk_repeats, loop_num=args.bulk_loop_num,
                           workers=args.bulk_workers)
     return {"data": result, "markdown": bulk.markdown(result)}
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "each preset's THREADS for time to quality)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of the training-throughput figures")
     g = p.add_argument_group("training throughput")
-    g.add_argument("--train-corpus", default=None, help="default: ART_DIR/corpus.txt")
+    g.add_argument("--train-corpus", default=None, help=f"default: ART_DIR/{contract.CORPUS}")
     g.add_argument("--train-seconds", type=float, default=5.0, help="measured seconds per loop and repetition")
     g.add_argument("--train-batches", default="32,64,128,512",
                    help="batch sizes of the project's loop (64: the default of `make train`)")

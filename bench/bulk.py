@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.common import fmt, summary, table
+from core import contract
 from core.request import make_rows
 from model.decode import decode
 from model.limits import limit_lines, measured_peaks, model_cost
@@ -46,7 +47,7 @@ def measure(art_dir: str, *, num: int = 200_000, repeats: int = 3, batch: int = 
     """Bulk names/s with 1 process and with `workers` processes (default: the usable cores),
     one torch thread each (what `make names` does), and the per-step loop's, 1 thread."""
     workers = workers or len(os.sched_getaffinity(0))
-    model = str(Path(art_dir) / "charrnn.torchscript.pt")
+    model = str(Path(art_dir) / contract.TORCHSCRIPT)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

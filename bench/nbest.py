@@ -4,7 +4,7 @@ For every first letter of the vocabulary (and the empty prefix), batch 1, single
 - torch engine (serve.engine.Engine over the TorchScript step, with the one-graph decoder for
   greedy names as served on CPU): a greedy request answered with its log-probability (what the
   endpoint returns), the same without scoring (names only), and n-best requests of num 5 and 20;
-- ONNX runtime (export.runtime.NameGenerator with charrnn_generate.onnx): greedy names, and
+- ONNX runtime (runtime.generator.NameGenerator with charrnn_generate.onnx): greedy names, and
   NameGenerator.nbest for num 5 and 20.
 Reports p50 and p99 ms per request, the ratio to the greedy answer of the same backend, and the
 search's work (expansions and step calls, mean and max). The backends' n-best lists must agree.
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import contract
+
 NUMS = (5, 20)
 
 
@@ -29,16 +31,16 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 3, letters: int
     import torch
 
     from bench.common import machine_info
-    from export.runtime import NameGenerator
     from model import nbest
+    from runtime.generator import NameGenerator
     from serve.engine import Engine, GenerateRequest
 
     machine = machine_info()
     torch.set_num_threads(1)
     d = Path(art_dir)
-    engine = Engine.from_artifacts(d / "charrnn.torchscript.pt", d / "vocab.json",
-                                   greedy_graph=d / "charrnn_generate.onnx")
-    onnx = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
+    engine = Engine.from_artifacts(d / contract.TORCHSCRIPT, d / contract.VOCAB,
+                                   greedy_graph=d / contract.ONNX_GENERATE)
+    onnx = NameGenerator(d / contract.ONNX_STEP, threads=1, generate_model=d / contract.ONNX_GENERATE)
     prefixes = ["", *engine.vocab.characters[:letters]]
     work: dict[str, list[tuple[int, int, bool]]] = {f"nbest {n}": [] for n in NUMS}
     agree = True

@@ -1,7 +1,7 @@
 """Greedy generation speed of the four backends, measured in one run on one machine.
 
 Backends: eager PyTorch (model.decode over CharRNN), TorchScript (model.decode over the scripted
-step), the ONNX Runtime step loop (export.runtime, one session.run per character) and the
+step), the ONNX Runtime step loop (runtime.generator, one session.run per character) and the
 one-graph loop (charrnn_generate.onnx, one session.run per batch). All single-threaded
 (torch.set_num_threads(1), ORT intra-op 1) so that the comparison is per core.
 
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from core import contract
+
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
 THREADS = "1 for every backend (torch.set_num_threads(1), ORT intra_op_num_threads=1)"
 LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx_step": "ONNX Runtime step loop",
@@ -36,17 +38,17 @@ LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx_step": "
 
 def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     """name -> generate_rows(rows) callable, and the vocabulary."""
-    from export.runtime import NameGenerator
     from model.generate import TorchGenerator
+    from runtime.generator import NameGenerator
 
     d = Path(art_dir)
-    eager = TorchGenerator.from_checkpoint(d / "checkpoint.pt")
+    eager = TorchGenerator.from_checkpoint(d / contract.CHECKPOINT)
     backends = {
         "eager": eager.generate_rows,
-        "torchscript": TorchGenerator.from_torchscript(d / "charrnn.torchscript.pt").generate_rows,
-        "onnx_step": NameGenerator(d / "charrnn.onnx", threads=1).generate_rows,
-        "onnx_graph": NameGenerator(d / "charrnn.onnx", threads=1,
-                                    generate_model=d / "charrnn_generate.onnx").generate_rows,
+        "torchscript": TorchGenerator.from_torchscript(d / contract.TORCHSCRIPT).generate_rows,
+        "onnx_step": NameGenerator(d / contract.ONNX_STEP, threads=1).generate_rows,
+        "onnx_graph": NameGenerator(d / contract.ONNX_STEP, threads=1,
+                                    generate_model=d / contract.ONNX_GENERATE).generate_rows,
     }
     return backends, eager
 
@@ -66,10 +68,11 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     from onnx import TensorProto, helper
 
     from core.request import DEFAULT_MAX_LENGTH, Row
-    from export.runtime import NameGenerator, session_options
+    from runtime.generator import NameGenerator
+    from runtime.session import session_options
 
     d = Path(art_dir)
-    gen = NameGenerator(d / "charrnn.onnx", threads=1, generate_model=d / "charrnn_generate.onnx")
+    gen = NameGenerator(d / contract.ONNX_STEP, threads=1, generate_model=d / contract.ONNX_GENERATE)
     identity = helper.make_model(helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "floor",
         [helper.make_tensor_value_info("x", TensorProto.INT64, [1])],
@@ -85,7 +88,7 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
                 "max_length": np.array(cap, np.int64)}
 
     one, full = graph_feed(1), graph_feed(DEFAULT_MAX_LENGTH)
-    step_proto = onnx.load(str(d / "charrnn.onnx"))
+    step_proto = onnx.load(str(d / contract.ONNX_STEP))
     chains = {k: ort.InferenceSession(unrolled_steps(step_proto, k).SerializeToString(), session_options(),
                                       providers=["CPUExecutionProvider"]) for k in (1, CHAIN)}
     char_feed = {"char": np.array([longest]), "hidden": hidden}
@@ -220,9 +223,10 @@ def loop_bound_probe(art_dir: str | Path, rows: list, names: list[str]) -> tuple
     that chooses the end token unless the name reached its cap)."""
     import onnxruntime as ort
 
-    from export.runtime import OnnxStep, session_options
+    from runtime.session import session_options
+    from runtime.step import OnnxStep
 
-    path = Path(art_dir) / "charrnn.onnx"
+    path = Path(art_dir) / contract.ONNX_STEP
     step = OnnxStep.from_path(path)
     session = ort.InferenceSession(bare_loop(onnx.load(str(path))).SerializeToString(), session_options(),
                                    providers=["CPUExecutionProvider"])

@@ -46,10 +46,11 @@ from typing import Self
 
 from bench import load
 from bench.common import fmt, summary, table
+from core import contract
 
 ENDPOINTS = ("greedy", "session")
 ENDPOINT_LABELS = {"greedy": "one-shot greedy", "session": "session (type a name, then close)"}
-MODELS = {"greedy": "charrnn", "session": "charrnn_session"}
+MODELS = {"greedy": contract.MODEL, "session": contract.SESSION_MODEL}
 TARGET = {"clients": 8, "req_per_s": 1000.0, "p99_ms": 25.0}
 # workers:batchSize:maxBatchDelay(ms)[:quiet], and best:quiet (the best point so far, again with the
 # quiet log4j2 file). At 8 clients at most 8 requests are in flight, so a batchSize over 8 acts as 8.
@@ -148,7 +149,7 @@ def patch_archive(src: Path, dst: Path, point: Point) -> None:
 
 def vocabulary(mar: Path) -> list[str]:
     with zipfile.ZipFile(mar) as z:
-        return list(json.loads(z.read("vocab.json"))["symbols"])
+        return list(json.loads(z.read(contract.VOCAB))["symbols"])
 
 
 QUIET_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -464,7 +465,7 @@ def measure_main(store: Path, *, clients: Sequence[int], endpoints: Sequence[str
     with Server(store, [MODELS[e] for e in endpoints]) as server:
         log(f"TorchServe READY in {server.started_s:.1f} s (inference port {server.ports.inference}); "
             f"workers {server.worker_pids}")
-        loads = workloads(server, vocabulary(store / f"{MODELS[endpoints[0]]}.mar"))
+        loads = workloads(server, vocabulary(store / contract.archive(MODELS[endpoints[0]])))
         warmed = warm_jvm(server, loads, endpoints, jvm_warmup, jvm_warmup_seconds, log)
         for rep in range(repeats):
             for e in endpoints:
@@ -523,7 +524,7 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
     no point pays for the JIT); each point from a copy of charrnn.mar with its settings. The
     repetitions go in rounds over the points (each point registered anew per round), so a drift
     of the background load hits every point alike."""
-    source = store / f"{MODELS['greedy']}.mar"
+    source = store / contract.archive(MODELS["greedy"])
     vocab = vocabulary(source)
     groups: list[list[Point]] = []
     for point in points:
@@ -549,7 +550,7 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                     group = [resolved if p == BEST_QUIET else p for p in group]
             archives = []
             for point in group:
-                name = f"charrnn-{point.label.replace(':', '-')}.mar"
+                name = contract.archive(f"{contract.MODEL}-{point.label.replace(':', '-')}")
                 patch_archive(source, scratch / name, point)
                 archives.append(name)
             runs: list[list[tuple[dict, Window]]] = [[] for _ in group]
@@ -595,7 +596,7 @@ def check_available(store: Path, endpoints: Sequence[str]) -> None:
         check_java()
     except ServerError as exc:
         raise Unavailable(str(exc)) from None
-    missing = [f"{MODELS[e]}.mar" for e in endpoints if not (store / f"{MODELS[e]}.mar").is_file()]
+    missing = [contract.archive(MODELS[e]) for e in endpoints if not (store / contract.archive(MODELS[e])).is_file()]
     if missing:
         raise Unavailable(f"{store}: missing {', '.join(missing)} (run `make archive`)")
 
@@ -614,9 +615,9 @@ def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), endpoints
     store = Path(store)
     check_available(store, endpoints)
     started = time.perf_counter()
-    archives = {e: {"path": str(store / f"{MODELS[e]}.mar"),
-                    "built": datetime.fromtimestamp((store / f"{MODELS[e]}.mar").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
-                    "model_config": {k: v for k, v in read_model_config(store / f"{MODELS[e]}.mar").items()
+    archives = {e: {"path": str(store / contract.archive(MODELS[e])),
+                    "built": datetime.fromtimestamp((store / contract.archive(MODELS[e])).stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
+                    "model_config": {k: v for k, v in read_model_config(store / contract.archive(MODELS[e])).items()
                                      if k != "handler"}}
                 for e in endpoints}
     result = {

@@ -10,7 +10,7 @@ Two figures, each for the three runtimes in one run on one machine, one thread e
 - per keystroke: names from the vocabulary typed one key at a time, each key after the previous
   update is on screen; in Chromium from the input event to its suggestions on screen (the
   worker's next-character probabilities, greedy name and completions, and the DOM; the worker's
-  own share is reported too), in Node.js and Python one `suggest(prefix)` (web/charrnn.mjs, export.runtime.NameGenerator.suggest).
+  own share is reported too), in Node.js and Python one `suggest(prefix)` (web/charrnn.mjs, runtime.generator.NameGenerator.suggest).
 
 Usage: python -m bench.web [--art-dir artifacts] [--site artifacts/web] [--rounds 5]
 writes ART/bench/web.{json,md}. Needs the built site (make web), Chromium and node-setup.
@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from core import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("Maria Clara", "João Pedro", "Fábio", "Ana Júlia", "Luiz", "Antônio")
@@ -85,8 +87,8 @@ def measure_browser(site: Path, prefixes: list[str], rounds: int) -> dict:
 
 
 def measure_node(art: Path, prefixes: list[str], rounds: int) -> dict:
-    proc = subprocess.run(["node", str(ROOT / "export" / "node" / "bench.mjs"), "--model", str(art / "charrnn.onnx"),
-                           "--generate-model", str(art / "charrnn_generate.onnx"), "--rounds", str(rounds),
+    proc = subprocess.run(["node", str(ROOT / "export" / "node" / "bench.mjs"), "--model", str(art / contract.ONNX_STEP),
+                           "--generate-model", str(art / contract.ONNX_GENERATE), "--rounds", str(rounds),
                            json.dumps(prefixes)], capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode:
         raise SystemExit(f"error: the Node.js bench failed (make node-setup?):\n{proc.stderr}")
@@ -94,16 +96,18 @@ def measure_node(art: Path, prefixes: list[str], rounds: int) -> dict:
 
 
 def measure_python(art: Path, prefixes: list[str], rounds: int) -> dict:
-    from export.runtime import NameGenerator, OnnxGreedy, OnnxStep
+    from runtime.generator import NameGenerator
+    from runtime.greedy import OnnxGreedy
+    from runtime.step import OnnxStep
 
-    step_bytes, graph_bytes = (art / "charrnn.onnx").read_bytes(), (art / "charrnn_generate.onnx").read_bytes()
+    step_bytes, graph_bytes = (art / contract.ONNX_STEP).read_bytes(), (art / contract.ONNX_GENERATE).read_bytes()
     first, keys = [], []
     for _ in range(rounds):
         started = time.perf_counter()
         gen = NameGenerator.__new__(NameGenerator)  # from bytes, as the page and Node.js load them
-        gen.step = OnnxStep.from_bytes(step_bytes, "charrnn.onnx")
+        gen.step = OnnxStep.from_bytes(step_bytes, contract.ONNX_STEP)
         gen.vocab = gen.step.vocab
-        gen.greedy = OnnxGreedy.from_bytes(graph_bytes, "charrnn_generate.onnx")
+        gen.greedy = OnnxGreedy.from_bytes(graph_bytes, contract.ONNX_GENERATE)
         gen.suggest("")
         first.append((time.perf_counter() - started) * 1000)
         for prefix in prefixes:
@@ -117,9 +121,9 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
     from bench.common import machine_info
 
     art, site = Path(art_dir), Path(site)
-    from export.runtime import NameGenerator
+    from runtime.generator import NameGenerator
 
-    vocab = NameGenerator(art / "charrnn.onnx").vocab
+    vocab = NameGenerator(art / contract.ONNX_STEP).vocab
     site_info = json.loads((site / "site.json").read_text(encoding="utf-8"))
     prefixes = keystroke_prefixes(set(vocab.characters))
     machine = machine_info()
@@ -144,7 +148,7 @@ def format_result(result: dict) -> str:
 
     labels = {"chromium": "headless Chromium (onnxruntime-web, wasm, in a worker)",
               "node": "Node.js (onnxruntime-node, web/charrnn.mjs)",
-              "python": "Python (onnxruntime, export.runtime)"}
+              "python": "Python (onnxruntime, runtime.generator)"}
     rows = []
     base = statistics.median(result["runs"]["python"]["keystroke_ms"])
     for key in ("chromium", "node", "python"):

@@ -8,10 +8,14 @@ vocabulary: a runtime can tell artifacts of different training runs apart), norm
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 
+from core import contract
+from core.errors import ArtifactError
 from core.vocab import Vocab, VocabError
 
-VOCAB_KEY = "vocab.json"  # TorchScript extra-file name and ONNX metadata_props key
+VOCAB_KEY = contract.VOCAB  # TorchScript extra-file name and ONNX metadata_props key
+REEXPORT = "re-export them (make export)"
 
 
 def build_manifest(vocab: Vocab, *, cell: str, hidden_size: int, num_layers: int, fingerprint: str) -> dict:
@@ -44,3 +48,24 @@ def parse(text: str | bytes, source: str) -> tuple[Vocab, dict]:
         if not isinstance(data.get(key), int) or data[key] < 1:
             raise VocabError(f"{source}: vocab.json field {key!r} must be a positive integer")
     return vocab, data
+
+
+def check_same_export(meta: Mapping, source: str, reference: Mapping, other: str, *,
+                      keys: Iterable[str] | None = None, fix: str = REEXPORT) -> None:
+    """The one vocabulary-consistency check: refuse `source` (whose vocab.json is `meta`) unless
+    it comes from the same export as `other` (whose vocab.json is `reference`).
+
+    First the fingerprint (of weights and vocabulary): another value means another training run.
+    Then, under the same fingerprint, every key of `keys` (default: all of both; every export
+    carries the very same vocab.json, a checkpoint only its vocabulary fields): a difference
+    means the file was altered. ArtifactError naming both files, what differs, and `fix`."""
+    ours, theirs = meta.get("fingerprint"), reference.get("fingerprint")
+    if ours != theirs:
+        raise ArtifactError(f"{source} is not from the same export as {other} (vocab.json fingerprint {ours} "
+                            f"against {theirs}): the artifacts come from different training runs; {fix}")
+    names = sorted(set(meta) | set(reference)) if keys is None else list(keys)
+    differs = [k for k in names if meta.get(k) != reference.get(k)]
+    if differs:
+        how = "lists other symbols than" if "symbols" in differs else "differs from"
+        raise ArtifactError(f"{source} {how} {other} ({', '.join(differs)}) under the same fingerprint "
+                            f"{ours}: the file was altered; {fix}")

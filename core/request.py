@@ -1,6 +1,6 @@
 """What to decode: rows of (prefix, length cap, temperature, top-k, seed), torch-free.
 
-Shared by the torch decoder (model.decode), the ONNX Runtime decoder (export.runtime) and the
+Shared by the torch decoder (model.decode), the ONNX Runtime decoder (runtime/) and the
 server, so that every backend turns the same request into the same rows.
 """
 

@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import CorpusError
 from evaluation import figures, markdown
@@ -49,7 +50,7 @@ def write_report(rep: dict, out_dir: Path, *, command: str, generated: str | Non
 def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     p = argparse.ArgumentParser(description="Model-quality report of a CharRNN checkpoint.")
-    p.add_argument("--checkpoint", default="artifacts/checkpoint.pt")
+    p.add_argument("--checkpoint", default=contract.default_path(contract.CHECKPOINT))
     p.add_argument("--out-dir", default=None, help="default: report/ beside the checkpoint")
     p.add_argument("--corpus", default=None, help="default: the corpus in the checkpoint's train_args")
     p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=None,

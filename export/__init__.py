@@ -1,1 +1,2 @@
-"""Exports of one recurrent step to TorchScript and ONNX, and the torch-free ONNX Runtime runtime."""
+"""Writers: the TorchScript and ONNX exports of one recurrent step, and the one-graph greedy decoder.
+The torch-free reader of the ONNX files is runtime/, a layer above."""

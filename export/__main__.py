@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core import manifest
+from core import contract, manifest
 from core.atomic import exit_on_sigterm, pause_point, signals_deferred, write_text_atomic
 from export.generate_graph import export_generate
 from export.onnx_step import export_onnx
@@ -24,8 +24,7 @@ from export.parity import Parity
 from export.torchscript import export_torchscript
 from model.checkpoint import CheckpointError, load_checkpoint
 
-ARTIFACTS = {"vocab": "vocab.json", "torchscript": "charrnn.torchscript.pt", "onnx": "charrnn.onnx",
-             "generate": "charrnn_generate.onnx"}
+ARTIFACTS = dict(zip(("vocab", "torchscript", "onnx", "generate"), contract.EXPORTS))  # the commit order
 
 
 def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]:
@@ -59,8 +58,8 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Export the CharRNN step to TorchScript and ONNX.")
-    p.add_argument("--checkpoint", default="artifacts/checkpoint.pt")
-    p.add_argument("--out-dir", default="artifacts")
+    p.add_argument("--checkpoint", default=contract.default_path(contract.CHECKPOINT))
+    p.add_argument("--out-dir", default=contract.ART_DIR)
     args = p.parse_args(argv)
     exit_on_sigterm()
     try:

@@ -38,14 +38,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from core import integrity, manifest
+from core import contract, integrity, manifest
 from core.atomic import write_bytes_atomic
 from core.errors import ArtifactError
 from core.vocab import VocabError
+from export import onnx_check
 from export.simplify import simplify_step
 
-INPUTS = ("prefix", "prefix_length", "max_length")
-OUTPUTS = ("ids", "length")
+INPUTS, OUTPUTS = contract.GENERATE_INPUTS, contract.GENERATE_OUTPUTS
 STEP = "step/"  # prefix of every name inlined from the step graph
 
 
@@ -82,7 +82,7 @@ class _Body:
         graph = onnx.compose.add_prefix_graph(step.graph, STEP)
         self.constants = {t.name: t for t in graph.initializer}
         producer = {o: n for n in graph.node for o in n.output}
-        char, hidden, logits, hidden_out = (STEP + n for n in ("char", "hidden", "logits", "hidden_out"))
+        char, hidden, logits, hidden_out = (STEP + n for n in (*contract.STEP_INPUTS, *contract.STEP_OUTPUTS))
         nodes = list(graph.node)
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
@@ -204,9 +204,9 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         raise ArtifactError(str(exc)) from None
     names_in = tuple(i.name for i in step.graph.input)
     names_out = tuple(o.name for o in step.graph.output)
-    if names_in != ("char", "hidden") or names_out != ("logits", "hidden_out"):
+    if names_in != contract.STEP_INPUTS or names_out != contract.STEP_OUTPUTS:
         raise ArtifactError(f"step model has inputs {names_in} and outputs {names_out}, "
-                            "expected ('char', 'hidden') and ('logits', 'hidden_out')")
+                            f"expected {contract.STEP_INPUTS} and {contract.STEP_OUTPUTS}")
     bos, eos, layers, size, symbols = vocab.bos_id, vocab.eos_id, meta["num_layers"], meta["hidden_size"], len(vocab)
     body = _Body(simplify_step(step, symbols), layers, size)
 
@@ -282,11 +282,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
     nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
     graph = helper.make_graph(
         nodes, "charrnn_generate",
-        inputs=[helper.make_tensor_value_info("prefix", TensorProto.INT64, ["batch", "prefix_len"]),
-                helper.make_tensor_value_info("prefix_length", TensorProto.INT64, ["batch"]),
-                helper.make_tensor_value_info("max_length", TensorProto.INT64, [])],
-        outputs=[helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "steps"]),
-                 helper.make_tensor_value_info("length", TensorProto.INT64, ["batch"])],
+        inputs=[helper.make_tensor_value_info(name, TensorProto.INT64, shape)
+                for name, shape in zip(INPUTS, (["batch", "prefix_len"], ["batch"], []))],
+        outputs=[helper.make_tensor_value_info(name, TensorProto.INT64, shape)
+                 for name, shape in zip(OUTPUTS, (["batch", "steps"], ["batch"]))],
         initializer=inits + [body.constants[t] for t in sorted(body.outer_tables())],
     )
     model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version,
@@ -298,19 +297,26 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
-    """Compare the one-graph loop with the ONNX step loop (export.runtime.decode) on every first
-    letter, the empty prefix, batches of mixed prefixes and a short length cap. Returns the
-    number of names compared; raises export.parity.ExportMismatch (ArtifactError without torch)
-    on any difference."""
+    """Compare the one-graph loop with the ONNX step loop (model.decode_numpy, the loop the
+    runtime decodes with) on every first letter, the empty prefix, batches of mixed prefixes and
+    a short length cap. Returns the number of names compared; raises
+    export.parity.ExportMismatch (ArtifactError without torch) on any difference."""
     from core.request import Row
-    from export.runtime import OnnxGreedy, OnnxStep, decode
+    from model.decode_numpy import decode, decode_greedy_graph
 
-    step = OnnxStep.from_bytes(step_data, source + " (step)")
-    greedy = OnnxGreedy.from_bytes(generate_data, source)
-    vocab = step.vocab
+    step_source = source + " (step)"
+    props = {p.key: p.value for p in onnx.load_from_string(step_data).metadata_props}
+    integrity.check_onnx(step_data, step_source, props)
+    try:
+        vocab, meta = manifest.parse(props.get(manifest.VOCAB_KEY, ""), step_source)
+    except VocabError as exc:
+        raise ArtifactError(str(exc)) from None
+    step = onnx_check.step(step_data, step_source)
+    graph = onnx_check.greedy_graph(generate_data, source)
 
     def reference(rows):
-        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=step.hidden_shape)
+        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                      hidden_shape=(meta["num_layers"], meta["hidden_size"]))
 
     letters = [Row(())] + [Row((vocab.encode(c)[0],)) for c in vocab.characters]
     named = reference(letters)
@@ -320,7 +326,7 @@ def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
     batches = [letters, mixed, letters[:1], letters[-1:], [Row(r.prefix, max_length=3) for r in letters]]
     compared = 0
     for rows in batches:
-        want, got = reference(rows), greedy.decode(rows)
+        want, got = reference(rows), decode_greedy_graph(graph, rows, eos_id=vocab.eos_id)
         if want != got:
             bad = next(i for i, (w, g) in enumerate(zip(want, got)) if w != g)
             try:  # the exports' error type; it lives beside torch, so only on failure
@@ -345,8 +351,8 @@ def export_generate(step_path: str | Path, path: str | Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Build the one-graph greedy decoder from charrnn.onnx.")
-    p.add_argument("--step", default="artifacts/charrnn.onnx")
-    p.add_argument("--out", default="artifacts/charrnn_generate.onnx")
+    p.add_argument("--step", default=contract.default_path(contract.ONNX_STEP))
+    p.add_argument("--out", default=contract.default_path(contract.ONNX_GENERATE))
     args = p.parse_args(argv)
     try:
         compared = export_generate(args.step, args.out)

@@ -12,15 +12,17 @@ from pathlib import Path
 import onnx
 import torch
 
-from core import integrity, manifest
+from core import contract, integrity, manifest
 from core.atomic import write_bytes_atomic
 from core.vocab import Vocab
+from export import onnx_check
 from export.parity import Parity, check
 from export.simplify import simplify_step
 from model.charrnn import CharRNN
+from model.decode_numpy import decode
 
-INPUT_NAMES = ["char", "hidden"]
-OUTPUT_NAMES = ["logits", "hidden_out"]
+INPUT_NAMES = list(contract.STEP_INPUTS)
+OUTPUT_NAMES = list(contract.STEP_OUTPUTS)
 OPSET = 18
 
 
@@ -59,16 +61,15 @@ def exported_graph(model: CharRNN) -> onnx.ModelProto:
 
 
 def export_onnx(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
-    """Export, compare with eager under ONNX Runtime (export.parity), and write `path` only if
-    they agree."""
-    from export.runtime import OnnxStep, decode  # torch-free runtime, imported lazily
-
+    """Export, compare with eager under ONNX Runtime (export.parity; names by the numpy loop the
+    runtime decodes with), and write `path` only if they agree."""
     proto = to_onnx_model(model, manifest_text)
     data = integrity.seal_onnx(proto.SerializeToString())
-    step = OnnxStep.from_bytes(data, source=str(path))
+    step = onnx_check.step(data, str(path))
 
     def names(rows):
-        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=step.hidden_shape)
+        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                      hidden_shape=(model.num_layers, model.hidden_size))
 
     parity = check(model, vocab, lambda c, h: step(c.numpy(), h.numpy()), names, f"ONNX export {path}")
     write_bytes_atomic(path, data)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from export.runtime import session_options
+from core import contract
+from export import onnx_check
 
 
 def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -49,26 +49,27 @@ def tabulate_char_inputs(step: onnx.ModelProto, vocab_size: int) -> onnx.ModelPr
     step: on a tiny model ONNX Runtime's cost is per node, and the Loop pays it every character.
     Returns the step unchanged when some such tensor has no single batch axis."""
     graph = step.graph
+    char, hidden = contract.STEP_INPUTS
     constant = {t.name for t in graph.initializer}
-    from_char = {"char"}
+    from_char = {char}
     for node in graph.node:  # topological order
         if all(i in constant or i in from_char for i in node.input if i):
             (from_char if any(i in from_char for i in node.input) else constant).update(node.output)
     rest = [n for n in graph.node if not any(o in from_char for o in n.output)]
     used_after = {i for n in rest for i in n.input} | {o.name for o in graph.output}
-    frontier = sorted(t for t in from_char if t in used_after and t != "char")
+    frontier = sorted(t for t in from_char if t in used_after and t != char)
     if not frontier:
         return step
 
     probe = copy_model(step)
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in frontier)
-    session = ort.InferenceSession(probe.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    session = onnx_check.session(probe.SerializeToString(), "the step's char-only part")
     layers, _, size = (d.dim_value for d in graph.input[1].type.tensor_type.shape.dim)
 
     def run(batch: int) -> list[np.ndarray]:
-        return session.run(None, {"char": np.arange(batch, dtype=np.int64),
-                                  "hidden": np.zeros((layers, batch, size), np.float32)})
+        return session.run(None, {char: np.arange(batch, dtype=np.int64),
+                                  hidden: np.zeros((layers, batch, size), np.float32)})
 
     tables, ones = run(vocab_size), run(1)
     folded = copy_model(step)
@@ -79,7 +80,7 @@ def tabulate_char_inputs(step: onnx.ModelProto, vocab_size: int) -> onnx.ModelPr
                 or not np.array_equal(np.take(table, [0], axis=axes[0]), one)):
             return step
         folded.graph.initializer.append(numpy_helper.from_array(table, f"{name}.table"))
-        nodes.append(helper.make_node("Gather", [f"{name}.table", "char"], [name], axis=axes[0]))
+        nodes.append(helper.make_node("Gather", [f"{name}.table", char], [name], axis=axes[0]))
     nodes += rest
     del folded.graph.node[:]
     folded.graph.node.extend(nodes)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from core import contract
 from core.atomic import atomic_path, exit_on_sigterm
 from core.noise import MAX_SEED
 from core.request import DEFAULT_MAX_LENGTH
@@ -38,7 +39,7 @@ from model.batch import NameText, RowBatch
 from model.chunked import SAMPLE, TOP_K, ChunkedDecoder
 from model.table_step import TableStep
 
-DEFAULT_MODEL = "artifacts/charrnn.torchscript.pt"
+DEFAULT_MODEL = contract.default_path(contract.TORCHSCRIPT)
 BATCH = {"cpu": 4096, "cuda": 65536}  # rows per run: cache-sized on CPU, the largest bucket on a GPU
 DRAWS_PER_NAME = 20  # --distinct gives up after this many rows per requested name
 

@@ -2,7 +2,7 @@
 of any name under the model (torch-free: numpy only).
 
 One home for the search loop, shared by every runtime: the torch backends (eager, TorchScript,
-the server, via model.nbest_torch.TorchStepper) and ONNX Runtime (export.runtime, via
+the server, via model.nbest_torch.TorchStepper) and ONNX Runtime (runtime.generator, via
 NumpyStepper). A runtime supplies only a batched step over opaque states:
 
     stepper.root() -> state                      # the state before the first input token
@@ -274,7 +274,7 @@ def score(stepper, names: Sequence[Sequence[int]], *, bos_id: int, eos_id: int) 
 
 class NumpyStepper:
     """A stepper over a numpy step `(char int64 [B], hidden float32 [L, B, H]) -> (logits, hidden)`,
-    e.g. export.runtime.OnnxStep; states are [L, H] arrays (views into a step's output)."""
+    e.g. runtime.step.OnnxStep; states are [L, H] arrays (views into a step's output)."""
 
     def __init__(self, step: Callable, hidden_shape: tuple[int, int]):
         self.step, self.hidden_shape = step, tuple(hidden_shape)
@@ -298,7 +298,7 @@ class NumpyStepper:
 def ranked(gen, prefixes: Sequence[str], *, num: int, max_length: int, temperature: float, top_k: int,
            seed: int | None, search: str | None, max_expansions: int, scores: bool):
     """Per prefix (names, log-probabilities, complete) from a generator with `vocab`, `nbest`,
-    `generate_rows` and `logprobs` (model.generate.TorchGenerator, export.runtime.NameGenerator),
+    `generate_rows` and `logprobs` (model.generate.TorchGenerator, runtime.generator.NameGenerator),
     by the server's rule (choose_search); log-probabilities stay empty unless `scores`."""
     if choose_search(search, num, temperature) == "nbest":
         out = []
@@ -314,7 +314,7 @@ def ranked(gen, prefixes: Sequence[str], *, num: int, max_length: int, temperatu
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    """The n-best options of both command lines (export.runtime and tools.generate)."""
+    """The n-best options of the generate command line (tools.generate)."""
     p.add_argument("--search", choices=SEARCHES, default=None,
                    help="default: nbest (the num most probable distinct names) when temperature is 0 "
                         "and num > 1, else greedy / sampling")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from core.vocab import Vocab
 from data.corpus import Entry, read_corpus, split
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(description="Train a CharRNN on a name corpus.")
     p.add_argument("--corpus", required=True, help="corpus file: one name per line, optionally name<TAB>count")
-    p.add_argument("--out", default="artifacts/checkpoint.pt", help="checkpoint to write (atomically)")
+    p.add_argument("--out", default=contract.default_path(contract.CHECKPOINT), help="checkpoint to write (atomically)")
     p.add_argument("--history-dir", default=None, help="where history.csv/json and loss.png go (default: beside --out)")
     p.add_argument("--title-case", action="store_true", help="title-case names (e.g. for the uppercase IBGE list)")
     p.add_argument("--hidden", type=int, default=d.hidden_size, dest="hidden_size")

@@ -34,20 +34,25 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from core import contract
 from core.atomic import exit_on_sigterm, signals_deferred
 from core.errors import ArtifactError
-from export.runtime import GENERATE_FILE
 from serve import checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
-MODELS = ("charrnn", "charrnn_session")
+MODELS = contract.MODELS
 VERSION = "1.0"
 
 
+# what the engine imports only when it loads the one-graph decoder (serve.engine, from_artifacts)
+LAZY_IMPORTS = ("export.runtime",)
+
+
 def shipped_modules() -> list[Path]:
-    """Repository files (relative to ROOT) the handler imports, with their packages' __init__.py."""
-    code = ("import sys, serve.handler; "
+    """Repository files (relative to ROOT) the handler imports, and the engine's lazy imports
+    (LAZY_IMPORTS), with their packages' __init__.py."""
+    code = (f"import sys, serve.handler, {', '.join(LAZY_IMPORTS)}; "
             "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
@@ -86,7 +91,7 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
     declaring = [name for name in models if declares_one_graph(name)]
     if declaring and greedy_graph is None:
         raise SystemExit(f"error: {', '.join(f'serve/config/{n}.yaml' for n in declaring)} declares the one-graph "
-                         f"decoder (handler.one_graph: true): pass --greedy-graph artifacts/{GENERATE_FILE} "
+                         f"decoder (handler.one_graph: true): pass --greedy-graph {contract.default_path(contract.ONNX_GENERATE)} "
                          "(make archive does)")
     for path in (torchscript, vocab_json, *([greedy_graph] if greedy_graph else [])):
         if not path.is_file():
@@ -105,7 +110,7 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
         for rel in shipped:
             (package / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, package / rel)
-        vocab_copy = staging / "vocab.json"
+        vocab_copy = staging / contract.VOCAB
         shutil.copy2(vocab_json, vocab_copy)
         handler = ROOT / "serve" / "handler.py"
         written = []
@@ -116,13 +121,13 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             # checksums.json: every file as it will lie in the worker's model dir
             sums = staging / "sums" / name
             sums.mkdir(parents=True)
-            extra = [(GENERATE_FILE, greedy_graph)] if name in declaring else []
+            extra = [(contract.ONNX_GENERATE, greedy_graph)] if name in declaring else []
             for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
-                                ("vocab.json", vocab_copy), ("model-config.yaml", config), *extra,
+                                (contract.VOCAB, vocab_copy), ("model-config.yaml", config), *extra,
                                 *[(str(rel), package / rel) for rel in shipped]]:
                 (sums / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, sums / rel)
-            listing = ["handler.py", torchscript.name, "vocab.json", "model-config.yaml", *[r for r, _ in extra],
+            listing = ["handler.py", torchscript.name, contract.VOCAB, "model-config.yaml", *[r for r, _ in extra],
                        *map(str, shipped)]
             (staging / "config" / name / checksums.CHECKSUMS).write_text(checksums.build(sums, listing))
             # the archiver stages files in $TMPDIR/<model name>: give each build its own TMPDIR
@@ -141,8 +146,8 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
         # leaves the previous ones, never a partial .mar)
         with signals_deferred():
             for name in models:
-                os.replace(built / f"{name}.mar", out_dir / f"{name}.mar")
-                written.append(out_dir / f"{name}.mar")
+                os.replace(built / contract.archive(name), out_dir / contract.archive(name))
+                written.append(out_dir / contract.archive(name))
         return written
     finally:
         with signals_deferred():  # a second SIGTERM (make forwards one) must not cut the removal short
@@ -204,11 +209,11 @@ def _start_handler(mar: Path, model_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Build (or --check) the TorchServe archives of the CharRNN.")
-    p.add_argument("--torchscript", default="artifacts/charrnn.torchscript.pt")
-    p.add_argument("--vocab", default="artifacts/vocab.json")
-    p.add_argument("--greedy-graph", default=f"artifacts/{GENERATE_FILE}",
-                   help=f"{GENERATE_FILE}, shipped in charrnn.mar for greedy names on CPU")
-    p.add_argument("--out", default="artifacts/model_store")
+    p.add_argument("--torchscript", default=contract.default_path(contract.TORCHSCRIPT))
+    p.add_argument("--vocab", default=contract.default_path(contract.VOCAB))
+    p.add_argument("--greedy-graph", default=contract.default_path(contract.ONNX_GENERATE),
+                   help=f"{contract.ONNX_GENERATE}, shipped in {contract.archive(contract.MODEL)} for greedy names on CPU")
+    p.add_argument("--out", default=contract.default_path(contract.MODEL_STORE))
     p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)
     exit_on_sigterm()  # SIGTERM unwinds too: the staging folder is removed, nothing half-written

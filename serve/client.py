@@ -14,13 +14,13 @@ with `retry_after`), status 0 when the server cannot be reached; SessionLost (a 
 404) when the server no longer knows the session (expired, or the server restarted): the
 Session then forgets its id and its next call opens a new session.
 
-Command line: python -m serve.client --prefix L [-n 3 --temperature 0.8 --seed 7 --stream]
+Command line (an alias of `python -m tools.generate --backend server`):
+              python -m serve.client --prefix L [-n 3 --temperature 0.8 --seed 7 --stream]
               python -m serve.client --session Lu --session Luc     (one session, several requests)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,8 +107,12 @@ class Client:
 
     # -- one-shot
     def generate(self, prefix: str = "", **fields) -> list[str]:
-        """Names for `prefix`; fields: max_length, num, temperature, top_k, seed."""
-        return self._post(self.model, {"prefix": prefix, **fields}).json()["names"]
+        """Names for `prefix`; fields: max_length, num, temperature, top_k, seed, search."""
+        return self.answer(prefix, **fields)["names"]
+
+    def answer(self, prefix: str = "", **fields) -> dict:
+        """The whole answer for `prefix`: {"names", "logprobs"} (and "complete" after an n-best search)."""
+        return self._post(self.model, {"prefix": prefix, **fields}).json()
 
     def stream(self, prefix: str = "", **fields) -> Iterator[dict]:
         """NDJSON events as the server generates: {"index", "char"}..., then {"names", "done"}."""
@@ -168,36 +172,13 @@ class Session:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Ask the served CharRNN for names.")
-    p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--key-file", default="artifacts/serve/key_file.json")
-    p.add_argument("--prefix", default="")
-    p.add_argument("-n", "--num", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stream", action="store_true")
-    p.add_argument("--session", action="append", default=None, metavar="TEXT",
-                   help="text typed so far; repeat to send several requests in one session")
-    args = p.parse_args(argv)
-    client = Client(args.url, args.key_file)
-    try:
-        if args.session:
-            with client.session() as s:
-                for text in args.session:
-                    print(json.dumps(s.type(text), ensure_ascii=False))
-            return
-        fields = {k: v for k, v in (("num", args.num), ("max_length", args.max_length),
-                                    ("temperature", args.temperature), ("top_k", args.top_k),
-                                    ("seed", args.seed)) if v is not None}
-        if args.stream:
-            for event in client.stream(args.prefix, **fields):
-                print(json.dumps(event, ensure_ascii=False), flush=True)
-        else:
-            print("\n".join(client.generate(args.prefix, **fields)))
-    except (ClientError, requests.RequestException) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    """`python -m tools.generate --backend server` with the caller's flags (the one generate
+    command line; this module's own flags are a subset of its)."""
+    import sys
+
+    from tools.generate import main as generate
+
+    generate(["--backend", "server", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

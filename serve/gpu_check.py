@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from core import contract
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
 from model.limits import limit_lines, mean_steps, measured_peaks, model_cost, timed
@@ -56,7 +57,7 @@ def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(model)
-    ts, vj = out_dir / "charrnn.torchscript.pt", out_dir / "vocab.json"
+    ts, vj = out_dir / contract.TORCHSCRIPT, out_dir / contract.VOCAB
     save_torchscript(scripted, text, ts)  # with its content checksum, as the loader requires
     vj.write_text(text, encoding="utf-8")
     return ts, vj
@@ -137,8 +138,8 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="artifacts/charrnn.torchscript.pt")
-    p.add_argument("--vocab", default="artifacts/vocab.json")
+    p.add_argument("--model", default=contract.default_path(contract.TORCHSCRIPT))
+    p.add_argument("--vocab", default=contract.default_path(contract.VOCAB))
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per throughput figure")
     p.add_argument("--decoder-rows", default=None,
                    help=f"decoder batch sizes to time (default {','.join(map(str, DECODER_ROWS))}; dry run: 1,64)")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     try:
         if Path(args.model).is_file() and Path(args.vocab).is_file():
-            ts, vj = work / "charrnn.torchscript.pt", work / "vocab.json"
+            ts, vj = work / contract.TORCHSCRIPT, work / contract.VOCAB
             shutil.copy2(args.model, ts)
             shutil.copy2(args.vocab, vj)
             print(f"model: {args.model}")

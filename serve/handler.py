@@ -43,8 +43,8 @@ for _root in (_HERE, os.path.dirname(_HERE)):  # the .mar's model dir, or the re
         sys.path.insert(0, _root)
         break
 
+from core import contract
 from core.errors import ArtifactError
-from export.runtime import GENERATE_FILE
 from serve import checksums
 from serve.engine import (
     NDJSON,
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 # every status phrase the handler can set: ASCII only (tests scan them)
 PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests"}
 MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
-DEFAULT_SERIALIZED = "charrnn.torchscript.pt"
+DEFAULT_SERIALIZED = contract.TORCHSCRIPT
 JSON = "application/json"
 DECODER_HEADER = "X-CharRNN-Decoder"  # which decoder answered a one-shot request: Engine.decoder
 
@@ -95,12 +95,12 @@ class CharRNNHandler:
         manifest = getattr(context, "manifest", None) or {}
         serialized = (manifest.get("model") or {}).get("serializedFile") or DEFAULT_SERIALIZED
         started = time.perf_counter()
-        label = f"{(manifest.get('model') or {}).get('modelName') or 'model'}.mar"
+        label = contract.archive((manifest.get("model") or {}).get("modelName") or "model")
         checked = checksums.verify(model_dir, label)  # when the archive has checksums.json
         greedy_graph = self._greedy_graph(model_dir, config.get("one_graph"), label)
         self.engine = Engine.from_artifacts(
             os.path.join(model_dir, serialized),
-            os.path.join(model_dir, "vocab.json"),  # refuses to start on a fingerprint mismatch
+            os.path.join(model_dir, contract.VOCAB),  # refuses to start on a fingerprint mismatch
             device=device,
             limits=Limits.from_dict(config.get("limits")),
             sessions=self._session_store(config.get("sessions") or {}, context),
@@ -119,7 +119,7 @@ class CharRNNHandler:
         tests and tools) uses it when it is there."""
         if one_graph is not None and not isinstance(one_graph, bool):
             raise ValueError(f"handler.one_graph must be true or false, got {one_graph!r}")
-        path = os.path.join(model_dir, GENERATE_FILE)
+        path = os.path.join(model_dir, contract.ONNX_GENERATE)
         if self.mode != "generate" or one_graph is False:
             return None
         if os.path.isfile(path):

@@ -34,7 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS = ("charrnn", "charrnn_session")
+from core import contract
+
+MODELS = contract.MODELS
 KEY_FILE = "key_file.json"
 
 
@@ -237,9 +239,9 @@ def startup_failure(run_dir: Path, model: str, since: dict[str, int], registered
     if not registered:
         lines = _new_log_lines(run_dir, "ts_log.log", since)
         for i, line in enumerate(lines):
-            if f"Failed to load model: {model}.mar" in line:
+            if f"Failed to load model: {contract.archive(model)}" in line:
                 detail = lines[i + 1].strip() if i + 1 < len(lines) else ""
-                return f"TorchServe could not load {model}.mar: {detail or 'see ts_log.log'}"
+                return f"TorchServe could not load {contract.archive(model)}: {detail or 'see ts_log.log'}"
         return f"TorchServe has no model {model} (its archive failed to load; see ts_log.log)"
     for line in _new_log_lines(run_dir, "model_log.log", since):
         match = _WORKER_ERROR.search(line)
@@ -288,7 +290,7 @@ def check_archives(model_store: Path, models: tuple[str, ...]) -> None:
 
     for m in models:
         try:
-            check_archive(model_store / f"{m}.mar")
+            check_archive(model_store / contract.archive(m))
         except ArtifactError as exc:
             raise ServerError(f"refusing to start TorchServe: {exc}") from None
 
@@ -301,9 +303,9 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
     archive is refused in about a second, before TorchServe starts)."""
     run_dir, model_store = Path(run_dir).resolve(), Path(model_store).resolve()
     check_java()
-    missing = [m for m in models if not (model_store / f"{m}.mar").is_file()]
+    missing = [m for m in models if not (model_store / contract.archive(m)).is_file()]
     if missing:
-        raise ServerError(f"{model_store}: missing {', '.join(m + '.mar' for m in missing)} (run `make archive`)")
+        raise ServerError(f"{model_store}: missing {', '.join(contract.archive(m) for m in missing)} (run `make archive`)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if _alive(_pid(run_dir)):
         raise ServerError(f"TorchServe already runs from {run_dir} (pid {_pid(run_dir)}): `make stop` first")
@@ -318,7 +320,7 @@ def start(run_dir: str | Path, model_store: str | Path, ports: Ports = Ports(),
     with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
         subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
                         "--model-store", str(model_store),
-                        "--models", *[f"{m}={m}.mar" for m in models]],
+                        "--models", *[f"{m}={contract.archive(m)}" for m in models]],
                        cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
                        start_new_session=True)
     deadline = time.monotonic() + timeout

@@ -11,6 +11,8 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import contract
+
 SEQUENCE_ID = "ts_request_sequence_id"
 SEQUENCE_START = "ts_request_sequence_start"
 SEQUENCE_END = "ts_request_sequence_end"
@@ -39,7 +41,7 @@ class StandInContext:
     header_key_sequence_end = SEQUENCE_END
 
     def __init__(self, model_dir: str | Path, *, gpu_id: int | None = None, model_yaml_config: dict | None = None,
-                 serialized_file: str = "charrnn.torchscript.pt", model_name: str = "charrnn", batch_size: int = 8):
+                 serialized_file: str = contract.TORCHSCRIPT, model_name: str = contract.MODEL, batch_size: int = 8):
         self.model_name = model_name
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": batch_size}
         self.model_yaml_config = model_yaml_config or {}

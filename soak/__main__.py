@@ -48,6 +48,7 @@ import requests
 import torch
 import yaml
 
+from core import contract
 from serve.client import Client, ClientError, SessionLost
 from serve.engine import Engine, GenerateRequest
 from serve.server import Ports, ServerError, free_port, read_keys, start, stop
@@ -143,7 +144,7 @@ def rss_kib(pid: int) -> int:
 
 
 def section_corrupt(table: Table, art_dir: Path, work: Path, flips: int, seed: int) -> None:
-    mar = art_dir / "model_store" / "charrnn.mar"
+    mar = art_dir / contract.MODEL_STORE / contract.archive(contract.MODEL)
     rows = corrupt.matrix(art_dir, mar, flips=flips, seed=seed, work=work / "corrupt")
     table.details["corrupt"] = rows
     for name in corrupt.ARTIFACTS:
@@ -161,8 +162,8 @@ def section_corrupt(table: Table, art_dir: Path, work: Path, flips: int, seed: i
     for label, make_bad in cases.items():
         store = work / f"bad-store-{len(table.rows)}"
         store.mkdir(parents=True)
-        make_bad(store / "charrnn.mar")
-        shutil.copy2(art_dir / "model_store" / "charrnn_session.mar", store / "charrnn_session.mar")
+        make_bad(store / contract.archive(contract.MODEL))
+        shutil.copy2(art_dir / contract.MODEL_STORE / contract.archive(contract.SESSION_MODEL), store)
         for check in (False, True):
             inst = Instance(work / f"bad-run-{len(table.rows)}", store)
             started = time.monotonic()
@@ -510,12 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     art = args.art_dir.resolve()
     out = (args.out_dir or art / "soak").resolve()
     store = art / "model_store"
-    for needed in (art / "charrnn.torchscript.pt", art / "vocab.json", store / "charrnn.mar",
-                   store / "charrnn_session.mar"):
+    for needed in (art / contract.TORCHSCRIPT, art / contract.VOCAB, *(store / a for a in contract.ARCHIVES)):
         if not needed.is_file():
             raise SystemExit(f"error: {needed} not found: run `make soak` (it builds them)")
     torch.set_num_threads(1)  # as in the workers: the in-process reference answers match exactly
-    engine = Engine.from_artifacts(art / "charrnn.torchscript.pt", art / "vocab.json")
+    engine = Engine.from_artifacts(art / contract.TORCHSCRIPT, art / contract.VOCAB)
     table = Table()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = f"{when}; {machine()}; model {engine.fingerprint} ({art})"

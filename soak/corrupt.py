@@ -24,8 +24,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-ARTIFACTS = ("checkpoint.pt", "vocab.json", "charrnn.torchscript.pt", "charrnn.onnx",
-             "charrnn_generate.onnx", "charrnn.mar")
+from core import contract
+
+ARTIFACTS = (contract.CHECKPOINT, *contract.EXPORTS, contract.archive(contract.MODEL))
 KINDS = ("truncate", "flip", "vocab")
 OK = ("rejected", "harmless")
 
@@ -77,9 +78,9 @@ def _member(members: dict[str, bytes], suffix: str) -> str:
 def vocab_swapped(src: Path, dst: Path, *, fix_mar_checksums: bool = False) -> None:
     """`src` with its vocabulary's first two symbols swapped, written well formed to `dst`."""
     name = src.name
-    if name == "vocab.json":
+    if name == contract.VOCAB:
         dst.write_text(swap_in_manifest(src.read_text(encoding="utf-8")), encoding="utf-8")
-    elif name == "checkpoint.pt":
+    elif name == contract.CHECKPOINT:
         import torch
 
         raw = torch.load(src, map_location="cpu", weights_only=True)
@@ -90,21 +91,21 @@ def vocab_swapped(src: Path, dst: Path, *, fix_mar_checksums: bool = False) -> N
 
         proto = onnx.load(str(src))
         for prop in proto.metadata_props:
-            if prop.key == "vocab.json":
+            if prop.key == contract.VOCAB:
                 prop.value = swap_in_manifest(prop.value)
         dst.write_bytes(proto.SerializeToString())  # the checksum entry kept, now stale
     elif name.endswith(".pt"):  # TorchScript: the extra/vocab.json member
         def edit(members):
-            key = _member(members, "extra/vocab.json")
+            key = _member(members, f"extra/{contract.VOCAB}")
             members[key] = swap_in_manifest(members[key]).encode("utf-8")
 
         rewrite_zip(src, dst, edit)
-    elif name.endswith(".mar"):
+    elif name.endswith(contract.ARCHIVE_SUFFIX):
         def edit(members):
-            members["vocab.json"] = swap_in_manifest(members["vocab.json"]).encode("utf-8")
+            members[contract.VOCAB] = swap_in_manifest(members[contract.VOCAB]).encode("utf-8")
             if fix_mar_checksums:  # so that the vocabulary check, not the checksum, must catch it
                 sums = json.loads(members["checksums.json"])
-                sums["files"]["vocab.json"] = hashlib.sha256(members["vocab.json"]).hexdigest()
+                sums["files"][contract.VOCAB] = hashlib.sha256(members[contract.VOCAB]).hexdigest()
                 members["checksums.json"] = json.dumps(sums).encode()
 
         rewrite_zip(src, dst, edit)
@@ -156,26 +157,26 @@ def probe(path: Path, reference_dir: Path) -> object:
     the loader's error). vocab.json is loaded as the server loads it: checked against the
     TorchScript file of `reference_dir`."""
     name = path.name
-    if name == "checkpoint.pt":
+    if name == contract.CHECKPOINT:
         from model.checkpoint import load_checkpoint
 
         model, vocab, _ = load_checkpoint(path)
         return vocab.symbols, [(k, v.numpy().tobytes()) for k, v in sorted(model.state_dict().items())]
-    if name == "vocab.json":
+    if name == contract.VOCAB:
         from model.torchscript import load_torchscript
         from serve.engine import check_vocab_file
 
-        ts = reference_dir / "charrnn.torchscript.pt"
+        ts = reference_dir / contract.TORCHSCRIPT
         _, vocab, meta = load_torchscript(ts)
         check_vocab_file(path, vocab, meta, ts)
         return json.loads(path.read_text(encoding="utf-8"))
-    if name.endswith(".mar"):
+    if name.endswith(contract.ARCHIVE_SUFFIX):
         from serve.archive import check_archive
 
         return check_archive(path)
     if name.endswith(".onnx") and "generate" in name:
         from core.request import Row
-        from export.runtime import OnnxGreedy
+        from runtime.greedy import OnnxGreedy
 
         greedy = OnnxGreedy.from_path(path)
         rows = [Row(())] + [Row(tuple(greedy.vocab.encode(c))) for c in greedy.vocab.characters]
@@ -183,7 +184,7 @@ def probe(path: Path, reference_dir: Path) -> object:
     if name.endswith(".onnx"):
         import numpy as np
 
-        from export.runtime import OnnxStep
+        from runtime.step import OnnxStep
 
         step = OnnxStep.from_path(path)
         n = len(step.vocab)
@@ -231,7 +232,7 @@ def matrix(artifact_dir: Path, mar: Path | None, flips: int = 10, seed: int = 0,
     try:
         rng = random.Random(seed)
         for name in ARTIFACTS:
-            src = mar if name.endswith(".mar") else artifact_dir / name
+            src = mar if name.endswith(contract.ARCHIVE_SUFFIX) else artifact_dir / name
             if src is None or not src.is_file():
                 continue
             original = probe(src, artifact_dir)

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import contract
 from core.atomic import PAUSE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOBS = ["HIDDEN=32", "MAX_SECONDS=4", "EPOCHS=40", "PATIENCE=0", "THREADS=1"]
-EXPORTS = ("vocab.json", "charrnn.torchscript.pt", "charrnn.onnx", "charrnn_generate.onnx")
-ARCHIVES = ("charrnn.mar", "charrnn_session.mar")
+EXPORTS = contract.EXPORTS
+ARCHIVES = contract.ARCHIVES
 POLL_S = 0.01
 
 
@@ -86,7 +87,7 @@ STEPS = (
         Moment("1 s after training printed its first progress", _printed_after(TRAINING), 1.0),
         Moment("as training printed its first progress", _printed_after(TRAINING)),
         Moment("as make started the training command", _echoed(TRAINING)),
-    ), "checkpoint.pt", ("previous",), ("previous",)),
+    ), contract.CHECKPOINT, ("previous",), ("previous",)),
     Step("SIGINT with the new checkpoint written, not yet renamed over the old one", signal.SIGINT, (
         Moment("at the pause point 'checkpoint'", _paused, pause="checkpoint"),
     ), None, ("previous",), ("previous",)),
@@ -94,7 +95,7 @@ STEPS = (
         Moment("1 s after the export's staging folder appeared", _staging, 1.0),
         Moment("as the export's staging folder appeared", _staging),
         Moment("as make started the export command", _echoed(EXPORT)),
-    ), "vocab.json", (), ("previous", "new")),  # "new": the signal met the commit, which then completed
+    ), contract.VOCAB, (), ("previous", "new")),  # "new": the signal met the commit, which then completed
     Step("SIGTERM inside the export's commit (its first file moved)", signal.SIGTERM, (
         Moment("at the pause point 'export-commit'", _paused, pause="export-commit"),
     ), None, (), ("new",)),
@@ -170,8 +171,8 @@ def _signal_at(proc: subprocess.Popen, sig: int, moment: Moment, art: Path, logf
 
 def artifact_state(art: Path) -> dict:
     """Each artifact loads (with its checksum)? Their fingerprints; leftovers of interrupted writes."""
-    from export.verify import manifests
     from serve.archive import check_archive
+    from tools.verify import manifests
 
     found, problems = manifests(art)
     problems = [p for p in problems if "different training runs" not in p]  # judged by the caller
@@ -193,14 +194,14 @@ def artifact_state(art: Path) -> dict:
 def judge(step: Step, code: int, before: dict, after: dict) -> tuple[bool, str]:
     """Did the interrupted run leave what `step` allows? Returns (ok, what was found)."""
     fps, old = after["fingerprints"], before["fingerprints"]
-    new = fps.get("checkpoint.pt")
+    new = fps.get(contract.CHECKPOINT)
 
     def which(fp: str | None, previous: str | None) -> str:
         if fp is None:
             return "missing"
         return "previous" if fp == previous else ("new" if fp == new else f"another ({fp})")
 
-    ckpt = which(new, old.get("checkpoint.pt"))
+    ckpt = which(new, old.get(contract.CHECKPOINT))
     exports = {which(fps.get(n), old.get(n)) for n in EXPORTS}
     export = exports.pop() if len(exports) == 1 else f"MIXED ({', '.join(sorted(exports))})"
     archives = {which(fps.get(n), old.get(n)) for n in ARCHIVES}
@@ -255,7 +256,7 @@ def section_make(table, work: Path, seed: int) -> None:
     state = artifact_state(art)
     new = state["export_fingerprint"]
     ok = (code == 0 and state["exports_consistent"] and not state["problems"] and not state["leftovers"]
-          and new != old and state["fingerprints"].get("checkpoint.pt") == new)
+          and new != old and state["fingerprints"].get(contract.CHECKPOINT) == new)
     table.add("make", "`make` afterwards", f"exit {code} in {time.monotonic() - started:.0f} s; all 7 artifacts "
               f"of one new run ({new})", "completes, one consistent set", ok)
     before = logfile.stat().st_size

@@ -13,10 +13,11 @@ from core.request import Row
 from export import parity
 from export.__main__ import export_all
 from export.parity import ExportMismatch
-from export.runtime import NameGenerator, OnnxStep
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
 from model.torchscript import load_torchscript
+from runtime.generator import NameGenerator
+from runtime.step import OnnxStep
 
 
 @pytest.fixture

@@ -10,13 +10,17 @@ import onnxruntime as ort
 import pytest
 
 from core.request import Row
+from export import onnx_check
 from export.__main__ import export_all
 from export.generate_graph import INPUTS, OUTPUTS, build_generate_model
 from export.onnx_step import exported_graph
 from export.parity import ExportMismatch
-from export.runtime import NameGenerator, OnnxGreedy, OnnxStep, decode
 from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
+from model.decode_numpy import decode
 from model.generate import TorchGenerator
+from runtime.generator import NameGenerator
+from runtime.greedy import OnnxGreedy
+from runtime.step import OnnxStep
 
 
 @pytest.fixture
@@ -144,8 +148,18 @@ def test_export_refuses_a_one_graph_model_that_disagrees(tiny_artifacts, tmp_pat
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "charrnn_generate.onnx" in before
 
-    original = OnnxGreedy.decode
-    monkeypatch.setattr(OnnxGreedy, "decode", lambda self, rows: [[*ids, 1] for ids in original(self, rows)])
+    original = onnx_check.greedy_graph
+
+    def one_character_short(data, source):  # a graph whose names end one character early
+        run = original(data, source)
+
+        def shorter(*feeds):
+            ids, length = run(*feeds)
+            return ids, np.maximum(length - 1, 1)
+
+        return shorter
+
+    monkeypatch.setattr(onnx_check, "greedy_graph", one_character_short)
     with pytest.raises(ExportMismatch, match="one-graph ONNX export .* not written"):
         export_all(tiny_artifacts.checkpoint, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -49,7 +49,7 @@ def test_the_file_is_what_the_numpy_runtime_twin_gives_for_the_seeds(tiny_artifa
     """Bulk decoding (TableStep, int32 noise, gathered rows, worker processes) against the ONNX
     step decoded by the numpy loop (int64 noise, every row every step), seed by seed, plain and
     with a prefix and top-k."""
-    from export.runtime import NameGenerator
+    from runtime.generator import NameGenerator
 
     twin = NameGenerator(tiny_artifacts.onnx)
     for knobs, extra in (({}, ()), ({"prefix": "Jo", "temperature": 1.3, "top_k": 5},

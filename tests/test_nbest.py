@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from core.vocab import Vocab
-from export.runtime import NameGenerator
 from model import nbest
 from model.charrnn import CharRNN, ModelConfig
 from model.generate import TorchGenerator
 from model.nbest_torch import TorchStepper
+from runtime.generator import NameGenerator
 from serve.engine import Engine, GenerateRequest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import NameGenerator
+from runtime.generator import NameGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "export" / "node"
@@ -47,7 +47,7 @@ def test_node_names_an_unknown_character(node, tiny_artifacts):
 
 
 def test_node_and_python_give_the_same_seeded_samples(node, tiny_artifacts):
-    """web/charrnn.mjs (through the Node example) against export.runtime: the same prefixes,
+    """web/charrnn.mjs (through the Node example) against runtime.generator: the same prefixes,
     temperatures, top-k and seeds give the same names (counter-based noise, float32 as numpy)."""
     gen = NameGenerator(tiny_artifacts.onnx)
     cases = [(prefix, temperature, top_k, seed) for prefix in ("", "Ma", "Fá", "Antô")

@@ -12,10 +12,11 @@ from core import integrity, manifest
 from export import parity
 from export.onnx_step import export_onnx, to_onnx_model
 from export.parity import ExportMismatch
-from export.runtime import OnnxStep, decode
 from export.torchscript import export_torchscript
 from model.checkpoint import load_checkpoint
 from model.decode import decode as torch_decode
+from model.decode_numpy import decode
+from runtime.step import OnnxStep
 
 
 def manifest_text(model, vocab) -> str:

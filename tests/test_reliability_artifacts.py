@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from core.errors import ArtifactError
-from export.verify import fingerprints
 from serve.archive import build_archives, check_archive
 from serve.handler import CharRNNHandler
 from serve.standin import StandInContext
 from soak import corrupt
+from tools.verify import fingerprints
 
 FLIPS = 12  # seeded single-bit flips per artifact
 
@@ -129,7 +129,7 @@ def test_a_mar_is_checked_like_a_worker_would_start_it(tiny_artifacts, mar, tmp_
 @pytest.mark.parametrize("variant_artifacts", ["gru-1"], indirect=True)
 def test_a_pair_from_another_training_run_is_detected(tiny_artifacts, variant_artifacts, mar, tmp_path):
     other = variant_artifacts  # another training run: other weights, other fingerprint
-    # every export replaced by the other run's, one at a time: export.verify names it
+    # every export replaced by the other run's, one at a time: tools.verify (make verify) names it
     for name in ("vocab.json", "charrnn.torchscript.pt", "charrnn.onnx", "charrnn_generate.onnx", "checkpoint.pt"):
         mixed = tmp_path / f"mixed-{name}"
         shutil.copytree(tiny_artifacts.dir, mixed)

@@ -15,7 +15,8 @@ import pytest
 from core import integrity, manifest
 from core.errors import ArtifactError
 from core.vocab import VocabError
-from export.runtime import NameGenerator, session_options
+from runtime.generator import NameGenerator
+from runtime.session import session_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +30,14 @@ class NoTorch:
             raise ImportError("torch is blocked in this test")
 
 sys.meta_path.insert(0, NoTorch())
-import export.runtime, export.generate_graph
+import export.generate_graph, export.runtime, runtime.generator, tools.generate
 assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
 step, out = sys.argv[1], sys.argv[2]
 export.generate_graph.main(["--step", step, "--out", out])
-export.runtime.main(["--model", step, "--generate-model", out, "--prefix", "A", "--prefix", "", "-n", "2"])
-export.runtime.main(["--model", step, "--prefix", "B", "-n", "2", "--temperature", "1", "--seed", "3"])
+tools.generate.main(["--backend", "onnx", "--model", step, "--generate-model", out, "--prefix", "A", "--prefix", "",
+                     "-n", "2"])
+export.runtime.main(["--model", step, "--prefix", "B", "-n", "2", "--temperature", "1", "--seed", "3"])  # the alias
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
 """
 
 
@@ -115,6 +118,11 @@ def test_cli_greedy_and_errors(tiny_artifacts):
     one_graph = cli("--generate-model", str(generate_path(tiny_artifacts)), "--prefix", "L", "--prefix", "Ma", "-n", "2")
     assert plain.returncode == one_graph.returncode == 0, plain.stderr + one_graph.stderr
     assert plain.stdout == one_graph.stdout
+    # python -m export.runtime is an alias of the one generate command line, flags and all
+    tools = subprocess.run([sys.executable, "-m", "tools.generate", "--backend", "onnx", "--model",
+                            str(tiny_artifacts.onnx), "--prefix", "L", "--prefix", "Ma", "-n", "2"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert tools.returncode == 0 and tools.stdout == plain.stdout, tools.stderr
     assert plain.stdout.splitlines() == NameGenerator(tiny_artifacts.onnx).generate(["L", "Ma"], num=2)
     bad = cli("--prefix", "L€")
     assert bad.returncode != 0 and "U+20AC" in bad.stderr
@@ -125,7 +133,7 @@ def test_chunked_noise_is_the_counter_based_noise_of_each_step():
     noise of (row seed, step, symbol), as the torch loop's (tests/test_decode.py)."""
     from core.noise import to_unit_interval, uniform_bits
     from core.request import Row
-    from export.runtime import NOISE_CHUNK, Chooser
+    from model.decode_numpy import NOISE_CHUNK, Chooser
 
     rows = [Row((), temperature=1.0, seed=s) for s in (0, 1, 2**32 - 1, 12345)]
     choose, vocab = Chooser(rows), 7
@@ -165,7 +173,8 @@ def test_the_bare_loop_probe_runs_greedy_steps_for_each_name(tiny_artifacts):
     character of its greedy name plus the end token's."""
     from bench.runtime import loop_bound_probe
     from core.request import Row
-    from export.runtime import NameGenerator, OnnxStep
+    from runtime.generator import NameGenerator
+    from runtime.step import OnnxStep
 
     step = OnnxStep.from_path(tiny_artifacts.onnx)
     hidden = np.zeros((step.hidden_shape[0], 1, step.hidden_shape[1]), np.float32)
@@ -186,7 +195,7 @@ def test_the_unrolled_probe_is_greedy_decoding_without_end_handling(tiny_artifac
     """The lower-bound probe must do a greedy step's real work: its k-th token is the step
     loop's k-th greedy choice (end token not masked, nothing forced after the first input)."""
     from bench.runtime import unrolled_steps
-    from export.runtime import OnnxStep
+    from runtime.step import OnnxStep
 
     step = OnnxStep.from_path(tiny_artifacts.onnx)
     hidden = np.zeros((step.hidden_shape[0], 2, step.hidden_shape[1]), np.float32)

@@ -3,7 +3,7 @@ temperature and top-k that do what they say.
 
 The backends are the eager model and the TorchScript step (both decoded by the torch loop,
 model.chunked, choosing with model.choose.Chooser) and the ONNX step decoded by its numpy twin
-(export.runtime.Chooser). Parity alone cannot notice
+(model.decode_numpy.Chooser). Parity alone cannot notice
 a temperature ignored by both twins, so the choices are also checked against a reference computed
 here from the step's logits (softmax(logits / T) over the top k, with the counter-based noise of
 core.noise), and against what a temperature must do to the names (low: the greedy name; high:
@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 import torch
 
+from core.contract import ONNX_GENERATE as GENERATE_FILE
 from core.noise import MAX_SEED, to_unit_interval, uniform_bits
 from core.request import Row
-from export import runtime
-from export.runtime import GENERATE_FILE, NameGenerator
 from model import decode as torch_decode
+from model import decode_numpy
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
+from runtime.generator import NameGenerator
 from tests.conftest import Artifacts
 
 VARIANTS = ["rnn-1", "rnn-2", "gru-1", "gru-2"]
@@ -123,7 +124,7 @@ def test_a_greedy_row_in_a_mixed_batch_takes_the_argmax_even_on_a_near_tie(twin)
     if twin == "torch":
         choose = torch_decode.Chooser.for_rows(rows, vocab)
     else:
-        choose = runtime.Chooser(rows)
+        choose = decode_numpy.Chooser(rows)
     for step in range(3):
         chosen = choose(torch.from_numpy(logits), step).numpy() if twin == "torch" else choose(logits, step)
         assert chosen[:32].tolist() == [4] * 32, step

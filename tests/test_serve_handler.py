@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
+from core.contract import ONNX_GENERATE as GENERATE_FILE
 from core.errors import ArtifactError
 from core.request import make_rows
-from export.runtime import GENERATE_FILE
 from model.generate import TorchGenerator
 from serve.engine import (
     ONNX_GRAPH,
@@ -531,14 +531,14 @@ def test_a_vocab_json_from_another_run_refuses_to_start(model_dir, tmp_path):
     data = json.loads((bad / "vocab.json").read_text())
     data["fingerprint"] = "0123456789abcdef"
     (bad / "vocab.json").write_text(json.dumps(data))
-    with pytest.raises(ArtifactError, match="does not match"):
+    with pytest.raises(ArtifactError, match="vocab.json is not from the same export as the vocab.json inside"):
         Engine.from_artifacts(bad / "charrnn.torchscript.pt", bad / "vocab.json")
     with pytest.raises(ArtifactError, match="different training runs"):
         make_handler(bad)
     data["fingerprint"] = json.loads((model_dir / "vocab.json").read_text())["fingerprint"]
     data["symbols"] = data["symbols"][:-1]  # same fingerprint field, different vocabulary
     (bad / "vocab.json").write_text(json.dumps(data))
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match=r"vocab.json lists other symbols than .* \(symbols\)"):
         make_handler(bad)
     (bad / "vocab.json").unlink()
     with pytest.raises(ArtifactError, match="cannot read"):

@@ -21,7 +21,7 @@ import pytest
 import requests
 import torch
 
-from export.runtime import GENERATE_FILE
+from core.contract import ONNX_GENERATE as GENERATE_FILE
 from serve.client import Client, ClientError
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine, GenerateRequest, SessionRequest
 from serve.handler import DECODER_HEADER
@@ -300,6 +300,36 @@ def test_the_client_reports_errors(served):
     with pytest.raises(ClientError) as info:
         served.client().generate("A", num=0)
     assert info.value.status == 400 and "'num'" in info.value.message
+
+
+def test_one_generate_command_line_for_every_backend(served, engine, tiny_artifacts, capsys):
+    """python -m tools.generate prints the same names from the server as from the eager,
+    TorchScript and ONNX backends for the same flags (greedy, seeded sampling, n-best);
+    python -m serve.client is its alias, and --stream and --session print the server's JSON."""
+    from tools.generate import main
+
+    server = ["--backend", "server", "--url", served.inference, "--key-file", str(served.run_dir / "key_file.json")]
+    local = {"eager": tiny_artifacts.checkpoint, "torchscript": tiny_artifacts.torchscript, "onnx": tiny_artifacts.onnx}
+    sampled = ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--top-k", "5", "--seed", "7"]
+    for flags in (["--prefix", "A", "--prefix", "Ma"], sampled, ["-n", "3"]):
+        printed = {}
+        with one_thread():
+            for backend, path in local.items():
+                main(["--backend", backend, "--model", str(path), *flags])
+                printed[backend] = capsys.readouterr().out
+        main([*server, *flags])
+        printed["server"] = capsys.readouterr().out
+        assert printed["server"].strip() and len(set(printed.values())) == 1, printed
+    alias = subprocess.run([sys.executable, "-m", "serve.client", *server[2:], *sampled], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert alias.returncode == 0 and alias.stdout.splitlines() == expected_names(
+        engine, prefix="L", num=3, temperature=0.8, top_k=5, seed=7), alias.stderr
+    main([*server, "--prefix", "Ma", "--stream"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["done"] and events[-1]["names"] == expected_names(engine, prefix="Ma")
+    assert "".join(e["char"] for e in events[:-1]) == events[-1]["names"][0]
+    main([*server, "--session", "L", "--session", "Lu"])
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["L", "Lu"]
 
 
 def test_a_worker_refuses_an_archive_that_declares_a_missing_one_graph_decoder(store, tmp_path):

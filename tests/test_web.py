@@ -1,4 +1,4 @@
-"""The browser page (make web) in a real headless Chromium: the same names as export.runtime.
+"""The browser page (make web) in a real headless Chromium: the same names as the Python runtime.
 
 Chromium is Debian's `chromium` package, driven by Playwright pointed at that binary (Playwright
 never downloads a browser here). Without it these tests skip, saying how to install it; in CI
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import NameGenerator
+from runtime.generator import NameGenerator
 from web.chromium import ARGS, INSTALL, chromium_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def test_footer_keyboard_and_phone_width(browser, tiny_site, tiny_artifacts):
 def test_screenshot(page, tiny_site):
     """artifacts/web/screenshot.png, of the current artifacts' site when `make web` built one
     (then also docs/web-screenshot.png, the README's picture, and a check of its names against
-    export.runtime on those artifacts), else of the tiny model's site."""
+    runtime.generator on those artifacts), else of the tiny model's site."""
     url, gen = tiny_site
     built = ROOT / "artifacts" / "web"
     real = (built / "site.json").is_file()

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from core import contract
 from core.errors import ArtifactError
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -29,7 +30,7 @@ ORT_PACKAGE = WEB_DIR / "node_modules" / "onnxruntime-web"
 # ort.wasm.min.mjs imports ort-wasm-simd-threaded.mjs, which fetches the .wasm, both from ort/
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_FILES = ("index.html", "style.css", "app.mjs", "worker.mjs")
-MODELS = ("charrnn.onnx", "charrnn_generate.onnx")
+MODELS = (contract.ONNX_STEP, contract.ONNX_GENERATE)
 
 
 def ort_version(package: Path = ORT_PACKAGE) -> str:
@@ -41,8 +42,8 @@ def ort_version(package: Path = ORT_PACKAGE) -> str:
 
 
 def check_models(art_dir: Path) -> dict:
-    """Load both models with export.runtime (checksums, input/output names, same export)."""
-    from export.runtime import NameGenerator
+    """Load both models with the Python runtime (checksums, input/output names, same export)."""
+    from runtime.generator import NameGenerator
 
     gen = NameGenerator(art_dir / MODELS[0], generate_model=art_dir / MODELS[1])
     return gen.step.meta

@@ -1,6 +1,6 @@
 // CharRNN names from charrnn.onnx with any onnxruntime (onnxruntime-web in the page,
 // onnxruntime-node in export/node): one decoding module for both, the JavaScript twin of
-// export.runtime (numpy). It takes the `ort` module as an argument and imports nothing else,
+// the Python runtime (runtime/, numpy). It takes the `ort` module as an argument and imports nothing else,
 // so the same file runs in a browser, a Web Worker and Node.js.
 //
 //   const model = await CharRNN.load(ort, stepBytes, { generateBytes });
@@ -15,8 +15,8 @@ export const DEFAULT_MAX_LENGTH = 24; // core.request.DEFAULT_MAX_LENGTH
 export const MAX_SEED = 2 ** 32 - 1; // core.noise.MAX_SEED
 const VOCAB_KEY = "vocab.json"; // core.manifest.VOCAB_KEY
 const SEAL_KEY = "charrnn.sha256"; // core.integrity.SEAL_KEY
-const STEP_IO = [["char", "hidden"], ["logits", "hidden_out"]]; // export.runtime INPUTS/OUTPUTS
-const GRAPH_IO = [["prefix", "prefix_length", "max_length"], ["ids", "length"]];
+const STEP_IO = [["char", "hidden"], ["logits", "hidden_out"]]; // core.contract STEP_INPUTS/STEP_OUTPUTS (tests/test_contract.py)
+const GRAPH_IO = [["prefix", "prefix_length", "max_length"], ["ids", "length"]]; // core.contract GENERATE_INPUTS/GENERATE_OUTPUTS
 
 /** Bad input (a character outside the vocabulary, a value out of range) or a bad model file. */
 export class CharRNNError extends Error {
@@ -153,7 +153,7 @@ const f32 = Math.fround;
 const TEMPERATURE_FLOOR = f32(1e-6); // the Choosers' clamp of the divisor
 
 /** log(-log(u)) per symbol for one row and step, in float32 as numpy computes it
- * (export.runtime.Chooser._noise). */
+ * (model.decode_numpy.Chooser._noise). */
 function gumbelNoise(seedHash, step, vocabSize) {
   const noise = new Float32Array(vocabSize);
   for (let s = 0; s < vocabSize; s++) {
@@ -169,7 +169,7 @@ function argmax(values, offset, length) {
   return best;
 }
 
-/** The next symbol of one row from its logits (export.runtime.Chooser): argmax at temperature
+/** The next symbol of one row from its logits (model.decode_numpy.Chooser): argmax at temperature
  * 0, else the Gumbel-max sample of the temperature-scaled, top-k-restricted logits. */
 function choose(logits, offset, vocabSize, row, seedHash, step) {
   if (!(row.temperature > 0)) return argmax(logits, offset, vocabSize);
@@ -304,7 +304,7 @@ export class CharRNN {
   }
 
   /** `num` names for `prefix`: greedy (temperature 0: the one-graph model when loaded) or seeded
-   * samples, the same names as export.runtime.NameGenerator.generate for the same arguments. */
+   * samples, the same names as runtime.generator.NameGenerator.generate for the same arguments. */
   async generate(prefix = "", options = {}) {
     const rows = this.makeRows(prefix, options);
     const ids = this.graph && rows.every((r) => r.temperature === 0) ? await this.decodeGraph(rows) : await this.decode(rows);
@@ -323,7 +323,7 @@ export class CharRNN {
     return new this.ort.Tensor("float32", new Float32Array(layers * batch * size), [layers, batch, size]);
   }
 
-  /** The step loop over a batch of rows (export.runtime.decode): ids per row, end token excluded. */
+  /** The step loop over a batch of rows (model.decode_numpy.decode): ids per row, end token excluded. */
   async decode(rows) {
     const batch = rows.length;
     if (!batch) return [];
@@ -353,7 +353,7 @@ export class CharRNN {
     return out;
   }
 
-  /** Greedy rows through charrnn_generate.onnx in one run (export.runtime.OnnxGreedy.decode). */
+  /** Greedy rows through charrnn_generate.onnx in one run (runtime.greedy.OnnxGreedy.decode). */
   async decodeGraph(rows) {
     if (!rows.length) return [];
     const { ort } = this;
@@ -408,7 +408,7 @@ export class CharRNN {
    * most likely), the greedy name (`greedy`) and `completions`: the `count` most probable whole
    * names that start with it (`nbest`), best first, with `logprob` and `p` = exp(logprob). */
   async suggest(prefix = "", { top = 8, count = 5, maxLength = DEFAULT_MAX_LENGTH } = {}) {
-    // twin of export.runtime NameGenerator.suggest: next symbols, the greedy name, and the
+    // twin of runtime.generator.NameGenerator.suggest: next symbols, the greedy name, and the
     // `count` most probable whole names (the exact n-best search) with their probabilities
     const next = await this.nextProbabilities(prefix);
     const text = prefix.normalize("NFC");

@@ -6,7 +6,7 @@
 //   node generate.mjs --model M --num 5 --logprobs Ma   (the 5 most probable names; --search greedy: the greedy name 5 times)
 //
 // The decoding is web/charrnn.mjs, the module the browser page uses too: the same names as the
-// Python runtime (export.runtime) for the same model, prefix, temperature, top-k and seed.
+// Python runtime (runtime/) for the same model, prefix, temperature, top-k and seed.
 import { readFileSync } from "node:fs";
 import ort from "onnxruntime-node";
 import { CharRNN, DEFAULT_MAX_LENGTH } from "../../web/charrnn.mjs";

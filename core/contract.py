@@ -1,0 +1,46 @@
+"""The artifact contract's names, in one place (torch-free): the files an export writes and the
+ONNX graphs' input and output names.
+
+Public: extend, never rename. Users' scripts, the Makefile, web/charrnn.mjs and
+export/node/generate.mjs spell the same names; tests/test_contract.py checks that they agree.
+"""
+
+from __future__ import annotations
+
+ART_DIR = "artifacts"  # where make writes everything
+
+CORPUS = "corpus.txt"  # the default training corpus (make data)
+CHECKPOINT = "checkpoint.pt"  # make train
+VOCAB = "vocab.json"  # beside the exports, and its name inside each (TorchScript extra file, ONNX metadata key)
+TORCHSCRIPT = "charrnn.torchscript.pt"  # the TorchScript step
+ONNX_STEP = "charrnn.onnx"  # the ONNX step
+ONNX_GENERATE = "charrnn_generate.onnx"  # the one-graph greedy decoder (in artifacts/ and in charrnn.mar)
+EXPORTS = (VOCAB, TORCHSCRIPT, ONNX_STEP, ONNX_GENERATE)  # what make export writes, in this order
+
+MODEL_STORE = "model_store"  # the archives' folder under ART_DIR
+MODEL = "charrnn"  # the one-shot model's name in TorchServe's URLs
+SESSION_MODEL = "charrnn_session"  # the session model's
+MODELS = (MODEL, SESSION_MODEL)
+
+
+ARCHIVE_SUFFIX = ".mar"
+
+
+def archive(model: str) -> str:
+    """A model's TorchServe archive file name: charrnn.mar, charrnn_session.mar."""
+    return model + ARCHIVE_SUFFIX
+
+
+ARCHIVES = tuple(archive(m) for m in MODELS)
+
+# The ONNX step: char int64 [batch], hidden float32 [layers, batch, hidden] -> logits, hidden_out
+STEP_INPUTS = ("char", "hidden")
+STEP_OUTPUTS = ("logits", "hidden_out")
+# The one-graph greedy decoder (export.generate_graph documents the shapes)
+GENERATE_INPUTS = ("prefix", "prefix_length", "max_length")
+GENERATE_OUTPUTS = ("ids", "length")
+
+
+def default_path(name: str) -> str:
+    """`name`'s path in the default artifacts folder, as the command lines' defaults spell it."""
+    return f"{ART_DIR}/{name}"
