@@ -12,7 +12,7 @@ from __future__ import annotations
 
 MASK32 = 0xFFFFFFFF
 MAX_SEED = 2**32 - 1
-# decoding steps of noise a sampler draws at once (model.decode.Chooser and its numpy twin):
+# decoding steps of noise a sampler draws at once (model.choose for a few rows, the captured chunks, the numpy twin):
 # one set of hashing calls per chunk instead of per step; the values do not depend on it
 NOISE_CHUNK = 8
 
