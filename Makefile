@@ -8,39 +8,45 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-# A preset (presets/NAME.mk, README.md "Results") sets the knobs below; command-line values still win.
+PYTEST_ARGS ?=
+
+# ---- training knobs (docs/training.md) ----
+# The defaults live in one place, TrainConfig in model/config.py (`python -m model.train --help`);
+# PRESET=NAME picks presets/NAME.toml, plain overrides of them. make passes model.train only the
+# knobs given on its command line or in the environment, so `make train` and `python -m model.train`
+# train the same thing. Each knob and the model.train option it sets:
+TRAIN_KNOBS := HIDDEN:hidden LAYERS:layers CELL:cell EPOCHS:epochs BATCH:batch-size LR:lr LR_DECAY:lr-decay \
+	LR_SCHEDULE:lr-schedule PATIENCE:patience MAX_SECONDS:max-seconds COUNT_WEIGHTING:count-weighting \
+	LENGTH_POOL:length-pool VAL_FRACTION:val-fraction THREADS:threads SEED:seed DEVICE:device
+# $(call given,VAR): VAR's value if the user set it (an empty value counts as not set)
+given = $(if $(filter command line environment environment override,$(origin $1)),$(strip $($1)))
+
+# What make itself needs from a preset (its ART folder, its corpus, its files) comes from the same
+# reader model.train uses (model/config.py), run before anything is built; hence the system Python
+# (3.11+, stdlib only) until the venv exists.
 PRESET      ?=
+PRESET_DIR  ?= presets
 ifneq ($(PRESET),)
-include presets/$(PRESET).mk
+  PRESET_VARS := $(shell $(or $(wildcard $(VENV)/bin/python),$(PYTHON_BOOT)) -m model.config make-vars '$(PRESET)' --preset-dir '$(PRESET_DIR)')
+  ifneq ($(.SHELLSTATUS),0)
+    $(error PRESET=$(PRESET) cannot be used (the message above says why))
+  endif
+  ART           ?= $(word 1,$(PRESET_VARS))
+  PRESET_CORPUS := $(filter-out -,$(word 2,$(PRESET_VARS)))
+  PRESET_FILES  := $(wordlist 3,$(words $(PRESET_VARS)),$(PRESET_VARS))
+  ifneq ($(PRESET_CORPUS),)
+    CORPUS      ?= $(PRESET_CORPUS)
+  endif
 endif
 ART         ?= artifacts
+# the preset's corpus (above), else the default corpus that `make data` builds into $(ART)
+CORPUS      ?= $(ART)/corpus.txt
 
-# ---- knobs (documented in README.md) ----
-CORPUS        ?= $(ART)/corpus.txt
-TITLE_CASE    ?= 0
-HIDDEN        ?= 128
-LAYERS        ?= 1
-CELL          ?= rnn
-EPOCHS        ?= 300
-BATCH         ?= 64
-LR            ?= 0.005
-LR_DECAY      ?= 0.995
-LR_SCHEDULE   ?=
-THREADS       ?=
-PATIENCE      ?= 40
-VAL_FRACTION  ?= 0.1
-COUNT_WEIGHTING ?= none
-LENGTH_POOL   ?= 32
-MAX_SECONDS   ?= 90
-SEED          ?= 0
-DEVICE        ?= cpu
-PYTEST_ARGS   ?=
-
-TRAIN_ARGS := --corpus $(CORPUS) --hidden $(HIDDEN) --layers $(LAYERS) --cell $(CELL) \
-	--epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --lr-decay $(LR_DECAY) --patience $(PATIENCE) \
-	--val-fraction $(VAL_FRACTION) --count-weighting $(COUNT_WEIGHTING) --length-pool $(LENGTH_POOL) --max-seconds $(MAX_SECONDS) \
-	--seed $(SEED) --device $(DEVICE) $(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,)$(if \
-	$(LR_SCHEDULE), --lr-schedule $(LR_SCHEDULE),)$(if $(THREADS), --threads $(THREADS),)
+# --corpus when the user names one or make picked the default corpus (a preset's reaches model.train itself)
+TRAIN_ARGS := $(strip $(if $(PRESET),--preset $(PRESET)) $(if $(call given,PRESET_DIR),--preset-dir $(PRESET_DIR)) \
+	$(if $(or $(call given,CORPUS),$(if $(PRESET_CORPUS),,1)),--corpus $(CORPUS)) \
+	$(foreach k,$(TRAIN_KNOBS),$(if $(call given,$(word 1,$(subst :, ,$k))),--$(word 2,$(subst :, ,$k)) $($(word 1,$(subst :, ,$k))))) \
+	$(if $(call given,TITLE_CASE),$(if $(filter 1 yes true,$(TITLE_CASE)),--title-case,--no-title-case)))
 
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
@@ -77,14 +83,15 @@ data: $(CORPUS)
 $(ART)/corpus.txt: $(SOURCES_DATA) | $(STAMP)
 	$(PY) -m data.build_default --out $@
 
-# Re-train when any training knob changes, not only when a file does.
+# Re-train when any training knob changes, not only when a file does (the preset's files are
+# prerequisites of the checkpoint themselves).
 $(ART)/.train-args: FORCE
 	@mkdir -p $(ART)
 	@echo '$(TRAIN_ARGS)' | cmp -s - $@ || echo '$(TRAIN_ARGS)' > $@
 
 train: $(CHECKPOINT)
 
-$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(ART)/.train-args | $(STAMP)
+$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(PRESET_FILES) $(ART)/.train-args | $(STAMP)
 	$(PY) -m model.train $(TRAIN_ARGS) --out $@
 
 export: $(EXPORTS)
@@ -115,8 +122,8 @@ DISTINCT ?=
 WORKERS  ?=
 NAMES_ARGS ?=
 names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
-	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' --device $(DEVICE) \
-		--prefix '$(PREFIX)' --seed $(SEED) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
+	$(PY) -m model.names --model $(ART)/charrnn.torchscript.pt --num $(NUM) --out '$(OUT)' $(if $(DEVICE),--device $(DEVICE)) \
+		--prefix '$(PREFIX)' $(if $(SEED),--seed $(SEED)) --top-k $(TOP_K) $(if $(WORKERS),--workers $(WORKERS),) \
 		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
 		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
 
@@ -173,7 +180,7 @@ node-generate: node-setup $(EXPORTS)
 
 # Per-name latency (batch 1) and names/s (batch 256): eager, TorchScript, ORT step loop, one-graph loop.
 bench-runtime: $(EXPORTS) | $(STAMP)
-	$(PY) -m bench.runtime --art-dir $(ART)
+	$(PY) -m bench.runtime --art-dir $(ART) --page $(RESULTS_DIR)/bench-runtime.md
 
 # ---- the browser page: onnxruntime-web in a static site (README.md "Web", docs/web.md) ----
 WEB_DIR     := web
@@ -205,7 +212,8 @@ web-serve: web
 # First suggestion after page load and per-keystroke updates in headless Chromium, next to
 # Node.js and Python ONNX Runtime doing the same work -> $(ART)/bench/web.{json,md}
 bench-web: web node-setup | $(STAMP)
-	$(PY) -m bench.web --art-dir $(ART) --site $(WEB_OUT) --out-dir $(ART)/bench $(BENCH_WEB_ARGS)
+	$(PY) -m bench.web --art-dir $(ART) --site $(WEB_OUT) --out-dir $(ART)/bench --page $(RESULTS_DIR)/bench-web.md \
+		$(BENCH_WEB_ARGS)
 
 # built in a temporary folder and swapped in: make must not delete the stamp on an interrupt
 .PRECIOUS: $(WEB_OUT)/site.json
@@ -213,32 +221,38 @@ bench-web: web node-setup | $(STAMP)
 # ---- evaluation and benchmarks (README.md "Results") ----
 .PHONY: eval bench bench-serving sweep
 
+# Each measuring command also writes its stamped result page here (docs/results.md lists them);
+# RESULTS_DIR=/tmp/results keeps docs/ clean.
+RESULTS_DIR ?= docs/results
+
 # Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
 # make eval CORPUS=../shared/data/ibge_names_train.tsv TITLE_CASE=1   (retrains $(ART) on that corpus)
 # make eval PRESET=ibge                                                (the tuned model, artifacts/ibge/)
 EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
-	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED)
+	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
+		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md
 
 # make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
 SECTIONS   ?= training,quality,generation,bulk,serving
 BENCH_ARGS ?=
 comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
-	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench $(BENCH_ARGS)
+	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
 # The Serving section alone (~3 min + ~5 min of batching sweep; needs Java 17): a TorchServe of its own
 # on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
 # make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
 SERVING_ARGS ?=
 bench-serving: require-java $(ARCHIVES) | $(STAMP)
-	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --serving-model-store $(MODEL_STORE) \
+	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
+		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
 # Time-to-quality sweep on the IBGE corpus (22 runs of 300 s, ~115 min) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
 sweep: | $(STAMP)
-	$(PY) -m bench.sweep --out-dir $(ART)/bench $(SWEEP_ARGS)
+	$(PY) -m bench.sweep --out-dir $(ART)/bench --page $(RESULTS_DIR)/sweep.md $(SWEEP_ARGS)
 
 # ---- reliability (README.md "Reliability") ----
 .PHONY: soak
@@ -252,7 +266,7 @@ sweep: | $(STAMP)
 # interrupted make, against a real TorchServe (~5 min) -> $(ART)/soak/summary.{json,md}
 SOAK_ARGS ?=
 soak: require-java $(ARCHIVES) | $(STAMP)
-	$(PY) -m soak --art-dir $(ART) $(SOAK_ARGS)
+	$(PY) -m soak --art-dir $(ART) --page $(RESULTS_DIR)/soak.md $(SOAK_ARGS)
 
 # ---- quality ----
 test: $(STAMP) check-java

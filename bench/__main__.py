@@ -3,8 +3,10 @@
 Usage: python -m bench [--sections training,quality,generation,bulk,serving] [--out-dir artifacts/bench]
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
-bench.md into --out-dir. A run of some sections replaces those sections in bench.json and keeps
-the others from earlier runs; every section records when and on what machine it was measured.
+bench.md into --out-dir, and with --results-dir each section that ran to the end as its own result
+page, RESULTS_DIR/bench-<section>.md (bench.result_page; `make bench` passes docs/results). A run
+of some sections replaces those sections in bench.json and keeps the others from earlier runs;
+every section records when and on what machine it was measured.
 Every figure is the median of several repetitions with min and max.
 """
 
@@ -18,9 +20,10 @@ import traceback
 from pathlib import Path
 
 from bench.common import machine_info, machine_line
-from bench.presets import PRESET_DIR
+from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
+from model.config import PRESET_DIR
 
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",
@@ -54,7 +57,7 @@ def run_training(args) -> dict:
 
 def run_quality(args) -> dict:
     from bench import quality
-    from bench.presets import load_preset
+    from model.config import load_preset
 
     presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
     missing = sorted({p.corpus for p in presets if not Path(p.corpus).is_file()})
@@ -76,7 +79,7 @@ def run_generation(args) -> dict:
 
     result = runtime.measure(args.art_dir, repeats=args.gen_repeats, batch=args.gen_batch)
     result["nbest"] = nbest.measure(args.art_dir, repeats=args.nbest_repeats)
-    return {"data": result, "markdown": runtime.format_machine(result) + "\n\n" + runtime.format_table(result)
+    return {"data": result, "markdown": runtime.format_setup(result) + "\n\n" + runtime.format_table(result)
             + "\n\n" + nbest.format_table(result["nbest"])}
 
 
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Training, quality, generation and serving benchmarks.")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--out-dir", default="artifacts/bench")
+    p.add_argument("--results-dir", default=None,
+                   help="also write each section that ran to the end as RESULTS_DIR/bench-<section>.md")
     p.add_argument("--art-dir", default="artifacts", help="the pipeline's artifacts (corpus, exports)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for the training sections (default: torch's default for throughput, "
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-hidden", type=int, default=128)
     g.add_argument("--train-cell", default="rnn")
     g = p.add_argument_group("time to quality")
-    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.mk to train")
+    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.toml to train")
     g.add_argument("--preset-dir", default=str(PRESET_DIR))
     g.add_argument("--milestones", default="60,180,300", help="seconds; the last is each run's budget")
     g.add_argument("--quality-repeats", type=int, default=3)
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(machine)}", flush=True)
     out = Path(args.out_dir)
     done: dict = {}  # the sections of this run
-    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench", argv)
     failed = []
     for name in (s for s in SECTIONS if s in chosen):
         print(f"== {TITLES[name]}", flush=True)
@@ -214,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         results = {**read_sections(out / "bench.json"), **done}
         write_text_atomic(out / "bench.json", json.dumps({"sections": results}, indent=1) + "\n")
         write_text_atomic(out / "bench.md", render(results))
+        if args.results_dir and section["status"] == "ok":  # a failed or skipped run keeps the last page
+            write_result_page(Path(args.results_dir) / f"bench-{name}.md", f"{TITLES[name]}: `make bench SECTIONS={name}`",
+                              section["markdown"], machine=section["machine"], command=section["command"])
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 1 if failed else 0
 

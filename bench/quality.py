@@ -77,7 +77,7 @@ def time_to_quality(entries: list[Entry], cfg: TrainConfig, milestones: list[flo
 def measure_presets(presets, milestones: list[float], *, repeats: int = 3, threads: int | None = None,
                     log=print) -> dict:
     """time_to_quality of each preset `repeats` times (seeds seed, seed+1, ...), with the bigram
-    baseline of each corpus split. `presets`: bench.presets.Preset objects; `threads` replaces
+    baseline of each corpus split. `presets`: model.config.Preset objects; `threads` replaces
     their THREADS when given."""
     from bench.common import summary
     from data.corpus import read_corpus

@@ -10,12 +10,12 @@ one-graph loop (charrnn_generate.onnx, one session.run per batch). All single-th
   alike); p50 and p99.
 - throughput: names/second for one call of `batch` greedy names (first letters cycled), the
   median of `repeats` calls.
-- the `Loop` bound: the same names through `bare_loop` (the step's own nodes and an ArgMax in a
-  `Loop`, each name's own number of steps, nothing else), timed in the same rounds: no one-graph
-  decoder built on `Loop` can be faster, so it says how far the one-graph target can be reached.
+- where ONNX Runtime's time goes (`ort_costs`): the fixed cost of a session.run, one step, and
+  the one-graph decoder's set-up and per-character cost, which explain the two ONNX rows.
 
-Usage: python -m bench.runtime [--art-dir artifacts] [--repeats 20] [--batch 256]
-(`make bench-runtime`); prints the machine and the table, writes artifacts/bench/runtime.{json,md}.
+Usage: python -m bench.runtime [--art-dir artifacts] [--repeats 20] [--batch 256] [--page PATH]
+(`make bench-runtime`); prints the machine and the table, writes artifacts/bench/runtime.{json,md}
+and, with --page, the result page (docs/results/bench-runtime.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from bench.result_page import command_line, write_result_page
 from core import contract
+from core.atomic import write_text_atomic
 
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
 THREADS = "1 for every backend (torch.set_num_threads(1), ORT intra_op_num_threads=1)"
@@ -53,17 +55,12 @@ def load_backends(art_dir: str | Path) -> tuple[dict, object]:
     return backends, eager
 
 
-CHAIN = 16  # characters in the straight-line probe (bench.runtime.ort_costs)
-
-
 def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     """Where ONNX Runtime's time goes on this machine, in µs per call (median of `rounds`, the
     probes interleaved): `floor`, one session.run of a one-node graph from Python; `step`, one
     run of charrnn.onnx at batch 1; `graph_fixed`, charrnn_generate.onnx for one name capped at
     one character (the outer graph, the Loop's set-up and one iteration); `graph_per_char`, each
-    further iteration (the longest greedy name against that cap); `chain_per_char`, one
-    character of a straight-line chain of the step's own nodes with an ArgMax between (no Loop,
-    no end-of-name test, no prefix forcing): the least any ONNX graph can pay per character here."""
+    further iteration (the longest greedy name against that cap)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -89,17 +86,12 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
 
     one, full = graph_feed(1), graph_feed(DEFAULT_MAX_LENGTH)
     step_proto = onnx.load(str(d / contract.ONNX_STEP))
-    chains = {k: ort.InferenceSession(unrolled_steps(step_proto, k).SerializeToString(), session_options(),
-                                      providers=["CPUExecutionProvider"]) for k in (1, CHAIN)}
-    char_feed = {"char": np.array([longest]), "hidden": hidden}
     steps_full = gen.greedy.session.run(["ids"], full)[0].shape[1]
     probes = {
         "floor": lambda: floor.run(["y"], {"x": np.zeros(1, np.int64)}),
         "step": lambda: gen.step.session.run(["logits", "hidden_out"], {"char": np.array([longest]), "hidden": hidden}),
         "graph_1": lambda: gen.greedy.session.run(["ids", "length"], one),
         "graph_full": lambda: gen.greedy.session.run(["ids", "length"], full),
-        "chain_1": lambda: chains[1].run(None, char_feed),
-        "chain_k": lambda: chains[CHAIN].run(None, char_feed),
     }
     times: dict[str, list[float]] = {k: [] for k in probes}
     for _ in range(rounds):
@@ -111,54 +103,7 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"floor_us": med["floor"], "step_us": med["step"], "graph_fixed_us": med["graph_1"],
             "graph_per_char_us": (med["graph_full"] - med["graph_1"]) / max(1, steps_full - 1),
-            "graph_iterations": int(steps_full), "step_nodes": len(step_proto.graph.node),
-            "chain_per_char_us": (med["chain_k"] - med["chain_1"]) / (CHAIN - 1)}
-
-
-def unrolled_steps(step: onnx.ModelProto, k: int) -> onnx.ModelProto:
-    """`k` copies of the step graph in a row, each fed the ArgMax of the last one's logits:
-    greedy decoding's per-character work with nothing else (a probe, not a decoder)."""
-    from onnx import helper
-
-    graph, weights = step.graph, {t.name for t in step.graph.initializer}
-    nodes, feeds = [], {"char": "char", "hidden": "hidden"}
-    for i in range(k):
-        names = {x: feeds.get(x, x if x in weights or not x else f"u{i}/{x}")
-                 for n in graph.node for x in [*n.input, *n.output]}
-        for n in graph.node:
-            copy = helper.make_node(n.op_type, [names[x] for x in n.input], [names[x] for x in n.output],
-                                    domain=n.domain or None)
-            copy.attribute.extend(n.attribute)
-            nodes.append(copy)
-        feeds = {"char": f"u{i}/token", "hidden": names["hidden_out"]}
-        nodes.append(helper.make_node("ArgMax", [names["logits"]], [feeds["char"]], axis=1, keepdims=0))
-    out = helper.make_graph(nodes, f"unrolled_{k}", list(graph.input),
-                            [helper.make_tensor_value_info(feeds["char"], onnx.TensorProto.INT64, ["batch"])],
-                            initializer=list(graph.initializer))
-    return helper.make_model(out, opset_imports=list(step.opset_import), ir_version=step.ir_version)
-
-
-def bare_loop(step: onnx.ModelProto) -> onnx.ModelProto:
-    """The step graph and an ArgMax as the body of an ONNX `Loop` that runs `steps` iterations,
-    each fed the last token: `(char, hidden, steps) -> tokens [steps, batch]`. What any one-graph
-    decoder built on `Loop` pays at least (a probe, not a decoder: no end-of-name test, no prefix
-    forcing, no set-up around the loop)."""
-    from onnx import TensorProto, helper
-
-    graph = step.graph
-    token = helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"])
-    body = helper.make_graph(
-        [*graph.node, helper.make_node("ArgMax", ["logits"], ["token"], axis=1, keepdims=0)], "bare_step",
-        [helper.make_tensor_value_info("t", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond", TensorProto.BOOL, []), *graph.input],
-        # cond passes through and the token is both carried and scanned: no node beyond the step's
-        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []), token, graph.output[1], token])
-    outer = helper.make_graph(
-        [helper.make_node("Loop", ["steps", "", "char", "hidden"], ["last_char", "last_hidden", "tokens"], body=body)],
-        "bare_loop", [*graph.input, helper.make_tensor_value_info("steps", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["steps", "batch"])],
-        initializer=list(graph.initializer))
-    return helper.make_model(outer, opset_imports=list(step.opset_import), ir_version=step.ir_version)
+            "graph_iterations": int(steps_full), "step_nodes": len(step_proto.graph.node)}
 
 
 def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:
@@ -176,20 +121,13 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
     names = {b: run(letters) for b, run in backends.items()}  # also the warm-up
     agree = all(names[b] == names["eager"] for b in BACKENDS)
 
-    bare, bare_feeds = loop_bound_probe(art_dir, letters, names["eager"])
-
     times: dict[str, list[float]] = {b: [] for b in BACKENDS}
-    bare_times: list[float] = []
     for _ in range(repeats):
         for b, run in backends.items():
             for row in letters:
                 start = time.perf_counter()
                 run([row])
                 times[b].append(time.perf_counter() - start)
-        for feed in bare_feeds:
-            start = time.perf_counter()
-            bare.run(["tokens"], feed)
-            bare_times.append(time.perf_counter() - start)
 
     big = [letters[i % len(letters)] for i in range(batch)]
     calls: dict[str, list[float]] = {b: [] for b in BACKENDS}
@@ -199,7 +137,7 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
             run(big)
             calls[b].append(time.perf_counter() - start)
 
-    result = {"machine": machine, "threads": THREADS, "model": {k: getattr(eager.step.config, k) for k in ("cell", "hidden_size", "num_layers")}
+    result = {"machine": machine, "threads": THREADS, "model": {k: getattr(eager.step.__self__.config, k) for k in ("cell", "hidden_size", "num_layers")}
               | {"vocab_size": len(vocab)},
               "names_per_round": len(letters), "repeats": repeats, "batch": batch, "names_agree": agree,
               "mean_name_length": float(np.mean([len(n) for n in names["eager"]])), "backends": {}}
@@ -211,29 +149,8 @@ def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int 
     for r in result["backends"].values():
         r["p50_speedup"] = base["p50_us"] / r["p50_us"]
         r["throughput_ratio"] = r["names_per_s"] / base["names_per_s"]
-    result["loop_bound"] = {"p50_us": float(np.percentile(np.array(bare_times) * 1e6, 50)),
-                            "steps_mean": float(np.mean([int(f["steps"]) for f in bare_feeds]))}
     result["ort_costs"] = ort_costs(art_dir)
     return result
-
-
-def loop_bound_probe(art_dir: str | Path, rows: list, names: list[str]) -> tuple[object, list[dict]]:
-    """A session of `bare_loop` over charrnn.onnx and, per row, a feed that runs as many
-    iterations as that row's greedy decode does (one per character of its name, plus the step
-    that chooses the end token unless the name reached its cap)."""
-    import onnxruntime as ort
-
-    from runtime.session import session_options
-    from runtime.step import OnnxStep
-
-    path = Path(art_dir) / contract.ONNX_STEP
-    step = OnnxStep.from_path(path)
-    session = ort.InferenceSession(bare_loop(onnx.load(str(path))).SerializeToString(), session_options(),
-                                   providers=["CPUExecutionProvider"])
-    layers, size = step.hidden_shape
-    feeds = [{"char": np.array([step.vocab.bos_id]), "hidden": np.zeros((layers, 1, size), np.float32),
-              "steps": np.array(min(len(name) + 1, row.max_length), np.int64)} for row, name in zip(rows, names)]
-    return session, feeds
 
 
 def format_table(result: dict) -> str:
@@ -260,32 +177,23 @@ def format_table(result: dict) -> str:
                        f"{c['floor_us']:.1f}; one step of charrnn.onnx ({c['step_nodes']} nodes) {c['step_us']:.1f}; "
                        f"charrnn_generate.onnx for one name capped at 1 character {c['graph_fixed_us']:.1f}, then "
                        f"{c['graph_per_char_us']:.1f} per further character (measured over a "
-                       f"{c['graph_iterations']}-iteration name); the step's nodes and an ArgMax chained in a "
-                       f"straight line (no Loop) {c['chain_per_char_us']:.1f} per character.")]
-    bound = result.get("loop_bound")
-    if bound:
-        most = b["onnx_step"]["p50_us"] / bound["p50_us"]
-        if most < 3:
-            verdict = "so no `Loop` decoder reaches the 3× target on this machine"
-        else:
-            verdict = (f"so 3× leaves a full decoder {b['onnx_step']['p50_us'] / 3 - bound['p50_us']:.0f} µs per name "
-                       "above this bare loop for its end test, prefix forcing, batching and Python")
-        lines += ["", (f"Lower bound for a one-graph decoder built on ONNX's `Loop` (a graph stops at a name's end "
-                       f"only through `Loop` or `If`): the step's own nodes and an ArgMax in a bare `Loop` run for "
-                       f"each name's own {bound['steps_mean']:.1f} steps (no end test, no prefix forcing, no Python "
-                       f"around the call) take {bound['p50_us']:.0f} µs per name at p50: the step loop is "
-                       f"{most:.1f}× that, {verdict}.")]
+                       f"{c['graph_iterations']}-iteration name).")]
     return "\n".join(lines)
 
 
 def format_machine(result: dict) -> str:
     from bench.common import machine_line
 
+    return f"machine: {machine_line(result['machine'])}\n" + format_setup(result)
+
+
+def format_setup(result: dict) -> str:
+    """Threads, model and workload, one line each (Markdown line breaks)."""
     model = result["model"]
-    return (f"machine: {machine_line(result['machine'])}\nthreads: {result['threads']}\n"
+    return (f"threads: {result['threads']}  \n"
             f"model: {model['cell']} {model['num_layers']}x{model['hidden_size']}, {model['vocab_size']} symbols; "
             f"{result['names_per_round']} first letters x {result['repeats']} rounds, mean greedy name "
-            f"{result['mean_name_length']:.1f} characters\n"
+            f"{result['mean_name_length']:.1f} characters  \n"
             "Figures are wall-clock on a possibly shared machine: compare ratios from one run, not runs.")
 
 
@@ -295,15 +203,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for runtime.json and runtime.md (default: ART_DIR/bench)")
+    p.add_argument("--page", default=None, help="also write the result page here (docs/results/bench-runtime.md)")
     args = p.parse_args(argv)
     result = measure(args.art_dir, repeats=args.repeats, batch=args.batch)
     text = format_machine(result) + "\n\n" + format_table(result)
     print(text)
     out = Path(args.out or Path(args.art_dir) / "bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "runtime.md").write_text("# make bench-runtime\n\n" + text.replace("\n", "  \n", 3) + "\n")
+    result["command"] = command_line("bench.runtime", argv)
+    write_text_atomic(out / "runtime.json", json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out / "runtime.md", "# make bench-runtime\n\n" + text.replace("\n", "  \n", 1) + "\n")
     print(f"\nwrote {out / 'runtime.json'} and {out / 'runtime.md'}")
+    if args.page:
+        body = format_setup(result) + "\n\n" + format_table(result)
+        write_result_page(args.page, "Greedy generation speed: `make bench-runtime`", body,
+                          machine=result["machine"], command=result["command"])
+        print(f"wrote {args.page}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@ NLL at each milestone (bench.quality.time_to_quality), written as sweep.json and
 
 The configurations vary one knob at a time around a base (batch size, learning rate and its
 schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
-last milestone is the candidate for presets/ibge.mk (GRU) and presets/ibge-rnn.mk (RNN).
+last milestone is the candidate for presets/ibge.toml (GRU) and presets/ibge-rnn.toml (RNN).
 
-Usage (the real sweep, 22 configurations x (300 s + ~10 s set-up) = ~115 min on 2 cores):
+Usage (the real sweep: every configuration trains for the last milestone's seconds):
   python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \
-      --milestones 60,180,300 --threads 2 --out-dir artifacts/bench
+      --milestones 60,180,300 --threads 2 --out-dir artifacts/bench [--page docs/results/sweep.md]
 A quick check of the code: --milestones 10,20 --threads 1 --only gru-base,rnn-base
+--render SWEEP_JSON --page PAGE writes the page of an earlier run again (after a change of layout).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from bench.common import describe, machine_info, machine_line, table
 from bench.quality import bigram_baseline, time_to_quality
+from bench.result_page import command_line, write_result_page
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import read_corpus
 from model.train import TrainConfig
@@ -72,6 +74,12 @@ def run_sweep(entries, base: TrainConfig, configs: dict[str, dict], milestones: 
 
 
 def markdown(result: dict) -> str:
+    return "\n".join(["# Time-to-quality sweep", "", f"Machine: {machine_line(result['machine'])}.",
+                      markdown_body(result)])
+
+
+def markdown_body(result: dict) -> str:
+    """The sweep's table and notes, without title and machine (the result page stamps those)."""
     milestones = result["milestones"]
     last = str(milestones[-1])
     rows = sorted(result["rows"], key=lambda r: (r["config"]["cell"], _nan_last(r["milestones"][last]["val_nll"])))
@@ -84,9 +92,6 @@ def markdown(result: dict) -> str:
              f"{r['steps']:,}", f"{r['targets_per_s']:,.0f}"] for r in rows]
     b = result["bigram"]
     return "\n".join([
-        "# Time-to-quality sweep",
-        "",
-        f"Machine: {machine_line(result['machine'])}.",
         (f"Corpus `{result['corpus']}`{' (title-cased)' if result['title_case'] else ''}; "
         f"torch threads as in the settings; one run per configuration (seed {result['seed']}), "
         "validation NLL in nats/symbol of the weights when the training clock passed each time "
@@ -115,7 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(CONFIGS)}")
     p.add_argument("--out-dir", default="artifacts/bench")
+    p.add_argument("--page", default=None, help="also write the result page here (docs/results/sweep.md)")
+    p.add_argument("--render", default=None, metavar="SWEEP_JSON",
+                   help="measure nothing: write --page from the sweep.json of an earlier run")
     args = p.parse_args(argv)
+    if args.render:
+        write_page(json.loads(Path(args.render).read_text(encoding="utf-8")), args.page)
+        return
     names = args.only.split(",") if args.only else list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -130,14 +141,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bigram baseline: {bigram['val_nll']:.4f} nats/symbol", flush=True)
     rows = run_sweep(entries, base, {n: CONFIGS[n] for n in names}, milestones,
                      log=lambda s: print(s, flush=True))
-    argv_text = " ".join(argv) if argv is not None else " ".join(__import__("sys").argv[1:])
     result = {"machine": machine, "corpus": args.corpus, "title_case": args.title_case, "threads": args.threads,
               "seed": args.seed, "milestones": milestones, "bigram": bigram, "rows": rows,
-              "command": f"python -m bench.sweep {argv_text}".strip()}
+              "command": command_line("bench.sweep", argv)}
     out = Path(args.out_dir)
     write_text_atomic(out / "sweep.json", json.dumps(result, indent=1) + "\n")
     write_text_atomic(out / "sweep.md", markdown(result) + "\n")
     print(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")
+    write_page(result, args.page)
+
+
+def write_page(result: dict, page: str | None) -> None:
+    if page:
+        write_result_page(page, "Time-to-quality sweep: `make sweep`", markdown_body(result),
+                          machine=result["machine"], command=result["command"])
+        print(f"wrote {page}")
 
 
 if __name__ == "__main__":

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from bench.result_page import command_line, write_result_page
 from core import contract
+from core.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("Maria Clara", "João Pedro", "Fábio", "Ana Júlia", "Luiz", "Antônio")
@@ -129,8 +129,7 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
     machine = machine_info()
     runs = {"python": measure_python(art, prefixes, rounds), "node": measure_node(art, prefixes, rounds),
             "chromium": measure_browser(site, prefixes, rounds)}
-    return {"machine": machine, "command": "make bench-web  (" + shlex.join([Path(sys.executable).name, "-m", "bench.web",
-                                                                               *sys.argv[1:]]) + ")",
+    return {"machine": machine, "command": command_line("bench.web"),
             "threads": THREADS, "rounds": rounds, "keystrokes": prefixes, "model": site_info,
             "versions": {"chromium": runs["chromium"]["chromium"], "node": runs["node"]["node"],
                          "onnxruntime_node": runs["node"]["onnxruntime_node"],
@@ -140,7 +139,15 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from bench.common import machine_line, table
+    from bench.common import machine_line
+
+    return "\n".join([f"machine: {machine_line(result['machine'])}", f"command: `{result['command']}`",
+                      format_body(result)])
+
+
+def format_body(result: dict) -> str:
+    """The versions, the table and how to read it (the result page stamps machine and command)."""
+    from bench.common import table
 
     def q(values, frac):
         values = sorted(values)
@@ -158,8 +165,6 @@ def format_result(result: dict) -> str:
                      f"{q(r['keystroke_ms'], 0.9):.2f} ms", f"{med / base:.1f}×"])
     v, m = result["versions"], result["model"]
     return "\n".join([
-        f"machine: {machine_line(result['machine'])}",
-        f"command: `{result['command']}`",
         (f"versions: Chromium {v['chromium']}, Node.js {v['node']}, onnxruntime-web {v['onnxruntime_web']}, "
          f"onnxruntime-node {v['onnxruntime_node']}, onnxruntime {v['onnxruntime']}"),
         f"model: fingerprint {m['fingerprint']}, vocabulary of {m['vocab_size']} symbols; threads: {result['threads']}",
@@ -185,16 +190,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--site", default=None, help="the built site (default: ART_DIR/web)")
     p.add_argument("--out-dir", default=None, help="default: ART_DIR/bench")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--page", default=None, help="also write the result page here (docs/results/bench-web.md)")
     args = p.parse_args(argv)
     art = Path(args.art_dir)
     result = measure(art, Path(args.site) if args.site else art / "web", args.rounds)
     text = format_result(result)
     print(text)
     out = Path(args.out_dir) if args.out_dir else art / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "web.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "web.md").write_text("# make bench-web\n\n" + text.replace("\n", "  \n", 5) + "\n", encoding="utf-8")
+    write_text_atomic(out / "web.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "web.md", "# make bench-web\n\n" + text.replace("\n", "  \n", 5) + "\n")
     print(f"wrote {out}/web.json and web.md")
+    if args.page:
+        write_result_page(args.page, "The page's speed: `make bench-web`", format_body(result).replace("\n", "  \n", 3),
+                          machine=result["machine"], command=result["command"])
+        print(f"wrote {args.page}")
 
 
 if __name__ == "__main__":

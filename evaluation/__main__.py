@@ -1,6 +1,10 @@
 """Write the model-quality report of a checkpoint: report.md, report.json, samples.txt, PNG figures.
 
 Usage: python -m evaluation --checkpoint artifacts/checkpoint.pt --out-dir artifacts/report
+                            [--page docs/results/eval-default.md]
+
+--page also writes the report as a result page (bench.result_page: stamped with date, machine and
+command, its figures in a folder beside it); `make eval` passes $(RESULTS_DIR)/eval-<preset>.md.
 
 The corpus, title-casing and validation fraction come from the checkpoint's train_args (the
 split it was trained on); --corpus, --title-case/--no-title-case and --val-fraction override them.
@@ -47,6 +51,19 @@ def write_report(rep: dict, out_dir: Path, *, command: str, generated: str | Non
     return path
 
 
+def write_page(rep: dict, report_dir: Path, page: Path, *, command: str) -> Path:
+    """The report of `report_dir` as a result page, its figures copied beside it."""
+    from bench.common import machine_info
+    from bench.result_page import figure_dir, write_result_page
+
+    figs = {name: report_dir / name for name in markdown.FIGURES.values() if (report_dir / name).is_file()}
+    m = rep["model"]
+    title = (f"Model quality: {m['cell'].upper()} {m['num_layers']}×{m['hidden_size']} on "
+             f"`{rep['corpus']['path']}`")
+    return write_result_page(page, title, markdown.render_body(rep, figure_dir(page)), machine=machine_info(),
+                             command=command, figures=figs)
+
+
 def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     p = argparse.ArgumentParser(description="Model-quality report of a CharRNN checkpoint.")
@@ -59,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=1000, help="names sampled at --temperature")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--page", default=None, help="also write the report as this result page (docs/results/...)")
     args = p.parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "report"
     try:
@@ -68,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     command = "python -m evaluation " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     path = write_report(rep, out_dir, command=command.strip())
+    if args.page:
+        write_page(rep, out_dir, Path(args.page), command=command.strip())
     mv, bv = rep["likelihood"]["model"]["val"], rep["likelihood"]["bigram"]["val"]
     nov = rep["samples"]["novelty"]
     mp = rep["likelihood"]["model"]["val_per_person"]

@@ -33,16 +33,20 @@ def _per_person_note(lik: dict) -> list[str]:
 
 
 def render(rep: dict, *, generated: str, command: str) -> str:
+    """report.md: a title, when and by what command, then `render_body`."""
+    return "\n".join(["# Model-quality report", "", f"Generated {generated} by `{command}`.", "", render_body(rep)])
+
+
+def render_body(rep: dict, figure_dir: str = "") -> str:
+    """The report without its title and stamp; figures linked as `figure_dir/name` (the result
+    page of docs/results/ keeps its figures in a folder of its own)."""
+    fig = {k: f"{figure_dir}/{v}" if figure_dir else v for k, v in FIGURES.items()}
     m, c, t, s = rep["model"], rep["corpus"], rep["training"], rep["samples"]
     lik, nov = rep["likelihood"], s["novelty"]
     mv, bv = lik["model"]["val"], lik["bigram"]["val"]
     gain = bv["nats_per_symbol"] - mv["nats_per_symbol"]
     title_case = ", title-cased" if c["title_case"] else ""
     out = [
-        "# Model-quality report",
-        "",
-        f"Generated {generated} by `{command}`.",
-        "",
         (f"- Checkpoint: `{rep['checkpoint']}` (fingerprint `{rep['fingerprint']}`): {m['cell'].upper()}, "
         f"hidden {m['hidden_size']}, {m['num_layers']} layer(s), {m['parameters']:,} parameters."),
         (f"- Corpus: `{c['path']}`{title_case}: {c['names']:,} distinct names, split by name hash into "
@@ -95,13 +99,13 @@ def render(rep: dict, *, generated: str, command: str) -> str:
         f"Total variation distance between samples and corpus: length {s['length_tv']:.3f}, "
         f"first letter {s['first_letter_tv']:.3f}."),
         "",
-        f"![length distribution]({FIGURES['lengths']})",
+        f"![length distribution]({fig['lengths']})",
         "",
-        f"![first-letter distribution]({FIGURES['first_letters']})",
+        f"![first-letter distribution]({fig['first_letters']})",
         "",
         "## Loss curves",
         "",
-        f"![training and validation loss]({FIGURES['loss']})" if rep["history"] else
+        f"![training and validation loss]({fig['loss']})" if rep["history"] else
         "(the checkpoint holds no training history)",
         "",
         "## Greedy names by first letter",

@@ -104,7 +104,7 @@ def model_nats_per_name(model: CharRNN, vocab: Vocab, names: Sequence[str], batc
     for start in range(0, len(names), batch_size):
         index = torch.arange(start, min(start + batch_size, len(names)))
         width = int(data.lengths[index].max())
-        logits, _ = model.forward_sequence(data.inputs[index, :width])
+        logits, _ = model(data.inputs[index, :width])
         targets = data.targets[index, :width]
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
                                                  reduction="none")
@@ -129,7 +129,7 @@ def person_nll(nats: Sequence[float], names: Sequence[str], counts: Sequence[int
 
 
 def generate(model: CharRNN, vocab: Vocab, rows) -> list[str]:
-    ids = decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    ids = decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                  hidden_shape=(model.num_layers, model.hidden_size))
     return [vocab.decode(i) for i in ids]
 

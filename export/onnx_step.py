@@ -52,7 +52,7 @@ def exported_graph(model: CharRNN) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
-            model, example, dynamo=True, opset_version=OPSET, verbose=False,
+            model.as_step(), example, dynamo=True, opset_version=OPSET, verbose=False,
             input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
             dynamic_shapes={"char": {0: batch}, "hidden": {1: batch}},
         )

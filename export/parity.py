@@ -83,7 +83,7 @@ def decoding_states(model: CharRNN, vocab: Vocab, seed: int = 0) -> tuple[torch.
     def recording_step(char: torch.Tensor, hidden: torch.Tensor):
         chars.append(char.clone())
         hiddens.append(hidden.clone())
-        return model(char, hidden)
+        return model.step(char, hidden)
 
     rows = greedy_rows(vocab) + [Row((), temperature=1.0, seed=seed + i) for i in range(SAMPLED_ROWS)]
     decode(recording_step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
@@ -139,13 +139,13 @@ def check(model: CharRNN, vocab: Vocab, run: Run, names: Names, what: str, seed:
     max_abs = max_share = 0.0
     with torch.inference_mode():
         for probe in probes(model, vocab, seed):
-            want_logits, want_hidden = (t.numpy() for t in model(probe.char, probe.hidden))
+            want_logits, want_hidden = (t.numpy() for t in model.step(probe.char, probe.hidden))
             got_logits, got_hidden = run(probe.char, probe.hidden)
             for output, want, got in (("logits", want_logits, got_logits), ("hidden_out", want_hidden, got_hidden)):
                 a, s = compare(want, got, output, probe.label, what)
                 max_abs, max_share = max(max_abs, a), max(max_share, s)
     rows = greedy_rows(vocab)
-    want_ids = decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    want_ids = decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                       hidden_shape=(model.num_layers, model.hidden_size))
     got_ids = names(rows)
     for row, want, got in zip(rows, want_ids, got_ids, strict=True):

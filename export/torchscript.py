@@ -21,7 +21,7 @@ def _script(model: CharRNN) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         # torch 2.13 deprecates TorchScript; it is still the format TorchServe and C++ load
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.script(model)
+        return torch.jit.script(model.as_step())  # the file's forward is the single step
 
 
 def export_torchscript(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:

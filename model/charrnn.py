@@ -1,8 +1,9 @@
 """CharRNN: one-hot characters -> nn.RNN (tanh) or nn.GRU -> linear logits.
 
-The same module runs a whole padded batch of names (training) and a single step
-`(char [batch], hidden [layers, batch, hidden]) -> (logits [batch, vocab], hidden_out)`
-(generation and every export).
+`forward(chars [batch, time], hidden=None) -> (logits, hidden)` runs whole padded sequences
+(training, evaluation), as nn.RNN does; `step(char [batch], hidden) -> (logits [batch, vocab],
+hidden_out)` is one exact step on the same weights (generation and every export, through
+`as_step()`, whose forward is the step).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CELLS = ("rnn", "gru")
+from model.config import CELLS
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,26 @@ class CharRNN(nn.Module):
     def init_hidden(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
 
-    def forward_sequence(self, chars: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """chars int64 [batch, time] -> logits [batch, time, vocab], hidden [layers, batch, hidden]."""
+    def forward(self, chars: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """chars int64 [batch, time] -> (logits [batch, time, vocab], hidden [layers, batch, hidden]):
+        nn.RNN's contract, the whole sequence through nn.RNN / nn.GRU (training, evaluation)."""
+        if chars.dim() != 2:
+            raise ValueError(f"CharRNN.forward takes chars [batch, time], got shape {tuple(chars.shape)}; "
+                             f"one step of chars [batch] is CharRNN.step(char, hidden)")
         x = F.one_hot(chars, self.vocab_size).to(self.head.weight.dtype)
         out, hidden = self.rnn(x, hidden)
         return self.head(out), hidden
 
-    def forward(self, char: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step: char int64 [batch], hidden [layers, batch, hidden].
+    def step(self, char: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step: char int64 [batch], hidden [layers, batch, hidden] ->
+        (logits [batch, vocab], hidden_out [layers, batch, hidden]); what every export holds.
 
-        The same weights and arithmetic as `forward_sequence`, written out for a single step:
-        nn.RNN's sequence machinery costs several times the arithmetic of one step. The one-hot
-        input times W_ih is exactly column `char` of W_ih, so it is looked up, not multiplied.
+        The same weights and arithmetic as `forward`, written out for a single step: nn.RNN's
+        sequence machinery costs several times the arithmetic of one step, and the exported graph
+        stays plain matrix products. The one-hot input times W_ih is exactly column `char` of W_ih,
+        so it is looked up, not multiplied.
         """
-        weights = self.rnn._flat_weights  # per layer: w_ih, w_hh, b_ih, b_hh
+        weights = self.cell_weights()
         layers: list[torch.Tensor] = []
         x = hidden[0]  # replaced below; layer 0 reads `char`
         for layer in range(self.num_layers):
@@ -97,3 +104,29 @@ class CharRNN(nn.Module):
                 x = torch.tanh(torch.addmm(gi + b_hh, h, w_hh.t()))
             layers.append(x)
         return self.head(x), torch.stack(layers)
+
+    def cell_weights(self) -> list[torch.Tensor]:
+        """w_ih, w_hh, b_ih, b_hh of layer 0, then of layer 1, ...: the public parameters
+        `rnn.weight_ih_l{k}` etc., as the list nn.RNN hands its own kernels.
+
+        The one place that reads a private attribute (`_flat_weights`): TorchScript cannot look
+        parameters up by a computed name (getattr(rnn, f"weight_ih_l{k}")), and this list is what
+        nn.RNN keeps for exactly that. tests/test_model.py checks it is the public parameters, in
+        this order, for every cell and layer count, so a torch release that changes it fails there.
+        """
+        return self.rnn._flat_weights
+
+    def as_step(self) -> CharRNNStep:
+        """This model with `forward` = `step`, on the same parameters: what the exporters script
+        and trace (the TorchScript and ONNX files' forward is the single step)."""
+        step = CharRNNStep(self.config)
+        step.rnn, step.head = self.rnn, self.head  # shared, not copied
+        return step.train(self.training)
+
+
+class CharRNNStep(CharRNN):
+    """A CharRNN whose forward is the single step. A subclass, not a wrapper holding the model, so
+    the exported files keep the parameter names (`rnn.*`, `head.*`) and nothing but the step."""
+
+    def forward(self, char: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return self.step(char, hidden)

@@ -29,7 +29,7 @@ class TorchGenerator:
         from model.checkpoint import load_checkpoint
 
         model, vocab, _ = load_checkpoint(path, device)
-        return cls(model, vocab, (model.num_layers, model.hidden_size), device)
+        return cls(model.step, vocab, (model.num_layers, model.hidden_size), device)
 
     @classmethod
     def from_torchscript(cls, path, device: str = "cpu") -> TorchGenerator:

@@ -190,13 +190,13 @@ def load_step(model: str, device: str):
         from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(model, device)
-        hidden_shape = (meta["num_layers"], meta["hidden_size"])
+        step, hidden_shape = module, (meta["num_layers"], meta["hidden_size"])
     else:
         from model.checkpoint import load_checkpoint
 
         module, vocab, _ = load_checkpoint(model, device)
-        hidden_shape = (module.num_layers, module.hidden_size)
-    return TableStep.of(module) or module, vocab, hidden_shape
+        step, hidden_shape = module.step, (module.num_layers, module.hidden_size)
+    return TableStep.of(module) or step, vocab, hidden_shape
 
 
 def main(argv: list[str] | None = None) -> int:

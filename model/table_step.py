@@ -1,11 +1,11 @@
 """The tanh RNN's decoding step with fewer operators, for bulk decoding (model.names).
 
-`CharRNN.forward` (and its TorchScript export) looks up layer 0's input projection as column
-`char` of W_ih, then adds b_ih and b_hh per row. Those are per-symbol constants, so `TableStep`
-adds them once into a [V, H] table, `((W_ih^T + b_ih) + b_hh)`: the same float additions in the
-same order, hence the same values, then runs the same matrix products and tanh. A step of this
-small model is a handful of operators, and these three (and the strided lookup) are a large
-share of it. Its outputs equal the module's bit for bit (tests/test_table_step.py feeds both the
+`CharRNN.step` (and its TorchScript export, `as_step`) looks up layer 0's input projection as
+column `char` of W_ih, then adds b_ih and b_hh per row. Those are per-symbol constants, so
+`TableStep` adds them once into a [V, H] table, `((W_ih^T + b_ih) + b_hh)`: the same float
+additions in the same order, hence the same values, then runs the same matrix products and
+tanh. A step of this small model is a handful of operators, and these three (and the strided
+lookup) are a large share of it. Its outputs equal the module's bit for bit (tests/test_table_step.py feeds both the
 same inputs for every model variant); a GRU, or a module not laid out like CharRNN, keeps its
 own step (`TableStep.of` returns None).
 """
@@ -16,7 +16,7 @@ import torch
 
 
 class TableStep:
-    """`(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`, as the module's forward."""
+    """`(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`, as the module's step."""
 
     def __init__(self, layers: list[tuple[torch.Tensor, ...]], head_weight: torch.Tensor, head_bias: torch.Tensor):
         self.layers, self.head_weight_t, self.head_bias = layers, head_weight.t(), head_bias
@@ -34,7 +34,7 @@ class TableStep:
             if not all(n in params for n in names):
                 return None
             w_ih, w_hh, b_ih, b_hh = (params[n].detach() for n in names)
-            if layer == 0:  # the lookup, as forward: (W_ih^T[char] + b_ih) + b_hh, for every char at once
+            if layer == 0:  # the lookup, as step(): (W_ih^T[char] + b_ih) + b_hh, for every char at once
                 layers.append((((w_ih.t() + b_ih) + b_hh).contiguous(), w_hh.t()))
             else:
                 layers.append((w_ih.t(), b_ih, b_hh, w_hh.t()))

@@ -3,7 +3,8 @@
 Each name is one padded row: input  <s> c1 .. cn, target c1 .. cn <s>; every position is
 teacher-forced and the cross-entropy is masked to the real positions (end token included).
 
-Usage: python -m model.train --corpus artifacts/corpus.txt --out artifacts/checkpoint.pt
+Usage: python -m model.train [--preset NAME] [--corpus FILE] [options] [--out FILE]
+Defaults: model/config.py (TrainConfig); `--help` shows them, or a preset's with `--preset NAME --help`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,48 +26,26 @@ from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from core.vocab import Vocab
 from data.corpus import Entry, read_corpus, split
-from model.charrnn import CELLS, CharRNN, ModelConfig
+from model.charrnn import CharRNN, ModelConfig
 from model.checkpoint import save_checkpoint
+from model.config import (
+    CELLS,
+    COUNT_WEIGHTINGS,
+    FIELD_TYPES,
+    LR_SCHEDULES,
+    PRESET_DIR,
+    PresetError,
+    TrainConfig,
+    artifact_dir,
+    load_preset,
+)
 from model.progress import TrainingProgress
 
 IGNORE = -100
+# the exponent of a name's count in its sampling weight ("log": log1p of the count instead)
 COUNT_WEIGHTING = {"none": 0.0, "log": None, "sqrt": 0.5, "linear": 1.0}
-LR_SCHEDULES = ("exp", "cosine")
+assert tuple(COUNT_WEIGHTING) == COUNT_WEIGHTINGS
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
-
-
-@dataclass
-class TrainConfig:
-    hidden_size: int = 128
-    num_layers: int = 1
-    cell: str = "rnn"
-    dropout: float = 0.0
-    epochs: int = 200
-    # 64 / 5e-3: the same validation NLL as 32 / 3e-3 on the default corpus (mean of 5 seeds 1.888 vs
-    # 1.886 nats/symbol) in ~35% less time: a step of 64 names costs little more than one of 32
-    batch_size: int = 64
-    lr: float = 5e-3
-    lr_decay: float = 1.0  # multiplied into the learning rate after every epoch ("exp" schedule)
-    # "exp": lr * lr_decay**epoch. "cosine": from lr down to COSINE_FLOOR * lr over the
-    # max_seconds budget (wall clock), or over all epochs when there is no budget; lr_decay unused.
-    lr_schedule: str = "exp"
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    patience: int = 20  # epochs without validation improvement before stopping; 0 = never
-    val_fraction: float = 0.1
-    count_weighting: str = "none"  # how corpus counts weight the sampling of names
-    seed: int = 0
-    max_seconds: float = 0.0  # wall-clock budget for the training loop; 0 = none
-    samples_per_epoch: int = 0  # names drawn per epoch; 0 = the training-set size
-    # Batches are cut from pools of this many batches' names sorted by length (0 or 1: no
-    # sorting), then shuffled: a batch pads to its longest name, and the recurrence runs once
-    # per padded position, so similar lengths per batch cut the steps (default corpus, batch 32:
-    # mean padded width 14.8 -> 9.0, with names of 8.1 symbols on average).
-    length_pool: int = 32
-    device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    title_case: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -121,7 +100,7 @@ def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch
     width = int(data.lengths[index].max())
     inputs = data.inputs[index, :width].to(device)
     targets = data.targets[index, :width].to(device)
-    logits, _ = model.forward_sequence(inputs)
+    logits, _ = model(inputs)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
     return loss, int(data.lengths[index].sum())
 
@@ -155,10 +134,6 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
     (symbols in that batch), "seconds" (wall clock since training started, the max_seconds
     clock)}: e.g. for throughput or for snapshots at fixed times.
     """
-    if cfg.cell not in CELLS:
-        raise ValueError(f"cell must be one of {CELLS}, got {cfg.cell!r}")
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -287,50 +262,84 @@ def plot_loss(path: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(description="Train a CharRNN on a name corpus.")
-    p.add_argument("--corpus", required=True, help="corpus file: one name per line, optionally name<TAB>count")
-    p.add_argument("--out", default=contract.default_path(contract.CHECKPOINT), help="checkpoint to write (atomically)")
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default (TrainConfig's or the preset's), except where it is None."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def build_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
+    """The command line; every option's default is `defaults`' value (TrainConfig's own, or a
+    preset's), never a number of its own."""
+    d = defaults or TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m model.train", description="Train a CharRNN on a name corpus.",
+                                formatter_class=_ShowDefaults)
+    p.add_argument("--preset", default=None,
+                   help="presets/NAME.toml: its values replace the defaults shown here; options given here still win")
+    p.add_argument("--preset-dir", default=str(PRESET_DIR), help="where --preset looks")
+    p.add_argument("--corpus", default=d.corpus, help="corpus file: one name per line, optionally name<TAB>count")
+    p.add_argument("--out", default=None,
+                   help=f"checkpoint to write (atomically); default {artifact_dir(None)}/{contract.CHECKPOINT}, "
+                        f"or {artifact_dir('NAME')}/{contract.CHECKPOINT} with --preset NAME")
     p.add_argument("--history-dir", default=None, help="where history.csv/json and loss.png go (default: beside --out)")
-    p.add_argument("--title-case", action="store_true", help="title-case names (e.g. for the uppercase IBGE list)")
-    p.add_argument("--hidden", type=int, default=d.hidden_size, dest="hidden_size")
-    p.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers")
-    p.add_argument("--cell", choices=CELLS, default=d.cell)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=d.title_case,
+                   help="title-case names (e.g. for the upper-case IBGE list)")
+    p.add_argument("--hidden", type=int, default=d.hidden_size, dest="hidden_size", help="hidden units per layer")
+    p.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers", help="recurrent layers")
+    p.add_argument("--cell", choices=CELLS, default=d.cell, help="tanh RNN or GRU")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="between layers (2+ layers)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="at most this many epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="names per optimiser step")
     p.add_argument("--length-pool", type=int, default=d.length_pool,
                    help="batches per pool of names sorted by length (0: no sorting)")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
     p.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-epoch factor of the exp schedule")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
-                   help="exp: per-epoch decay by --lr-decay (default); cosine: down to 1%% of --lr over "
+                   help="exp: per-epoch decay by --lr-decay; cosine: down to 1%% of --lr over "
                         "--max-seconds (or over --epochs without a budget)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--clip", type=float, default=d.clip)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--count-weighting", choices=sorted(COUNT_WEIGHTING), default=d.count_weighting)
-    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds)
-    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam's weight decay")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clipping; 0 = none")
+    p.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement; 0 = never stop")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of names held out for validation")
+    p.add_argument("--count-weighting", choices=COUNT_WEIGHTINGS, default=d.count_weighting,
+                   help="sample names by this function of their corpus count")
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, help="0 = the training-set size")
+    p.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run without a time budget reproducible")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="wall-clock budget; 0 = none")
+    p.add_argument("--device", default=d.device, help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads; 0 = torch's default")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """(the configuration, the parsed options): TrainConfig's defaults, then the --preset's
+    values, then the options given."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", default=None)
+    first.add_argument("--preset-dir", default=str(PRESET_DIR))
+    known, _ = first.parse_known_args(argv)
+    try:
+        defaults = load_preset(known.preset, Path(known.preset_dir)).config if known.preset else TrainConfig()
+    except PresetError as exc:
+        build_parser().error(str(exc))
+    args = build_parser(defaults).parse_args(argv)
+    try:
+        cfg = replace(defaults, **{k: v for k, v in vars(args).items() if k in FIELD_TYPES})
+    except ValueError as exc:
+        build_parser().error(str(exc))
+    return cfg, args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    cfg, args = parse_args(argv)
     exit_on_sigterm()
-    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    cfg = TrainConfig(**options)
-    entries = read_corpus(args.corpus, title_case=args.title_case)
+    entries = read_corpus(cfg.corpus, title_case=cfg.title_case)
     model, vocab, metrics, history = train(entries, cfg, progress=not args.no_progress)
-    out = Path(args.out)
-    train_args = {**asdict(cfg), "corpus": str(args.corpus)}
-    save_checkpoint(out, model, vocab, metrics=metrics, history=history, train_args=train_args)
+    out = Path(args.out or f"{artifact_dir(args.preset)}/{contract.CHECKPOINT}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model, vocab, metrics=metrics, history=history, train_args=asdict(cfg))
     write_history(Path(args.history_dir) if args.history_dir else out.parent, history)
     print(f"best validation loss {metrics['best_val_loss']:.4f} nats/symbol at epoch {metrics['best_epoch']} "
           f"({metrics['epochs_run']} epochs, {metrics['seconds']:.1f}s, stopped by {metrics['stopped_by']}); wrote {out}")

@@ -56,7 +56,7 @@ def stand_in_artifacts(out_dir: Path) -> tuple[Path, Path]:
                                                   num_layers=model.num_layers, fingerprint="random-init"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.script(model)
+        scripted = torch.jit.script(model.as_step())
     ts, vj = out_dir / contract.TORCHSCRIPT, out_dir / contract.VOCAB
     save_torchscript(scripted, text, ts)  # with its content checksum, as the loader requires
     vj.write_text(text, encoding="utf-8")

@@ -48,6 +48,8 @@ import requests
 import torch
 import yaml
 
+from bench.common import machine_info
+from bench.result_page import command_line, write_result_page
 from core import contract
 from serve.client import Client, ClientError, SessionLost
 from serve.engine import Engine, GenerateRequest
@@ -503,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn", type=int, default=400, help="sessions in the churn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--page", default=None, help="also write the summary as this result page (docs/results/soak.md)")
     args = p.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -514,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     for needed in (art / contract.TORCHSCRIPT, art / contract.VOCAB, *(store / a for a in contract.ARCHIVES)):
         if not needed.is_file():
             raise SystemExit(f"error: {needed} not found: run `make soak` (it builds them)")
+    measured_on = machine_info()  # the result page's stamp: date, load and torch's threads at the start
     torch.set_num_threads(1)  # as in the workers: the in-process reference answers match exactly
     engine = Engine.from_artifacts(art / contract.TORCHSCRIPT, art / contract.VOCAB)
     table = Table()
@@ -554,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         write_summary(table, out, header, sections, args)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n## make soak: {header}\n\n{table.markdown()}\n")
+    if args.page:  # a run that got this far (a harness error did not) replaces the result page
+        write_result_page(args.page, "Reliability: `make soak`", f"Model {engine.fingerprint}.\n\n{table.markdown()}",
+                          machine=measured_on, command=command_line("soak", argv))
     if table.failed:
         print(f"FAILED: {len(table.failed)} figure(s) missed their target (details: {out}/summary.json)")
         return 1

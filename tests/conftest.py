@@ -34,7 +34,7 @@ class Artifacts:
 
 def tiny_config(**overrides) -> TrainConfig:
     base = {"hidden_size": 24, "num_layers": 1, "cell": "rnn", "epochs": 25, "batch_size": 8, "lr": 0.01,
-                "patience": 0, "val_fraction": 0.15, "seed": 0, "threads": 1}
+                "lr_decay": 1.0, "patience": 0, "val_fraction": 0.15, "seed": 0, "max_seconds": 0.0, "threads": 1}
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -121,7 +121,7 @@ def decode_loaded(loaded, rows, **kw):
     from model.decode import decode
 
     model, vocab = loaded
-    return decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    return decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                   hidden_shape=(model.num_layers, model.hidden_size), **kw)
 
 
@@ -130,5 +130,5 @@ def reference_loaded(loaded, rows, **kw):
     from tests.reference_decode import reference_decode
 
     model, vocab = loaded
-    return reference_decode(model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    return reference_decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                             hidden_shape=(model.num_layers, model.hidden_size), **kw)

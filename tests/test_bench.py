@@ -3,16 +3,16 @@ section selection. Tiny corpora and sub-second budgets: these check the code, no
 
 import json
 import math
-import re
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
 from bench import quality, sweep, training
 from bench.__main__ import main as bench_main
 from bench.common import fmt, summary
-from bench.presets import KNOBS, PresetError, load_preset
+from bench.result_page import MARKER
 from core.vocab import Vocab
 from data.corpus import Entry, split
 from model.charrnn import CharRNN, ModelConfig
@@ -28,38 +28,6 @@ def test_summary_is_median_min_max():
     assert fmt(summary([1000.0, 2000.0, 1500.0])) == "1,500 (1,000–2,000, n=3)"
     with pytest.raises(ValueError):
         summary([])
-
-
-@pytest.mark.parametrize("name", ["ibge", "ibge-variety", "ibge-rnn"])
-def test_shipped_presets_set_every_knob_that_the_makefile_has(name):
-    preset = load_preset(name)
-    assert preset.corpus.endswith("ibge_names_train.tsv") and preset.title_case
-    assert preset.config.cell == ("rnn" if name == "ibge-rnn" else "gru") and preset.config.max_seconds == 300
-    assert preset.art == f"artifacts/{name}"  # each its own folder: no preset overwrites another's model
-    # ibge-variety is ibge but for what it sets before `include presets/ibge.mk` (make's ?=)
-    assert preset.config.count_weighting == {"ibge": "sqrt"}.get(name, "none")
-    makefile = (ROOT / "Makefile").read_text()
-    for var in KNOBS:  # every preset knob is a make knob that reaches model.train
-        assert re.search(rf"^{var}\s+\?=", makefile, re.MULTILINE), var
-    assert "include presets/$(PRESET).mk" in makefile
-
-
-def test_preset_files_are_checked(tmp_path):
-    good = (ROOT / "presets" / "ibge.mk").read_text()
-    hidden_line = next(line for line in good.splitlines() if line.startswith("HIDDEN"))
-    (tmp_path / "a.mk").write_text(good.replace(hidden_line, "HIDDEN ?= $(X)"))
-    (tmp_path / "b.mk").write_text(good + "BOGUS ?= 1\n")
-    (tmp_path / "c.mk").write_text(good.replace("LR_SCHEDULE", "# LR_SCHEDULE"))
-    (tmp_path / "base.mk").write_text(good)
-    (tmp_path / "over.mk").write_text("HIDDEN ?= 7\ninclude presets/base.mk\nHIDDEN ?= 9\n")
-    assert load_preset("over", tmp_path).config.hidden_size == 7  # the first value wins, as in make
-    assert load_preset("over", tmp_path).config.cell == load_preset("base", tmp_path).config.cell
-    (tmp_path / "d.mk").write_text("include presets/gone.mk\n")
-    (tmp_path / "e.mk").write_text("include presets/e.mk\n")
-    for stem, message in (("a", "plain value"), ("b", "unknown variable BOGUS"), ("c", "must set LR_SCHEDULE"),
-                          ("zzz", "no preset"), ("d", "gone.mk, which does not exist"), ("e", "includes itself")):
-        with pytest.raises(PresetError, match=message):
-            load_preset(stem, tmp_path)
 
 
 def test_notebook_loop_computes_the_training_loss_of_one_name():
@@ -124,24 +92,27 @@ def test_sweep_runs_configurations_and_marks_the_best(tmp_path):
 
     with mock.patch.dict(sweep.CONFIGS, configs, clear=True):
         sweep.main(["--corpus", str(corpus), "--no-title-case", "--val-fraction", "0.15", "--milestones", "0.2,0.4",
-                    "--threads", "1", "--out-dir", str(tmp_path / "out")])
+                    "--threads", "1", "--out-dir", str(tmp_path / "out"), "--page", str(tmp_path / "sweep.md")])
         with pytest.raises(SystemExit, match="unknown configuration"):
             sweep.main(["--only", "nope"])
     result = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["name"] for r in result["rows"]] == ["a", "b"]
     md = (tmp_path / "out" / "sweep.md").read_text()
     assert "val NLL @ 0.4 s" in md and md.count("**") == 2 and "Bigram baseline" in md
+    page = (tmp_path / "sweep.md").read_text()
+    assert page.startswith(MARKER) and sweep.markdown_body(result) in page and f"`{result['command']}`" in page
+    (tmp_path / "sweep.md").unlink()
+    sweep.main(["--render", str(tmp_path / "out" / "sweep.json"), "--page", str(tmp_path / "sweep.md")])
+    assert (tmp_path / "sweep.md").read_text() == page  # the same page again from the run's sweep.json
 
 
 def test_sections_run_alone_and_keep_the_others(tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("".join(f"{n}\n" for n in NAMES))
-    preset = (ROOT / "presets" / "ibge.mk").read_text()
-    preset = re.sub(r"CORPUS\s+\?= \S+", f"CORPUS ?= {corpus}", preset)
-    preset = re.sub(r"HIDDEN\s+\?= \d+", "HIDDEN ?= 8", preset).replace("TITLE_CASE      ?= 1", "TITLE_CASE ?= 0")
-    (tmp_path / "tiny.mk").write_text(preset)
-    out = tmp_path / "bench"
-    common = ["--out-dir", str(out), "--threads", "1", "--repeats", "1"]
+    (tmp_path / "tiny.toml").write_text(f'include = "ibge"\ncorpus = "{corpus}"\nhidden_size = 8\ntitle_case = false\n')
+    (tmp_path / "ibge.toml").write_text((ROOT / "presets" / "ibge.toml").read_text())
+    out, pages = tmp_path / "bench", tmp_path / "results"
+    common = ["--out-dir", str(out), "--threads", "1", "--repeats", "1", "--results-dir", str(pages)]
     assert bench_main(["--sections", "training", *common, "--train-corpus", str(corpus), "--train-seconds", "0.2",
                        "--train-batches", "8", "--train-hidden", "8"]) == 0
     assert bench_main(["--sections", "quality,serving", *common, "--presets", "tiny", "--preset-dir",
@@ -155,9 +126,43 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
     md = (out / "bench.md").read_text()
     assert md.index("## Training throughput") < md.index("## Time to quality") < md.index("## Serving")
     assert "`PRESET=tiny`" in md and "**skipped**" in md and "Measured " in md
-    (tmp_path / "gone.mk").write_text(preset.replace(str(corpus), str(tmp_path / "gone.txt")))
+    # one stamped result page per section that ran to the end; a skipped section writes none
+    assert sorted(p.name for p in pages.glob("*.md")) == ["bench-quality.md", "bench-training.md"]
+    page = (pages / "bench-quality.md").read_text()
+    assert page.startswith(MARKER) and sections["quality"]["markdown"] in page
+    assert f"Command: `{sections['quality']['command']}`" in page and "--presets tiny" in page
+    (tmp_path / "gone.toml").write_text(f'include = "tiny"\ncorpus = "{tmp_path / "gone.txt"}"\n')
     assert bench_main(["--sections", "quality", *common, "--presets", "gone", "--preset-dir", str(tmp_path)]) == 0
     sections = json.loads((out / "bench.json").read_text())["sections"]
     assert sections["quality"]["status"] == "skipped" and "gone.txt" in sections["quality"]["error"]
+    assert (pages / "bench-quality.md").read_text() == page  # the last good page stays
     with pytest.raises(SystemExit, match="unknown section"):
         bench_main(["--sections", "trainig", *common])
+
+
+def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts, tmp_path):
+    """bench/runtime.py (`make bench-runtime`): every backend timed, ratios to eager, the names
+    checked to agree, the ONNX Runtime cost probes filled in, and the result page stamped with
+    the figures of runtime.json."""
+    from bench import runtime
+    from bench.result_page import MARKER
+
+    page = tmp_path / "results" / "bench-runtime.md"
+    runtime.main(["--art-dir", str(tiny_artifacts.dir), "--repeats", "1", "--batch", "8",
+                  "--out", str(tmp_path / "bench"), "--page", str(page)])
+    result = json.loads((tmp_path / "bench" / "runtime.json").read_text())
+    assert result["names_agree"] is True
+    for name in runtime.BACKENDS:
+        r = result["backends"][name]
+        assert r["p50_us"] > 0 and r["p99_us"] >= r["p50_us"] and r["names_per_s"] > 0
+    assert result["backends"]["eager"]["p50_speedup"] == 1.0
+    costs = result["ort_costs"]
+    assert costs["floor_us"] > 0 and costs["step_us"] > 0 and costs["graph_fixed_us"] > 0
+    assert costs["graph_iterations"] >= 2
+    assert costs["step_nodes"] == len(onnx.load(str(tiny_artifacts.onnx)).graph.node)
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith(MARKER) and runtime.format_table(result) in text
+    assert f"Command: `python -m bench.runtime --art-dir {tiny_artifacts.dir}" in text
+    graph = result["backends"]["onnx_graph"]
+    assert f"| ONNX one-graph loop | {graph['p50_us']:.0f} | {graph['p99_us']:.0f} |" in text
+    assert "Targets:" in text and "session.run floor" in text

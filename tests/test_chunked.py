@@ -27,7 +27,7 @@ def chunked(loaded, captured: bool = False, **kw) -> ChunkedDecoder:
     model, vocab = loaded
     if captured:
         kw.update(capture=True, graphs=ReplayingGraphs())
-    return ChunkedDecoder(model, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    return ChunkedDecoder(model.step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                           hidden_shape=(model.num_layers, model.hidden_size), **kw)
 
 
@@ -98,7 +98,7 @@ def test_continuing_from_a_start_state_and_recording_equal_decode_with_a_recorde
                   name_length=torch.tensor([0, 1, 2, 0, 4]))
     rows = [Row(tuple(vocab.encode(fed)), len(fed) + cap) for fed, cap in
             [("", 10), ("a", 4), ("ri", 12), ("", 1), ("nd", 30)]]
-    recorder = _Recorder(model)
+    recorder = _Recorder(model.step)
     want = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, model.hidden_size), start=start)
     decoder = chunked(loaded, buckets=(8,), chunk=3)
     out = decoder.run(RowBatch.from_rows(rows, start.name_length.tolist()), start=start, record=True)
@@ -231,7 +231,7 @@ def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
     start = Start(token=torch.tensor(vocab.encode("MJ")), hidden=torch.zeros(1, 2, model.hidden_size),
                   name_length=torch.tensor([1, 0]))
     fed = [Row(tuple(vocab.encode("ar")), 12), Row((), 6)]
-    recorder = _Recorder(model)
+    recorder = _Recorder(model.step)
     want = decode(recorder, fed, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, model.hidden_size),
                   start=start)
     out = decoder.run(RowBatch.from_rows(fed, [1, 0]), start=start, record=True)
@@ -245,6 +245,6 @@ def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):
     """2-layer RNN and GRU steps too (their hidden state has more than one layer)."""
     model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
     rows = mixed_rows(vocab, n=40, seed=9)
-    decoder = ChunkedDecoder(model, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    decoder = ChunkedDecoder(model.step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                              hidden_shape=(model.num_layers, model.hidden_size), buckets=(8, 64), chunk=3)
     assert decoder.decode(rows) == reference((model, vocab), rows)

@@ -31,7 +31,7 @@ def test_the_stop_rule_is_the_first_end_token(loaded):
     model, vocab = loaded
     token, hidden, manual = torch.tensor([vocab.bos_id]), model.init_hidden(1), []
     for t in range(30):
-        logits, hidden = model(token, hidden)
+        logits, hidden = model.step(token, hidden)
         if t == 0:
             logits[0, vocab.eos_id] = float("-inf")
         token = logits.argmax(1)
@@ -113,7 +113,7 @@ def test_continuing_from_a_start_state_equals_decoding_the_whole_prefix(loaded):
     with torch.inference_mode():
         hidden = model.init_hidden(1)
         for ch in [vocab.bos_id, prefix[0]]:
-            _, hidden = model(torch.tensor([ch]), hidden)
+            _, hidden = model.step(torch.tensor([ch]), hidden)
     start = Start(token=torch.tensor([prefix[1]]), hidden=hidden, name_length=torch.tensor([2]))
     (rest,) = run(loaded, [Row((), max_length=18)], start=start)
     assert prefix + rest == whole

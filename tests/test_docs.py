@@ -1,22 +1,37 @@
 """The docs stay usable: a short README that opens with the set-up commands, links that lead
-somewhere, and commands that exist (make targets of the Makefile, `python -m` modules of the repo).
+somewhere, commands that exist (make targets of the Makefile, `python -m` modules of the repo) and
+run as written, and figures that come from the result pages the measuring commands write.
 
-Checks README.md and the pages directly in docs/ (docs/results/ holds pages written by commands).
+Checks README.md and the pages directly in docs/; docs/results/ holds the pages that commands
+write (bench.result_page), checked for their stamp and links, and that docs/results.md lists them.
+
+Fenced commands (test_fenced_command_runs_as_written): `make ...` runs as `make -n` (a dry run:
+the target, the preset and the recipe must resolve; a real run trains or measures for minutes);
+`python -m tools.generate` / `export.runtime`, the Python programs and `node ...` run for real in a
+copy of the repository whose artifacts/ is the tests' tiny model; what needs a running server
+(curl, serve.client, tools.generate --backend server) or trains for minutes (bench.sweep, covered by tests/test_bench.py) is skipped
+with that reason, and a command of a kind not classified here fails the test.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench.result_page import MARKER
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+RESULTS = ROOT / "docs" / "results"
+RESULT_PAGES = sorted(RESULTS.glob("*.md"))
 README_MAX_LINES = 250
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -140,14 +155,14 @@ def test_readme_opens_with_the_two_set_up_commands():
 # ---------------------------------------------------------------- links
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", PAGES + RESULT_PAGES, ids=page_id)
 def test_relative_links_point_to_existing_files(page):
     missing = [str(target.relative_to(ROOT)) if target.is_relative_to(ROOT) else str(target)
                for target, _ in relative_links(page) if not target.exists()]
     assert not missing, f"{page_id(page)} links to files that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", PAGES + RESULT_PAGES, ids=page_id)
 def test_anchors_of_links_into_markdown_pages_exist(page):
     broken = [f"{target.name}#{anchor}" for target, anchor in relative_links(page)
               if anchor and target.suffix == ".md" and target.exists() and anchor not in anchors(target)]
@@ -200,3 +215,195 @@ def test_the_command_extractors_read_what_a_shell_would_run():
     assert "CORPUS" not in makefile_targets() and "comma" not in makefile_targets()
     assert github_anchor("Embed the model without PyTorch (Python, Node.js)") == \
         "embed-the-model-without-pytorch-python-nodejs"
+
+
+# ---------------------------------------------------------------- result pages and figures
+
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# a measured figure: a number with the unit of a timing, a rate, a ratio or a likelihood
+MEASURED = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:µs|ms\b|req/s|names/s|symbols/s|×|nats)")
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end != -1 else len(text)]
+
+
+def test_every_result_page_was_written_by_a_command_and_is_listed():
+    assert RESULT_PAGES, "docs/results/ holds no result page"
+    index = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    for page in RESULT_PAGES:
+        text = page.read_text(encoding="utf-8")
+        assert text.startswith(MARKER + "\n# "), (
+            f"{page_id(page)} does not start with bench.result_page's stamp: result pages are written by "
+            "the command that measures them, not by hand")
+        assert re.search(r"^Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC: \d+ cores", text, re.MULTILINE), page_id(page)
+        assert re.search(r"^Command: `python -m [\w.]+ ", text, re.MULTILINE), page_id(page)
+        assert f"(results/{page.name})" in index, f"docs/results.md does not link {page_id(page)}"
+
+
+def test_results_index_and_readme_prose_hold_no_hand_copied_figure():
+    """Figures live on the generated pages; README's headline table is checked against them below."""
+    index = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert not MEASURED.findall(FENCE.sub("", index)), "docs/results.md holds measured figures"
+    readme = README.read_text(encoding="utf-8")
+    results = section(readme, "Results")
+    prose = "\n".join(line for line in results.splitlines() if not line.startswith("|"))
+    assert not MEASURED.findall(prose), "README.md's Results prose holds measured figures"
+
+
+def headline_rows() -> list[tuple[str, list[Path]]]:
+    """(figure cell, result pages it links) of each row of README's Results table."""
+    rows = []
+    for line in section(README.read_text(encoding="utf-8"), "Results").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 3 or set(cells[0]) <= {"-", ":"} or cells[1] == "figure":
+            continue
+        pages = [(README.parent / t).resolve() for t in LINK.findall(line) if t.startswith("docs/results/")]
+        rows.append((cells[1], pages))
+    return rows
+
+
+def test_readme_headline_figures_appear_on_the_result_pages_they_link():
+    rows = headline_rows()
+    assert len(rows) >= 3, "README.md's Results section has no headline table"
+    for figure, pages in rows:
+        assert pages, f"README.md headline {figure!r} links no page of docs/results/"
+        text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+        numbers = NUMBER.findall(figure)
+        assert numbers, f"README.md headline {figure!r} has no figure"
+        for n in numbers:
+            assert re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d,]|\.\d)", text), (
+                f"README.md's headline figure {n} ({figure!r}) is not on {[page_id(p) for p in pages]}: "
+                "copy it from the page its command wrote")
+
+
+MEASURING_TARGETS = {  # make target (and variables) -> the page it writes under RESULTS_DIR
+    "eval": "eval-default.md", "eval PRESET=ibge": "eval-ibge.md", "bench-runtime": "bench-runtime.md",
+    "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md"}
+
+
+def make_dry_run(*args: str) -> str:
+    out = subprocess.run(["make", "-n", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("target", MEASURING_TARGETS)
+def test_measuring_targets_write_their_page_under_results_dir(target, tmp_path):
+    page = MEASURING_TARGETS[target]
+    for args, where in (([], "docs/results"), ([f"RESULTS_DIR={tmp_path}"], str(tmp_path))):
+        assert f"--page {where}/{page}" in make_dry_run(*target.split(), *args), (
+            f"make {target} {' '.join(args)} does not write {where}/{page}")
+
+
+@pytest.mark.parametrize("target", ["bench", "bench-serving"])
+def test_bench_targets_write_a_page_per_section_under_results_dir(target, tmp_path):
+    assert f"--results-dir {tmp_path}" in make_dry_run(target, f"RESULTS_DIR={tmp_path}")
+
+
+# ---------------------------------------------------------------- fenced commands run as written
+
+SHELL_FENCES = {"bash", "sh", "shell", "console", ""}
+NEEDS_SERVER = ("curl", "TOKEN=", "H=", "U=", "SID=")
+RUN_MODULES = {"tools.generate", "export.runtime"}  # quick: run against the tiny model
+SKIP_MODULES = {"serve.client": "needs a running TorchServe (make serve)",
+                "bench.sweep": "trains for minutes; tests/test_bench.py runs it with sub-second budgets",
+                "model.train": "trains for minutes; make train runs it (dry-run above), the training tests run it"}
+FENCE_WITH_LANG = re.compile(r"^```([^\n]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def fenced_commands() -> list[tuple[str, str, str]]:
+    """(page, kind, code): every shell command line of a fenced block (continuations joined; in an
+    unlabelled block only `$ `-prompted lines, the rest being output), kind "sh"; and every fenced
+    Python program, kind "python"."""
+    found = []
+    for page in PAGES:
+        for lang, body in FENCE_WITH_LANG.findall(page.read_text(encoding="utf-8")):
+            lang = lang.strip()
+            if lang == "python":
+                found.append((page_id(page), "python", body))
+                continue
+            if lang not in SHELL_FENCES:
+                continue
+            for line in body.replace("\\\n", " ").splitlines():
+                if lang == "" and not line.startswith("$ "):
+                    continue
+                line = line.removeprefix("$ ").strip()
+                if line and not line.startswith("#"):
+                    found.append((page_id(page), "sh", line))
+    return found
+
+
+def command_id(item) -> str:
+    page, _, code = item
+    return f"{page}:{' '.join(code.split())[:60]}"
+
+
+SHARED = ROOT.parent / "shared"  # the IBGE corpus the presets read: ../shared/data/ibge_names_train.tsv
+PLACEHOLDER_FILES = {"my_names.txt": "Ana\nBruno\nCarla\n"}  # what the docs call the user's own files
+
+
+@pytest.fixture(scope="module")
+def sandbox(tiny_artifacts, tmp_path_factory) -> Path:
+    """The repository, entry by entry (symbolic links), with the tiny model as artifacts/, the
+    user's own files the docs name, ../shared where this checkout has it, and `python` on PATH
+    being this interpreter."""
+    box = tmp_path_factory.mktemp("sandbox") / ROOT.name
+    box.mkdir()
+    if SHARED.is_dir():
+        (box.parent / "shared").symlink_to(SHARED)
+    for name, text in PLACEHOLDER_FILES.items():
+        (box / name).write_text(text, encoding="utf-8")
+    for entry in ROOT.iterdir():
+        if entry.name not in ("artifacts", ".git", *PLACEHOLDER_FILES):
+            (box / entry.name).symlink_to(entry)
+    (box / "artifacts").symlink_to(tiny_artifacts.dir)
+    (box / "bin").mkdir()
+    for name in ("python", "python3"):  # a script, not a link: a venv's python finds its venv by its own path
+        script = box / "bin" / name
+        script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        script.chmod(0o755)
+    return box
+
+
+def run_in(box: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{box / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(argv, check=False, cwd=box, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("item", fenced_commands(), ids=command_id)
+def test_fenced_command_runs_as_written(item, sandbox):
+    page, kind, code = item
+    if kind == "python":
+        if "serve.client" in code:
+            pytest.skip("needs a running TorchServe (make serve)")
+        out = run_in(sandbox, ["python", "-c", code])
+        assert out.returncode == 0, f"{page}: the Python program fails:\n{out.stderr[-2000:]}"
+        return
+    if code.startswith(NEEDS_SERVER) or "--backend server" in code:
+        pytest.skip("needs a running TorchServe (make serve)")
+    words = shlex.split(code, comments=True)
+    if ("../shared/" in code or "PRESET=ibge" in code) and not SHARED.is_dir():
+        pytest.skip(f"needs the IBGE corpus in {SHARED}/data")
+    if words[0] == "make":
+        out = run_in(sandbox, ["make", "-n", *words[1:]])
+        assert out.returncode == 0, f"{page}: `{code}` does not resolve (make -n):\n{out.stderr[-2000:]}"
+        return
+    if words[0] == "node":
+        if not (ROOT / "export" / "node" / "node_modules").is_dir():
+            pytest.skip("needs make node-setup (tests/test_node.py runs it)")
+    elif words[0].endswith(("python", "python3")) and words[1:2] == ["-m"]:
+        module = words[2]
+        if "--help" in words:  # any module: the options it documents must parse
+            pass
+        elif module in SKIP_MODULES:
+            pytest.skip(SKIP_MODULES[module])
+        else:
+            assert module in RUN_MODULES, f"{page}: `{code}`: classify python -m {module} in tests/test_docs.py"
+    else:
+        pytest.fail(f"{page}: `{code}`: a kind of command tests/test_docs.py does not classify yet")
+    out = run_in(sandbox, words)
+    assert out.returncode == 0, f"{page}: `{code}` fails:\n{out.stderr[-2000:]}"
+    assert out.stdout.strip(), f"{page}: `{code}` printed nothing"

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.result_page import MARKER
 from core.vocab import Vocab
 from evaluation.__main__ import main as eval_main
 from evaluation.bigram import Bigram, choose_alpha
@@ -58,9 +59,9 @@ def corpus_file(tmp_path_factory):
 
 
 def test_report_of_the_tiny_model_has_every_section_and_figure(tiny_artifacts, corpus_file, tmp_path):
-    out = tmp_path / "report"
+    out, page = tmp_path / "report", tmp_path / "results" / "eval-tiny.md"
     eval_main(["--checkpoint", str(tiny_artifacts.checkpoint), "--corpus", str(corpus_file),
-               "--val-fraction", "0.15", "--out-dir", str(out)])
+               "--val-fraction", "0.15", "--out-dir", str(out), "--page", str(page)])
     md = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("## Likelihood", "## Samples: 1,000 names at temperature 1, seed 0", "## Distributions",
                     "## Loss curves", "## Greedy names by first letter", "most frequent new names"):
@@ -80,6 +81,12 @@ def test_report_of_the_tiny_model_has_every_section_and_figure(tiny_artifacts, c
     assert len((out / "samples.txt").read_text(encoding="utf-8").splitlines()) == 1000
     assert [row[0] for row in rep["greedy"]] == sorted({n[0] for n in NAMES})
     assert md.count("\n| ") > 30  # the tables are there
+    # the result page (make eval -> docs/results/eval-<preset>.md): the same report, stamped, figures beside it
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith(MARKER) and "Command: `python -m evaluation --checkpoint" in text
+    assert f"**Validation NLL: {val['nats_per_symbol']:.4f} nats/symbol" in text and "Measured 20" in text
+    for png in ("lengths.png", "first_letters.png", "loss_curves.png"):
+        assert f"](eval-tiny/{png})" in text and (page.parent / "eval-tiny" / png).read_bytes() == (out / png).read_bytes()
 
 
 def test_report_is_reproducible_with_its_seed(tiny_artifacts, corpus_file, tmp_path):
@@ -118,10 +125,10 @@ def test_per_person_nll_weights_each_name_by_its_count(tiny_artifacts):
     names = ["Ana", "Bruno", "Zoe"]
     nats = model_nats_per_name(model, vocab, names)
     # each name's NLL is its log-probability under the n-best definition (model.nbest.score)
-    logp = score(TorchStepper(model, (model.num_layers, model.hidden_size)), [vocab.encode(n) for n in names],
+    logp = score(TorchStepper(model.step, (model.num_layers, model.hidden_size)), [vocab.encode(n) for n in names],
                  bos_id=vocab.bos_id, eos_id=vocab.eos_id)
     with torch.no_grad():
-        first = model.forward_sequence(torch.tensor([[vocab.bos_id]]))[0][0, 0].double().softmax(0)
+        first = model(torch.tensor([[vocab.bos_id]]))[0][0, 0].double().softmax(0)
     # score() excludes the end token at the first position; the training loss does not
     assert [-x for x in logp] == pytest.approx([n + math.log(1 - float(first[vocab.eos_id])) for n in nats], rel=1e-5)
     counts = [10, 1, 1]

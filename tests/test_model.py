@@ -10,18 +10,70 @@ from model.charrnn import CharRNN, ModelConfig
 from model.train import encode_names, length_batches, sampling_weights, train, write_history
 from tests.conftest import NAMES, tiny_config
 
+CELLS_AND_LAYERS = [(cell, layers) for cell in ("rnn", "gru") for layers in (1, 2, 3)]
 
-@pytest.mark.parametrize("cell, layers", [("rnn", 1), ("rnn", 2), ("gru", 1)])
-def test_step_by_step_equals_whole_sequence(cell, layers):
-    torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=11, hidden_size=16, num_layers=layers, cell=cell)).eval()
-    chars = torch.randint(0, 11, (4, 7))
-    seq_logits, seq_hidden = model.forward_sequence(chars)
-    hidden = model.init_hidden(4)
-    for t in range(7):
-        logits, hidden = model(chars[:, t], hidden)
-        torch.testing.assert_close(logits, seq_logits[:, t], rtol=0, atol=1e-6)
-    torch.testing.assert_close(hidden, seq_hidden, rtol=0, atol=1e-6)
+
+def assert_close_to_magnitude(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """|got - want| <= 1e-6 + 1e-5 x the largest |value| of want's row (as export.parity checks)."""
+    allowed = 1e-6 + 1e-5 * want.abs().amax(-1, keepdim=True)
+    worst = float(((got - want).abs() / allowed).max())
+    assert worst <= 1.0, f"{what}: off by {worst:.2f}x the tolerance"
+
+
+@pytest.fixture(scope="module", params=CELLS_AND_LAYERS, ids=[f"{c}-{n}" for c, n in CELLS_AND_LAYERS])
+def trained(request):
+    """A model of each cell and depth, trained a little on NAMES: realistic weights and states."""
+    cell, layers = request.param
+    model, vocab, _, _ = train([Entry(n) for n in NAMES], tiny_config(cell=cell, num_layers=layers, epochs=8),
+                               progress=False)
+    return model, vocab
+
+
+def test_the_step_is_nn_rnn_one_position_at_a_time(trained):
+    """CharRNN.step, fed real names one symbol at a time, against nn.RNN / nn.GRU itself running
+    the whole padded batch (and the head on its outputs): logits and the top layer's state at
+    every position, every layer's state at the end."""
+    model, vocab = trained
+    chars = encode_names(NAMES, vocab).inputs  # <s> name, padded with the end token
+    with torch.no_grad():
+        out, want_hidden = model.rnn(torch.nn.functional.one_hot(chars, len(vocab)).float())
+        want_logits = model.head(out)
+        hidden = model.init_hidden(len(chars))
+        for t in range(chars.shape[1]):
+            logits, hidden = model.step(chars[:, t], hidden)
+            assert_close_to_magnitude(logits, want_logits[:, t], f"logits at position {t}")
+            assert_close_to_magnitude(hidden[-1], out[:, t], f"top layer's state at position {t}")
+        assert_close_to_magnitude(hidden, want_hidden, "every layer's final state")
+        assert float(hidden.abs().max()) > 0.5  # states that use the nonlinearity, not near-zero ones
+
+
+def test_forward_is_the_sequence_and_the_exported_forward_is_the_step(trained):
+    model, vocab = trained
+    chars = encode_names(NAMES[:5], vocab).inputs
+    hidden = torch.rand(model.num_layers, 5, model.hidden_size) * 2 - 1
+    with torch.no_grad():
+        logits, hidden_out = model(chars, hidden)
+        out, want_hidden = model.rnn(torch.nn.functional.one_hot(chars, len(vocab)).float(), hidden)
+        assert torch.equal(logits, model.head(out)) and torch.equal(hidden_out, want_hidden)
+        step = model.as_step()
+        assert all(a is b for a, b in zip(step.parameters(), model.parameters()))  # shared, not copied
+        scripted = torch.jit.script(step)  # what export.torchscript writes
+        for module in (step, scripted):
+            got = module(chars[:, 0], hidden)
+            want = model.step(chars[:, 0], hidden)
+            assert all(torch.equal(g, w) for g, w in zip(got, want))
+    with pytest.raises(ValueError, match=r"chars \[batch, time\].*CharRNN.step"):
+        model(chars[:, 0], hidden)
+
+
+@pytest.mark.parametrize("cell, layers", CELLS_AND_LAYERS)
+def test_cell_weights_are_the_public_parameters_in_order(cell, layers):
+    """The step's one private read (nn.RNN's _flat_weights) is the documented parameters."""
+    model = CharRNN(ModelConfig(vocab_size=11, hidden_size=16, num_layers=layers, cell=cell))
+    want = [getattr(model.rnn, f"{kind}_l{k}") for k in range(layers)
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    got = model.cell_weights()
+    assert len(got) == len(want) and all(g is w for g, w in zip(got, want))
 
 
 def test_rnn_is_tanh_and_gru_is_an_option():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from core.vocab import Vocab
 from model import nbest
 from model.charrnn import CharRNN, ModelConfig
+from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
 from model.nbest_torch import TorchStepper
 from runtime.generator import NameGenerator
@@ -34,7 +35,7 @@ def close(a: float, b: float) -> bool:
 def sequence_logprob(model: CharRNN, ids: list[int], eos_id: int = 0, bos_id: int = 0) -> float:
     """log p(name) from the whole-sequence forward (not the step): the definition, independently."""
     with torch.no_grad():
-        logits, _ = model.forward_sequence(torch.tensor([[bos_id, *ids]]))
+        logits, _ = model(torch.tensor([[bos_id, *ids]]))
     logits = logits[0].double()
     logits[0, eos_id] = -math.inf  # a name has at least one character
     lp = F.log_softmax(logits, dim=1)
@@ -68,7 +69,7 @@ def small_model() -> CharRNN:
 def test_the_search_is_brute_force_enumeration(small_model, prefix, num, max_length):
     ids = tuple(TINY.encode(prefix))
     want = brute_force(small_model, ids, max_length, [1, 2, 3])[:num]
-    stepper = TorchStepper(small_model, (1, 8))
+    stepper = TorchStepper(small_model.step, (1, 8))
     for width in (1, 3, 32):  # batching changes the work, never the answer
         got = nbest.search(stepper, ids, num, max_length=max_length, bos_id=0, eos_id=0, width=width)
         assert got.ids == [w[1] for w in want], (prefix, width)
@@ -91,7 +92,7 @@ def test_ties_break_by_ids_a_proper_prefix_first():
 
 
 def test_the_bound_returns_a_flagged_proven_prefix_of_the_answer(small_model):
-    stepper = TorchStepper(small_model, (1, 8))
+    stepper = TorchStepper(small_model.step, (1, 8))
     full = nbest.search(stepper, (), 40, max_length=6, bos_id=0, eos_id=0)
     assert full.complete and len(full.ids) == 40
     for bound in (0, 1, 5, 20, full.expansions - 1):
@@ -103,7 +104,7 @@ def test_the_bound_returns_a_flagged_proven_prefix_of_the_answer(small_model):
 
 def test_log_probabilities_are_the_sum_of_the_steps_log_softmax(tiny_artifacts):
     gen = TorchGenerator.from_checkpoint(tiny_artifacts.checkpoint)
-    model = gen.step
+    model, _, _ = load_checkpoint(tiny_artifacts.checkpoint)
     for prefix in ("", "Ma", "J"):
         found = gen.nbest(prefix, num=8)
         names = [gen.vocab.decode(i) for i in found.ids]
@@ -185,7 +186,7 @@ def test_the_bench_measures_nbest_against_greedy_on_both_backends(tiny_artifacts
 
 
 def test_searches_in_lockstep_give_each_its_own_answer(small_model):
-    stepper = TorchStepper(small_model, (1, 8))
+    stepper = TorchStepper(small_model.step, (1, 8))
     queries = [((), 10, 4), ((1,), 3, 5), ((1, 2, 3), 6, 4), ((2,), 1, 2), ((), 40, 6)]
     calls = []
 

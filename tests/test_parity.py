@@ -47,7 +47,7 @@ def scaled(model, factor: float):
 def logit_magnitude(model, vocab) -> float:
     char, hidden = parity.decoding_states(model, vocab)
     with torch.inference_mode():
-        return float(model(char, hidden)[0].abs().max())
+        return float(model.step(char, hidden)[0].abs().max())
 
 
 @pytest.mark.parametrize("factor", [1.0, 20.0])
@@ -66,10 +66,10 @@ def eager_of(exported_model, vocab):
     """(run, names) of an "export" that computes exactly what `exported_model` computes."""
     def run(char, hidden):
         with torch.inference_mode():
-            return tuple(t.numpy() for t in exported_model(char, hidden))
+            return tuple(t.numpy() for t in exported_model.step(char, hidden))
 
     def names(rows):
-        return torch_decode(exported_model, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+        return torch_decode(exported_model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                             hidden_shape=(exported_model.num_layers, exported_model.hidden_size))
 
     return run, names
@@ -117,7 +117,7 @@ def test_the_refusal_says_what_where_how_much_and_relative_to_what(tiny_artifact
 
     def run(char, hidden):  # a correct step, but one hidden value of the 64-row batch is off
         with torch.inference_mode():
-            logits, hidden_out = (t.numpy().copy() for t in model(char, hidden))
+            logits, hidden_out = (t.numpy().copy() for t in model.step(char, hidden))
         if len(char) == 64:
             hidden_out[0, 5, 7] += 0.01
         return logits, hidden_out

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from core import integrity, manifest
@@ -142,71 +141,6 @@ def test_chunked_noise_is_the_counter_based_noise_of_each_step():
     for step in range(2 * NOISE_CHUNK + 3):
         u = to_unit_interval(uniform_bits(seeds, step, symbols).astype(np.float32))
         assert np.array_equal(choose._noise(step), np.log(-np.log(u))), step
-
-
-def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts):
-    """bench/runtime.py (`make bench-runtime`): every backend timed, ratios to eager, the names
-    checked to agree, and the ONNX Runtime cost probes filled in."""
-    from bench import runtime
-
-    result = runtime.measure(tiny_artifacts.dir, repeats=1, batch=8)
-    assert result["names_agree"] is True
-    for name in runtime.BACKENDS:
-        r = result["backends"][name]
-        assert r["p50_us"] > 0 and r["p99_us"] >= r["p50_us"] and r["names_per_s"] > 0
-    assert result["backends"]["eager"]["p50_speedup"] == 1.0
-    costs = result["ort_costs"]
-    assert costs["floor_us"] > 0 and costs["step_us"] > 0 and costs["graph_fixed_us"] > 0
-    assert costs["graph_iterations"] >= 2
-    assert costs["step_nodes"] == len(onnx.load(str(tiny_artifacts.onnx)).graph.node)
-    assert costs["chain_per_char_us"] > 0
-    table = runtime.format_table(result)
-    assert "ONNX one-graph loop" in table and "Targets:" in table and "session.run floor" in table
-    bound = result["loop_bound"]
-    assert bound["p50_us"] > 0 and bound["steps_mean"] >= 1
-    assert "Lower bound for a one-graph decoder built on ONNX's `Loop`" in table
-
-
-def test_the_bare_loop_probe_runs_greedy_steps_for_each_name(tiny_artifacts):
-    """The Loop bound must do a greedy step's real work, as many times as the real decode: its
-    tokens are the step loop's argmax chain from bos, and each row's feed runs one iteration per
-    character of its greedy name plus the end token's."""
-    from bench.runtime import loop_bound_probe
-    from core.request import Row
-    from runtime.generator import NameGenerator
-    from runtime.step import OnnxStep
-
-    step = OnnxStep.from_path(tiny_artifacts.onnx)
-    hidden = np.zeros((step.hidden_shape[0], 1, step.hidden_shape[1]), np.float32)
-    want, char = [], np.array([step.vocab.bos_id])
-    for _ in range(5):
-        logits, hidden = step(char, hidden)
-        char = logits.argmax(axis=1)
-        want.append(int(char[0]))
-    rows = [Row((i,)) for i in step.vocab.encode("MA")]
-    names = NameGenerator(tiny_artifacts.onnx).generate_rows(rows)
-    session, feeds = loop_bound_probe(tiny_artifacts.dir, rows, names)
-    assert [int(f["steps"]) for f in feeds] == [min(len(n) + 1, r.max_length) for n, r in zip(names, rows)]
-    feed = dict(feeds[0], steps=np.array(5, np.int64))
-    assert session.run(["tokens"], feed)[0][:, 0].tolist() == want
-
-
-def test_the_unrolled_probe_is_greedy_decoding_without_end_handling(tiny_artifacts):
-    """The lower-bound probe must do a greedy step's real work: its k-th token is the step
-    loop's k-th greedy choice (end token not masked, nothing forced after the first input)."""
-    from bench.runtime import unrolled_steps
-    from runtime.step import OnnxStep
-
-    step = OnnxStep.from_path(tiny_artifacts.onnx)
-    hidden = np.zeros((step.hidden_shape[0], 2, step.hidden_shape[1]), np.float32)
-    char = np.array([step.vocab.bos_id, step.vocab.encode("M")[0]])
-    want = char
-    for _ in range(4):
-        logits, hidden = step(want, hidden)
-        want = logits.argmax(axis=1)
-    chain = ort.InferenceSession(unrolled_steps(onnx.load(str(tiny_artifacts.onnx)), 4).SerializeToString(),
-                                 session_options(), providers=["CPUExecutionProvider"])
-    assert chain.run(None, {"char": char, "hidden": np.zeros_like(hidden)})[0].tolist() == want.tolist()
 
 
 def test_next_probabilities_and_suggest(tiny_artifacts):

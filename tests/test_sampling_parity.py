@@ -148,7 +148,7 @@ def reference_margins(artifacts: Artifacts, row: Row, name: str) -> list[float]:
     token = vocab.bos_id
     with torch.inference_mode():
         for step, pick in enumerate(chosen):
-            logits, hidden = model(torch.tensor([token]), hidden)
+            logits, hidden = model.step(torch.tensor([token]), hidden)
             token = pick
             if step < len(row.prefix):  # forced by the prefix
                 continue

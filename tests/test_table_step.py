@@ -15,7 +15,9 @@ def _inputs(vocab_size, layers, hidden, rows=300):
 
 
 def test_the_table_step_equals_the_modules_step_exactly(variant_artifacts):
-    for module in (load_checkpoint(variant_artifacts.checkpoint)[0], load_torchscript(variant_artifacts.torchscript)[0]):
+    eager = load_checkpoint(variant_artifacts.checkpoint)[0]
+    scripted = load_torchscript(variant_artifacts.torchscript)[0]
+    for module, step in ((eager, eager.step), (scripted, scripted)):
         table = TableStep.of(module)
         if module.is_gru:
             assert table is None
@@ -23,7 +25,7 @@ def test_the_table_step_equals_the_modules_step_exactly(variant_artifacts):
         char, hidden = _inputs(module.head.weight.shape[0], int(module.num_layers), module.head.weight.shape[1])
         with torch.inference_mode():
             for _ in range(3):  # a few chained steps: the hidden state fed back
-                want_logits, want_hidden = module(char, hidden)
+                want_logits, want_hidden = step(char, hidden)
                 logits, got_hidden = table(char, hidden)
                 assert torch.equal(logits, want_logits) and torch.equal(got_hidden, want_hidden)
                 hidden, char = want_hidden, want_logits.argmax(1)
