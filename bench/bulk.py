@@ -5,14 +5,16 @@ Both sides write the same names (row i seeded row_seed(seed, i), T=1) to a file:
 - bulk: model.chunked.ChunkedDecoder (eager on CPU: ended rows dropped between chunks) and
   model.batch.NameText, through model.names.write_names, in 1 process and in one process per
   usable core (--workers);
-- per-step loop: model.decode.decode over the same rows, Vocab.decode per name, one write.
+- the per-row API: model.decode.decode over the same rows (the same loop over the TorchScript
+  step, every row at every step), Vocab.decode per name, one write.
 The figure is the median of `repeats` runs with min and max; the target (issue 14) is
->= 100,000 names/s on the 2-core CPU machine.
+>= 100,000 names/s on the 2-core CPU machine. Each bulk figure is also set against the physical
+limit of the model size (model.limits): FLOPs and bytes per row and step, at the names' measured
+steps, against one core's measured FP32 matmul rate (times the processes) and copy bandwidth.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 import time
@@ -24,16 +26,18 @@ from bench.common import fmt, summary
 from core import contract
 from core.request import make_rows
 from model.decode import decode
+from model.limits import limit_lines, measured_peaks, model_cost
 from model.names import (
     BATCH,
     BulkSpec,
     _worker_batch,
-    _worker_start,
     bulk_decoder,
     load_step,
+    worker_pool,
     worker_texts,
     write_names,
 )
+from model.torchscript import load_torchscript
 from tools.tables import table
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine
@@ -53,7 +57,7 @@ def measure(art_dir: str, *, num: int = 200_000, repeats: int = 3, batch: int = 
         decoder = bulk_decoder(step, vocab, hidden_shape, spec, "cpu", batch)
         rates: dict[str, list[float]] = {"bulk_1": [], f"bulk_{workers}": [], "loop": []}
         with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp, \
-                multiprocessing.get_context("spawn").Pool(workers, _worker_start, (model, spec, batch)) as pool:
+                worker_pool(workers, model, spec, batch) as pool:
             out = Path(tmp) / "names.txt"
             pool.map(_worker_batch, [(0, 1)] * workers)  # each worker loaded before the clock starts
             files = set()
@@ -76,10 +80,18 @@ def measure(art_dir: str, *, num: int = 200_000, repeats: int = 3, batch: int = 
                 (Path(tmp) / "loop.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
                 rates["loop"].append(loop_num / (time.perf_counter() - started))
                 same &= names == head
+        steps = sum(min(len(n) + 1, spec.max_length) for n in head) / len(head)
+        module = load_torchscript(model)[0]
+        cost = {k: model_cost(module, hidden_shape, len(vocab), k == "sampled") for k in ("greedy", "sampled")}
+        peaks = measured_peaks(torch.device("cpu"), seconds=0.3)  # one core: one thread
     finally:
         torch.set_num_threads(threads)
     return {"num": num, "loop_num": loop_num, "batch": batch, "workers": workers,
-            "names_per_s": {k: summary(v) for k, v in rates.items()}, "same_names": same, "target_names_per_s": TARGET}
+            "names_per_s": {k: summary(v) for k, v in rates.items()}, "same_names": same, "target_names_per_s": TARGET,
+            "load_average": os.getloadavg()[0],
+            "limit": {"steps_per_name": steps, "flops_per_step": cost["sampled"]["flops"],
+                      "bytes_per_step": cost["sampled"]["bytes"], "core_flops": peaks["flops"],
+                      "copy_bytes": peaks["bytes"], "cost": cost}}
 
 
 def markdown(r: dict) -> str:
@@ -89,9 +101,19 @@ def markdown(r: dict) -> str:
     rows = [["bulk, 1 process (`make names`)", f"{r['num']:,}", fmt(rates["bulk_1"])],
             [f"bulk, {w} processes (`make names WORKERS={w}`)", f"{r['num']:,}",
              fmt(rates[f"bulk_{w}"])],
-            ["per-step loop, 1 process (model.decode + Vocab.decode)", f"{r['loop_num']:,}", fmt(rates["loop"])]]
+            ["per-row API, 1 process (model.decode + Vocab.decode)", f"{r['loop_num']:,}", fmt(rates["loop"])]]
+    lim = r["limit"]
+    lines = []
+    for key, cores in (("bulk_1", 1), (f"bulk_{w}", w)):
+        peaks = {"flops": cores * lim["core_flops"], "bytes": lim["copy_bytes"]}
+        lines += limit_lines({f"bulk, {cores} process(es)": (rates[key]["median"], True, lim["steps_per_name"])},
+                             lim["cost"], peaks)
     return (table(["path (T=1, seed 7, to a file; 1 torch thread per process)", "names", "names/s"], rows) + "\n\n"
             f"Batches of {r['batch']:,} rows; bulk (1 process) / loop = "
             f"{rates['bulk_1']['median'] / rates['loop']['median']:.1f}×; every file the same and the same names "
             f"on both paths: {'yes' if r['same_names'] else '**NO**'}; target >= {r['target_names_per_s']:,} "
-            f"names/s: {met} ({best:,.0f}).")
+            f"names/s: {met} ({best:,.0f}); load average {r['load_average']:.1f} (other jobs share the cores).\n\n"
+            f"Physical limit: {lim['flops_per_step']:,} FLOPs and >= {lim['bytes_per_step']:,} bytes per row and "
+            f"step, {lim['steps_per_name']:.2f} steps a name (its characters and the end token); one core's "
+            f"measured FP32 matmul rate {lim['core_flops'] / 1e9:,.0f} GFLOP/s (times the processes), copy "
+            f"bandwidth {lim['copy_bytes'] / 1e9:,.0f} GB/s:\n\n```\n" + "\n".join(lines) + "\n```")

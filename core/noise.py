@@ -12,7 +12,7 @@ from __future__ import annotations
 
 MASK32 = 0xFFFFFFFF
 MAX_SEED = 2**32 - 1
-# decoding steps of noise a sampler draws at once (model.decode.Chooser and its numpy twin):
+# decoding steps of noise a sampler draws at once (model.choose for a few rows, the captured chunks, the numpy twin):
 # one set of hashing calls per chunk instead of per step; the values do not depend on it
 NOISE_CHUNK = 8
 
@@ -60,6 +60,30 @@ def seeded_bits(seed_hash, step, symbols):
     return mix32(seed_hash ^ mix32(symbols + step * 65536 + 1)) >> 8
 
 
+def seeded_bits32(seed_hash, step_hash):
+    """seeded_bits on int32 arrays (numpy or torch), with the same values: seed_hash is
+    mix32(row seeds) [batch, 1] and step_hash is mix32(symbols + step * 65536 + 1) [.., vocab],
+    each 32-bit value held as an int32 of the same bits. A sampling step hashes rows x symbols
+    values, and int32 moves half the bytes of int64 through each of the ~15 passes.
+
+    The same arithmetic modulo 2**32: int32 products wrap (that is the `& MASK32` after each
+    int64 product), and each arithmetic right shift is masked to the logical shift it stands for.
+    Returns int32 in [0, 2**24)."""
+    x = seed_hash ^ step_hash
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x5BD1E995), (16, None)):
+        low = x >> shift
+        low &= MASK32 >> shift
+        x ^= low
+        if multiplier is not None:
+            x *= multiplier
+    x >>= 8
+    x &= 0xFFFFFF
+    return x
+
+
 def to_unit_interval(bits24):
-    """Map 24 random bits to the open interval (0, 1); `bits24` is a float array/tensor."""
-    return (bits24 + 0.5) * (1.0 / 16777216.0)
+    """Map 24 random bits to the open interval (0, 1); `bits24` is a float array/tensor.
+    (Scaling in place: the same values as `(bits24 + 0.5) * 2**-24`, one temporary fewer.)"""
+    u = bits24 + 0.5
+    u *= 1.0 / 16777216.0
+    return u

@@ -1,8 +1,9 @@
 """Rows as tensors, and decoded ids back to text, without Python loops over rows.
 
-`RowBatch` holds what `core.request.Row` holds, one tensor per field: built from request-like
-groups (a prefix, a count and its knobs; row i of a group seeded `row_seed(seed, i)`, exactly as
-`make_rows` seeds it) or from Row objects. `NameText` turns a block of ids into newline-ended
+`RowBatch` is a decode's input, `DecodingRows` the rows a decoding step works on (model.chunked)
+and `Decoded` a run's output. `RowBatch` holds what `core.request.Row` holds, one tensor per
+field: built from request-like groups (a prefix, a count and its knobs; row i of a group seeded
+`row_seed(seed, i)`, exactly as `make_rows` seeds it) or from Row objects. `NameText` turns a block of ids into newline-ended
 names with a handful of tensor ops and one decode of the whole block (UTF-32), on the ids'
 device; the per-row Python work of `Vocab.decode` is what it replaces.
 """
@@ -106,6 +107,42 @@ def _pad_ragged(seqs: Sequence[Sequence[int]], lengths: torch.Tensor) -> torch.T
     if flat:
         out[torch.arange(out.shape[1]) < lengths.unsqueeze(1)] = torch.tensor(flat, dtype=torch.long)
     return out
+
+
+@dataclass
+class Decoded:
+    """A run's output. ids: int64 [B, steps] on the decoder's device, each row's symbols (prefix
+    included) then end tokens. logits/hidden: each step's step output, [steps, B, V] and
+    [steps, L, B, H] (record=True only; captured runs: views of static buffers, use them before
+    the next run)."""
+
+    ids: torch.Tensor
+    steps: int
+    chunks: int  # chunks run (graph replays, when captured)
+    syncs: int  # host reads of the "all done?" flag
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+
+class DecodingRows:
+    """The rows a step decodes: token, hidden, done (None: none has ended), first_eos (the end
+    token's column masked at step 0; eager runs build it from first_position, None: every row
+    starts a name), prefix/forced [P, B] (forced characters), and for eager runs max_len (None:
+    one cap for all), rule (temperature, top_k, seed) and the Chooser made of it (choose), and
+    index (each row's column in the output; None: row i is column i)."""
+
+    def __init__(self, **fields):
+        self.max_len = self.choose = self.index = self.done = self.first_eos = self.first_position = None
+        self.__dict__.update(fields)
+
+    def take(self, keep: torch.Tensor, prefix_left: bool) -> DecodingRows:
+        """Rows `keep` only (indices), none of them ended."""
+        new = DecodingRows(token=self.token[keep], hidden=self.hidden[:, keep], choose=self.choose.take(keep),
+                    index=keep if self.index is None else self.index[keep])
+        new.prefix, new.forced = (self.prefix[:, keep], self.forced[:, keep]) if prefix_left else (None, None)
+        if self.max_len is not None:
+            new.max_len = self.max_len[keep]
+        return new
 
 
 _UTF32 = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"  # the host's int32 layout

@@ -1,5 +1,5 @@
 """The torch generator: the eager checkpoint or the TorchScript step, decoded by the one torch
-loop (model.decode), with the n-best search and scoring (model.nbest).
+loop (model.decode.decode, over model.chunked), with the n-best search and scoring (model.nbest).
 
 The command line over every backend (eager, TorchScript, ONNX) is `python -m tools.generate`: it
 sits above the ONNX runtime, which this layer must not import.
@@ -19,7 +19,7 @@ from model.nbest_torch import TorchStepper
 
 
 class TorchGenerator:
-    """The eager model or the TorchScript step, decoded by the one torch loop (model.decode)."""
+    """The eager model or the TorchScript step, decoded by the one torch loop (model.chunked)."""
 
     def __init__(self, step, vocab: Vocab, hidden_shape: tuple[int, int], device: str = "cpu"):
         self.step, self.vocab, self.hidden_shape, self.device = step, vocab, hidden_shape, device

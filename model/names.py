@@ -37,9 +37,10 @@ from core.request import DEFAULT_MAX_LENGTH
 from core.vocab import Vocab, VocabError
 from model.batch import NameText, RowBatch
 from model.chunked import SAMPLE, TOP_K, ChunkedDecoder
+from model.table_step import TableStep
 
 DEFAULT_MODEL = contract.default_path(contract.TORCHSCRIPT)
-BATCH = {"cpu": 2048, "cuda": 65536}  # rows per run: cache-sized on CPU, the largest bucket on a GPU
+BATCH = {"cpu": 4096, "cuda": 65536}  # rows per run: cache-sized on CPU, the largest bucket on a GPU
 DRAWS_PER_NAME = 20  # --distinct gives up after this many rows per requested name
 
 
@@ -167,22 +168,35 @@ def _worker_batch(first_n: tuple[int, int]) -> str:
     return batch_text(decoder, name_text, prefix_ids, spec, *first_n)
 
 
+def worker_pool(workers: int, model: str, spec: BulkSpec, batch_size: int):
+    """A pool of `workers` processes, each with its own decoder (_worker_start). Forked where the
+    platform can (a child then starts with torch already imported, as torch's DataLoader workers
+    do: each sets one intra-op thread before any operator runs); spawned elsewhere."""
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers, _worker_start, (model, spec, batch_size))
+
+
 def worker_texts(pool, spec: BulkSpec, batch_size: int) -> Iterator[str]:
     """The batches' texts from a pool of worker processes (each its own decoder), in order."""
     return pool.imap(_worker_batch, batches(spec, batch_size))
 
 
 def load_step(model: str, device: str):
-    """(step, vocab, hidden_shape) from a TorchScript export or a training checkpoint."""
+    """(step, vocab, hidden_shape) from a TorchScript export or a training checkpoint; the step
+    is model.table_step.TableStep where the cell allows (the same values, fewer operators)."""
     if model.endswith(".torchscript.pt"):
         from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(model, device)
-        return module, vocab, (meta["num_layers"], meta["hidden_size"])
-    from model.checkpoint import load_checkpoint
+        step, hidden_shape = module, (meta["num_layers"], meta["hidden_size"])
+    else:
+        from model.checkpoint import load_checkpoint
 
-    net, vocab, _ = load_checkpoint(model, device)
-    return net.step, vocab, (net.num_layers, net.hidden_size)
+        module, vocab, _ = load_checkpoint(model, device)
+        step, hidden_shape = module.step, (module.num_layers, module.hidden_size)
+    return TableStep.of(module) or step, vocab, hidden_shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,13 +251,12 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
+            # the workers first: forked before the progress bar starts its monitor thread
+            pool = stack.enter_context(worker_pool(args.workers, args.model, spec, batch_size)) \
+                if args.workers > 1 else None
             bar = stack.enter_context(tqdm(total=args.num, unit=" names", unit_scale=True, disable=args.no_progress,
                                            file=sys.stderr, smoothing=0.1))
-            if args.workers > 1:
-                import multiprocessing
-
-                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
-                    args.workers, _worker_start, (args.model, spec, batch_size)))
+            if pool is not None:
                 drawn = write_names(args.out, None, vocab, spec, batch_size=batch_size, progress=bar.update,
                                     texts=worker_texts(pool, spec, batch_size))
             else:

@@ -28,7 +28,8 @@ import torch
 from core import contract
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
-from model.names import BulkSpec, bulk_decoder, write_names
+from model.limits import limit_lines, mean_steps, measured_peaks, model_cost, timed
+from model.names import BATCH, BulkSpec, bulk_decoder, write_names
 from serve.engine import Engine
 from serve.handler import CharRNNHandler
 from serve.standin import StandInContext
@@ -109,20 +110,6 @@ def count_syncs(engine: Engine, length: int = 32, batch: int = 64) -> int | None
     return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
-def timed(work, budget: float, sync) -> float:
-    """Seconds per call of work() (after one unmeasured call), over at least one call and `budget` s."""
-    work()
-    sync()
-    runs, start = 0, time.perf_counter()
-    while True:
-        work()
-        sync()
-        runs += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return elapsed / runs
-
-
 def decoder_rates(decoder: ChunkedDecoder, rows: int, letters: list[int], budget: float, sync) -> dict:
     """names/s of the decoder alone (ids on the device, the host waiting for them) at `rows`,
     greedy (1-letter prefixes, as the engine figures) and sampled (T=1), with the graph
@@ -136,46 +123,9 @@ def decoder_rates(decoder: ChunkedDecoder, rows: int, letters: list[int], budget
     for kind, batch in (("greedy", greedy), ("sampled", sampled)):
         seconds = timed(lambda b=batch: decoder.run(b), budget, sync)
         one = decoder.run(batch)
-        out[kind] = {"names_per_s": rows / seconds, "chunks": one.chunks, "flag_reads": one.syncs}
+        out[kind] = {"names_per_s": rows / seconds, "chunks": one.chunks, "flag_reads": one.syncs,
+                     "steps": mean_steps(one.ids, decoder.eos_id)}
     return out
-
-
-def measured_peaks(device: torch.device, seconds: float = 0.5) -> dict:
-    """FP32 FLOP/s of a large matmul (TF32 off) and bytes/s of a large device copy, measured."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    n = 4096 if device.type == "cuda" else 512
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    flops = 2 * n**3 / timed(lambda: a @ b, seconds, sync)
-    big = torch.empty(256 * 2**20 if device.type == "cuda" else 16 * 2**20, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(big)
-    bytes_per_s = 2 * big.numel() / timed(lambda: dst.copy_(big), seconds, sync)
-    return {"flops": flops, "bytes": bytes_per_s}
-
-
-def model_cost(step, hidden_shape, vocab_size: int, sampled: bool) -> dict:
-    """FLOPs and (lower-bound) memory bytes per row per decoding step: every weight matrix's
-    multiply-adds (layer 0's input weights are a lookup), and the state each step must at least
-    write and read back (hidden, logits, and for sampling the Gumbel noise per symbol)."""
-    macs = 0
-    for name, p in step.named_parameters():
-        if p.dim() == 2 and "weight_ih_l0" not in name:
-            macs += p.numel()
-    layers, hidden = hidden_shape
-    state = 4 * (2 * layers * hidden + 2 * vocab_size + (2 * vocab_size if sampled else 0))
-    return {"flops": 2 * macs, "bytes": state}
-
-
-def limit_lines(rates: dict, cost: dict, peaks: dict, steps: int = 24) -> list[str]:
-    """How far each names/s figure is from the device's limit for this model size."""
-    lines = []
-    for label, (value, sampled) in rates.items():
-        c = cost["sampled" if sampled else "greedy"]
-        by_flops = peaks["flops"] / (c["flops"] * steps)
-        by_bytes = peaks["bytes"] / (c["bytes"] * steps)
-        limit = min(by_flops, by_bytes)
-        lines.append(f"  {label:<28} {value:>14,.0f} names/s = {100 * value / limit:6.2f}% of the limit "
-                     f"{limit:,.0f} ({'bytes' if by_bytes < by_flops else 'FLOPs'}-bound)")
-    return lines
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -321,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             dec_rows.append([rows, g["greedy"]["names_per_s"], g["sampled"]["names_per_s"],
                              c["greedy"]["names_per_s"], c["sampled"]["names_per_s"],
                              f"{g['greedy']['chunks']}/{g['greedy']['flag_reads']}"])
-            rates[f"decoder greedy @{rows}"] = (g["greedy"]["names_per_s"], False)
-            rates[f"decoder sampled @{rows}"] = (g["sampled"]["names_per_s"], True)
+            rates[f"decoder greedy @{rows}"] = (g["greedy"]["names_per_s"], False, g["greedy"]["steps"])
+            rates[f"decoder sampled @{rows}"] = (g["sampled"]["names_per_s"], True, g["sampled"]["steps"])
+            steps = {False: g["greedy"]["steps"], True: g["sampled"]["steps"]}  # the engine's rows are alike
         print("decoder names/s (max_length 24; greedy: 1-letter prefixes, sampled: T=1):")
         print(table(["rows", "GPU greedy", "GPU sampled", "CPU greedy", "CPU sampled", "replays/flag reads"], dec_rows))
 
@@ -335,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             cg = names_per_second(cpu, batch, False, args.seconds / 2)
             cs = names_per_second(cpu, batch, True, args.seconds / 2)
             eng_rows.append([batch, g, s, cg, cs])
-            rates[f"engine greedy @{batch}"] = (g, False)
-            rates[f"engine sampled @{batch}"] = (s, True)
+            rates[f"engine greedy @{batch}"] = (g, False, steps[False])
+            rates[f"engine sampled @{batch}"] = (s, True, steps[True])
             if batch >= 64 and not dry and (g <= cg or s <= cs):
                 print(f"  note: at {batch} requests the GPU is not faster than this machine's CPU")
         print(table(["requests", "GPU greedy", "GPU sampled", "CPU greedy", "CPU sampled"], eng_rows))
@@ -347,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, dev, step in (("GPU", target, gpu.step), ("CPU", "cpu", cpu.step)):
             n = args.bulk if name == "GPU" else min(args.bulk, 100_000)
             part = BulkSpec(n, temperature=1.0, seed=7)
-            batch = min(65536 if name == "GPU" else 2048, n)
+            batch = min(BATCH["cuda" if name == "GPU" else "cpu"], n)
             dec = bulk_decoder(step, gpu.vocab, gpu.hidden_shape, part, dev, batch)
             files[name] = work / f"names-{name}.txt"
             started_bulk = time.perf_counter()
             write_names(files[name], dec, gpu.vocab, part, batch_size=batch)
             bulk[name] = (n, n / (time.perf_counter() - started_bulk))
-        rates["bulk"] = (bulk["GPU"][1], True)
+        rates["bulk"] = (bulk["GPU"][1], True, steps[True])
         n_cpu = bulk["CPU"][0]
         with open(files["GPU"], encoding="utf-8") as fh:
             head = "".join(fh.readline() for _ in range(n_cpu))
@@ -371,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"physical limit: per row and step {cost['greedy']['flops']:,} FLOPs and >= "
               f"{cost['greedy']['bytes']:,} bytes greedy ({cost['sampled']['bytes']:,} sampled); this device's "
               f"measured peaks: {peaks['flops'] / 1e9:,.0f} GFLOP/s FP32, {peaks['bytes'] / 1e9:,.0f} GB/s; "
-              "a name = 24 steps")
+              "a name = the steps its rows actually ran (its characters and the end token)")
         print("\n".join(limit_lines(rates, cost, peaks)))
         print("targets (issue 14, on an H100/H200):")
         for label, want in TARGETS.items():

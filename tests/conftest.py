@@ -123,3 +123,12 @@ def decode_loaded(loaded, rows, **kw):
     model, vocab = loaded
     return decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                   hidden_shape=(model.num_layers, model.hidden_size), **kw)
+
+
+def reference_loaded(loaded, rows, **kw):
+    """tests.reference_decode (the plain loop the real one must equal) over a `loaded` pair."""
+    from tests.reference_decode import reference_decode
+
+    model, vocab = loaded
+    return reference_decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                            hidden_shape=(model.num_layers, model.hidden_size), **kw)

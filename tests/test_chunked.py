@@ -1,8 +1,9 @@
-"""The chunked, bucketed decoder (model.chunked) on CPU: the GPU path with capture switched off.
+"""The torch decoding loop (model.chunked) on CPU: eager, and the GPU's captured protocol with a
+stand-in for the graphs.
 
-It must give exactly `model.decode.decode`'s names for every kind of row, whatever the buckets,
-the chunk size, the padding and the gathering of live rows; the vectorised host work
-(model.batch) must equal the per-row code it replaces.
+It must give exactly the plain reference loop's names (tests/reference_decode.py) for every kind
+of row, whatever the buckets, the chunk size, the padding and the gathering of live rows; the
+vectorised host work (model.batch) must equal the per-row code it replaces.
 """
 
 import random
@@ -17,11 +18,15 @@ from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
 from serve.engine import _Recorder
-from tests.conftest import decode_loaded as reference
+from tests.conftest import reference_loaded as reference
 
 
-def chunked(loaded, **kw) -> ChunkedDecoder:
+def chunked(loaded, captured: bool = False, **kw) -> ChunkedDecoder:
+    """The decoder over the eager model; captured: the GPU's protocol (buckets, padding, chunks
+    of steps, one flag read per chunk) with ReplayingGraphs standing in for CUDA graphs."""
     model, vocab = loaded
+    if captured:
+        kw.update(capture=True, graphs=ReplayingGraphs())
     return ChunkedDecoder(model.step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                           hidden_shape=(model.num_layers, model.hidden_size), **kw)
 
@@ -38,28 +43,32 @@ def mixed_rows(vocab, n=60, seed=0):
     return rows
 
 
-@pytest.mark.parametrize("buckets,chunk,compact", [((1, 8, 64, 256), 8, True), ((16,), 3, True),
-                                                   ((128,), 1, False), ((7, 64), 5, True)])
-def test_every_kind_of_row_decodes_exactly_as_decode(loaded, buckets, chunk, compact):
-    """Greedy, sampled, top-k, prefixes and length caps mixed in one batch; padded to a bucket,
-    or cut into several when it is larger than the largest one."""
+@pytest.mark.parametrize("captured,buckets,chunk,compact", [
+    (False, (64,), 8, True), (False, (64,), 8, False), (True, (1, 8, 64, 256), 8, True), (True, (16,), 3, True),
+    (True, (128,), 1, False), (True, (7, 64), 5, True)])
+def test_every_kind_of_row_decodes_exactly_as_the_reference(loaded, captured, buckets, chunk, compact):
+    """Greedy, sampled, top-k, prefixes and length caps mixed in one batch; eager (gathering the
+    live rows or not), or captured: padded to a bucket, or cut into several when it is larger
+    than the largest one."""
     _, vocab = loaded
     rows = mixed_rows(vocab)
-    assert chunked(loaded, buckets=buckets, chunk=chunk, compact=compact).decode(rows) == reference(loaded, rows)
+    decoder = chunked(loaded, captured, buckets=buckets, chunk=chunk, compact=compact)
+    assert decoder.decode(rows) == reference(loaded, rows)
 
 
+@pytest.mark.parametrize("captured", [False, True])
 @pytest.mark.parametrize("kind", ["greedy", "sampled", "top_k"])
-def test_a_batch_of_one_kind_decodes_exactly_as_decode(loaded, kind):
+def test_a_batch_of_one_kind_decodes_exactly_as_the_reference(loaded, kind, captured):
     _, vocab = loaded
     knobs = {"greedy": {}, "sampled": {"temperature": 1.0, "seed": 3}, "top_k": {"temperature": 0.8, "top_k": 4, "seed": 5}}
     rows = make_rows(vocab, "", num=40, **knobs[kind]) + make_rows(vocab, "Ma", num=9, **knobs[kind])
-    decoder = chunked(loaded, buckets=(1, 64))
+    decoder = chunked(loaded, captured, buckets=(1, 64))
     assert decoder.mode(RowBatch.from_rows(rows)) == {"greedy": GREEDY, "sampled": SAMPLE, "top_k": TOP_K}[kind]
     assert decoder.decode(rows) == reference(loaded, rows)
 
 
 def test_all_rows_done_stops_after_the_chunk_where_they_end(loaded):
-    decoder = chunked(loaded, buckets=(8,), chunk=2, max_steps=64)
+    decoder = chunked(loaded, True, buckets=(8,), chunk=2, max_steps=64)
     short = RowBatch.from_rows([Row((), max_length=3)] * 5)
     out = decoder.run(short)
     assert out.chunks == 2 and out.syncs == 1 and out.steps == 3  # 3 steps = 2 chunks, 1 flag read
@@ -68,13 +77,15 @@ def test_all_rows_done_stops_after_the_chunk_where_they_end(loaded):
     ended = max(len(ids) for ids in reference(loaded, [Row((), max_length=64)])) + 1  # its end token
     assert out.chunks == -(-ended // 2) < 32  # stopped early, not at the cap
     assert out.syncs == out.chunks - (out.chunks == 32)
+    eager = chunked(loaded, buckets=(8,), max_steps=64).run(long)  # on CPU: a flag read per step
+    assert eager.steps == ended and eager.syncs == ended
 
 
 def test_padding_rows_do_not_change_the_real_rows(loaded):
     _, vocab = loaded
     rows = make_rows(vocab, "J", num=3, temperature=1.2, seed=11)
-    alone = chunked(loaded, buckets=(3,)).decode(rows)
-    assert chunked(loaded, buckets=(1024,)).decode(rows) == alone == reference(loaded, rows)
+    alone = chunked(loaded, True, buckets=(3,)).decode(rows)
+    assert chunked(loaded, True, buckets=(1024,)).decode(rows) == alone == reference(loaded, rows)
 
 
 def test_continuing_from_a_start_state_and_recording_equal_decode_with_a_recorder(loaded):

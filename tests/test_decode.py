@@ -7,11 +7,14 @@ import sys
 import pytest
 import torch
 
-from core.noise import to_unit_interval, uniform_bits
+from core.noise import mix32, seeded_bits, seeded_bits32, to_unit_interval, uniform_bits
 from core.request import Row, make_rows
 from core.vocab import VocabError
-from model.decode import NOISE_CHUNK, Chooser, Start
+from model.choose import as_int32, gumbel_noise, seed_hashes, step_hashes
+from model.decode import Chooser, Start
 from tests.conftest import decode_loaded as run
+from tests.conftest import reference_loaded
+from tests.test_chunked import mixed_rows
 
 
 def test_greedy_from_a_letter_starts_with_it_and_stops_by_itself(loaded):
@@ -56,17 +59,45 @@ def test_sampling_is_reproducible_and_depends_on_the_seed(loaded):
     assert len({tuple(ids) for ids in first}) > 5
 
 
-def test_chunked_noise_is_the_counter_based_noise_of_each_step():
-    """The chooser draws noise several steps at a time; each step's must still be the noise of
-    (row seed, step, symbol), which the numpy runtime draws one step at a time."""
-    rows = [Row((), temperature=1.0, seed=s) for s in (0, 1, 2**32 - 1, 12345)]
-    choose, vocab = Chooser(rows, torch.device("cpu")), 7
-    choose(torch.zeros(len(rows), vocab), 0)
+def test_the_noise_of_several_steps_at_once_is_the_counter_based_noise_of_each_step():
+    """The loop hashes on int32, from a per-vocabulary table of the (step, symbol) half, several
+    steps at once on a GPU; each step's noise must still be core.noise's of (row seed, step,
+    symbol), which the numpy runtime draws on int64, one step at a time."""
+    seeds, vocab = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 12345]), 7
+    noise = gumbel_noise(seed_hashes(seeds), step_hashes(3, 19, vocab, torch.device("cpu")), torch.float32)
     symbols = torch.arange(vocab).unsqueeze(0)
-    seeds = torch.tensor([r.seed for r in rows]).unsqueeze(1)
-    for step in range(2 * NOISE_CHUNK + 3):
-        u = to_unit_interval(uniform_bits(seeds, step, symbols).to(torch.float32))
-        assert torch.equal(choose._noise(step), torch.log(-torch.log(u))), step
+    for step in range(3, 22):
+        u = to_unit_interval(uniform_bits(seeds.unsqueeze(1), step, symbols).to(torch.float32))
+        assert torch.equal(noise[step - 3], torch.log(-torch.log(u))), step
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_int32_hashing_gives_the_int64_values(backend):
+    """seeded_bits32 (wrapping products, masked shifts) against the int64 seeded_bits, over the
+    values where a sign or carry would show: the extremes and random 32-bit words."""
+    gen = torch.Generator().manual_seed(0)
+    words = torch.cat([torch.tensor([0, 1, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1]),
+                       torch.randint(0, 2**32, (4000,), generator=gen)])
+    seed_hash, symbols, step = words.view(-1, 1), torch.arange(300).view(1, -1), 5
+    want = seeded_bits(seed_hash, step, symbols)
+    a, b = as_int32(seed_hash), as_int32(mix32(symbols + step * 65536 + 1))
+    got = seeded_bits32(a, b) if backend == "torch" else torch.from_numpy(seeded_bits32(a.numpy(), b.numpy()))
+    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+
+
+def test_the_chooser_of_kept_rows_chooses_as_it_did_for_them(loaded):
+    rows = mixed_rows(loaded[1], n=40, seed=2)
+    logits = torch.randn(len(rows), 9, generator=torch.Generator().manual_seed(1))
+    choose = Chooser.for_rows(rows, vocab=9)
+    keep = torch.tensor([0, 5, 6, 17, 39])
+    for step in range(3):
+        assert torch.equal(choose.take(keep)(logits[keep], step), choose(logits, step)[keep])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_gives_the_plain_reference_loops_ids(loaded, seed):
+    rows = mixed_rows(loaded[1], n=80, seed=seed)
+    assert run(loaded, rows) == reference_loaded(loaded, rows)
 
 
 def test_top_k_one_is_greedy(loaded):
@@ -120,3 +151,11 @@ def test_the_old_generate_command_names_its_new_home():
     old = subprocess.run([sys.executable, "-m", "model.generate", "--prefix", "Ma", "-n", "2"],
                          check=False, capture_output=True, text=True)
     assert old.returncode != 0 and "python -m tools.generate --prefix Ma -n 2" in old.stderr
+
+
+def test_ties_go_to_the_first_symbol_as_numpys_argmax_does():
+    """The numpy twin takes argmax's first maximum; the torch loop's row_argmax must too."""
+    from model.choose import row_argmax
+
+    logits = torch.tensor([[0.0, 2.0, 2.0, 1.0], [3.0, 3.0, 3.0, 3.0], [-1.0, -5.0, -1.0, -1.0]] * 20)
+    assert row_argmax(logits).tolist() == logits.numpy().argmax(axis=1).tolist() == [1, 0, 0] * 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model import limits
 from model.charrnn import CharRNN, ModelConfig
 from serve import gpu_check
 
@@ -13,20 +14,26 @@ from serve import gpu_check
 def test_model_cost_counts_every_multiply_add_but_the_input_lookup():
     for cell, layers, per_layer in (("rnn", 1, 1), ("gru", 2, 3)):
         model = CharRNN(ModelConfig(vocab_size=30, hidden_size=16, num_layers=layers, cell=cell))
-        cost = gpu_check.model_cost(model, (layers, 16), 30, sampled=False)
+        cost = limits.model_cost(model, (layers, 16), 30, sampled=False)
         macs = layers * per_layer * 16 * 16 + (layers - 1) * per_layer * 16 * 16 + 16 * 30
         assert cost["flops"] == 2 * macs
-        assert gpu_check.model_cost(model, (layers, 16), 30, sampled=True)["bytes"] > cost["bytes"]
+        assert limits.model_cost(model, (layers, 16), 30, sampled=True)["bytes"] > cost["bytes"]
 
 
 def test_limit_lines_name_the_binding_resource_and_the_share_of_it():
     cost = {"greedy": {"flops": 10, "bytes": 100}, "sampled": {"flops": 10, "bytes": 1000}}
     peaks = {"flops": 4800.0, "bytes": 24000.0}  # 24 steps: 20 names/s by FLOPs, 10 by bytes
-    greedy, sampled = gpu_check.limit_lines({"g": (5.0, False), "s": (0.5, True)}, cost, peaks)
-    assert "50.00% of the limit 10 (bytes-bound)" in greedy
-    assert "50.00% of the limit 1 (bytes-bound)" in sampled
+    greedy, sampled = limits.limit_lines({"g": (5.0, False, 24), "s": (0.5, True, 24)}, cost, peaks)
+    assert "50.00% of the limit 10 (bytes-bound, 24.0 steps a name)" in greedy
+    assert "50.00% of the limit 1 (bytes-bound" in sampled
     peaks["bytes"] = 1e9
-    assert "25.00% of the limit 20 (FLOPs-bound)" in gpu_check.limit_lines({"g": (5.0, False)}, cost, peaks)[0]
+    assert "25.00% of the limit 20 (FLOPs-bound" in limits.limit_lines({"g": (5.0, False, 24)}, cost, peaks)[0]
+    assert "12.50% of the limit 40 (FLOPs-bound, 12.0" in limits.limit_lines({"g": (5.0, False, 12)}, cost, peaks)[0]
+
+
+def test_mean_steps_counts_characters_and_the_end_token_or_the_cap():
+    ids = torch.tensor([[5, 6, 0, 0], [5, 0, 0, 0], [5, 6, 7, 8]])  # 3, 2 and 4 (capped) steps
+    assert limits.mean_steps(ids, eos_id=0) == 3.0
 
 
 def test_table_aligns_and_formats_the_figures():
@@ -57,6 +64,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ("onnxruntime", "onnx", "tqdm"):
             raise ImportError("not installed on this GPU machine: " + name)
 sys.meta_path.insert(0, Block())
+from model import limits
 from serve import gpu_check
 sys.exit(gpu_check.main(sys.argv[1:]))
 """

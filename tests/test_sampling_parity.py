@@ -1,8 +1,9 @@
 """Seeded sampling: the same names on every backend, alone or batched (README, "Generate"), and a
 temperature and top-k that do what they say.
 
-The backends are the eager model and the TorchScript step (both decoded by model.decode.Chooser)
-and the ONNX step decoded by its numpy twin (model.decode_numpy.Chooser). Parity alone cannot notice
+The backends are the eager model and the TorchScript step (both decoded by the torch loop,
+model.chunked, choosing with model.choose.Chooser) and the ONNX step decoded by its numpy twin
+(model.decode_numpy.Chooser). Parity alone cannot notice
 a temperature ignored by both twins, so the choices are also checked against a reference computed
 here from the step's logits (softmax(logits / T) over the top k, with the counter-based noise of
 core.noise), and against what a temperature must do to the names (low: the greedy name; high:
@@ -121,7 +122,7 @@ def test_a_greedy_row_in_a_mixed_batch_takes_the_argmax_even_on_a_near_tie(twin)
     logits[:, 1], logits[:, 4] = low, high
     rows = [Row((), temperature=0.0, seed=s) for s in range(32)] + [Row((), temperature=1.0, seed=1)]
     if twin == "torch":
-        choose = torch_decode.Chooser(rows, torch.device("cpu"))
+        choose = torch_decode.Chooser.for_rows(rows, vocab)
     else:
         choose = decode_numpy.Chooser(rows)
     for step in range(3):
