@@ -158,8 +158,11 @@ stop: | $(STAMP)
 	$(PY) -m serve.server stop --dir $(SERVE_DIR)
 
 # On a CUDA machine: GPU vs CPU names and batched names/s (needs only PyTorch; skips without CUDA).
-gpu-check: | $(STAMP)
-	$(PY) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
+# A GPU machine may have its own Python and torch and no network to build the venv: without the
+# venv this runs $(PYTHON_BOOT) as it is (and a random-weight model of the default size when
+# $(ART) holds no export).
+gpu-check:
+	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
 
 # ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (README.md "Embedding") ----
 NODE_DIR := export/node

@@ -85,3 +85,23 @@ def test_it_runs_without_onnx_runtime_or_tqdm(tiny_artifacts):
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
                           check=False)
     assert done.returncode == 0 and "gpu-check passed" in done.stdout, done.stderr[-2000:]
+
+
+def test_make_gpu_check_runs_without_the_venv(tmp_path):
+    """On a GPU machine with its own Python and torch and no network, `make gpu-check` must not
+    try to build the venv: without it, make runs $(PYTHON_BOOT) as it is. Here a venv path that
+    does not exist stands for the bare machine and this interpreter for its Python; with no
+    export in ART the check scripts a random-weight model (and, without CUDA, says SKIPPED)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(["make", "gpu-check", f"VENV={tmp_path / 'no-venv'}", f"PYTHON_BOOT={sys.executable}",
+                           f"ART={tmp_path / 'no-artifacts'}"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
+                          check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-2000:]
+    assert "-m venv" not in out and "pip install" not in out, out[-2000:]
+    assert f"{sys.executable} -m serve.gpu_check" in out
+    assert not (tmp_path / "no-venv").exists()
