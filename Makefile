@@ -127,7 +127,7 @@ names: $(if $(wildcard $(ART)/charrnn.torchscript.pt),,$(EXPORTS)) | $(STAMP)
 		--temperature $(if $(filter command line environment,$(origin TEMPERATURE)),$(TEMPERATURE),1) \
 		$(if $(filter 1 yes true,$(DISTINCT)),--distinct,) $(NAMES_ARGS)
 
-# ---- serving: TorchServe archives, server, GPU check (README.md "Serving") ----
+# ---- serving: TorchServe archives, server, GPU check (docs/serving.md, docs/gpu.md) ----
 MODEL_STORE     ?= $(ART)/model_store
 SERVE_DIR       ?= $(ART)/serve
 INFERENCE_PORT  ?= 8080
@@ -164,7 +164,7 @@ stop: | $(STAMP)
 gpu-check:
 	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
 
-# ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (README.md "Embedding") ----
+# ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (docs/embedding.md) ----
 NODE_DIR := export/node
 
 .PHONY: node-setup node-generate bench-runtime
@@ -186,7 +186,7 @@ node-generate: node-setup $(EXPORTS)
 bench-runtime: $(EXPORTS) | $(STAMP)
 	$(PY) -m bench.runtime --art-dir $(ART) --page $(RESULTS_DIR)/bench-runtime.md
 
-# ---- the browser page: onnxruntime-web in a static site (README.md "Web", docs/web.md) ----
+# ---- the browser page: onnxruntime-web in a static site (docs/web.md) ----
 WEB_DIR     := web
 WEB_OUT     ?= $(ART)/web
 WEB_PORT    ?= 8000
@@ -222,7 +222,7 @@ bench-web: web node-setup | $(STAMP)
 # built in a temporary folder and swapped in: make must not delete the stamp on an interrupt
 .PRECIOUS: $(WEB_OUT)/site.json
 
-# ---- evaluation and benchmarks (README.md "Results") ----
+# ---- evaluation and benchmarks (docs/results.md) ----
 .PHONY: eval bench bench-serving sweep
 
 # Each measuring command also writes its stamped result page here (docs/results.md lists them);
@@ -244,7 +244,7 @@ comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
-# The Serving section alone (~3 min + ~5 min of batching sweep; needs Java 17): a TorchServe of its own
+# The Serving section alone, with its batching sweep (needs Java 17): a TorchServe of its own
 # on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
 # make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
 SERVING_ARGS ?=
@@ -253,21 +253,22 @@ bench-serving: require-java $(ARCHIVES) | $(STAMP)
 		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
-# Time-to-quality sweep on the IBGE corpus (22 runs of 300 s, ~115 min) -> $(ART)/bench/sweep.{json,md}
+# Time-to-quality sweep on the IBGE corpus (every configuration of bench/sweep.py, each to its last
+# milestone: long) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
 sweep: | $(STAMP)
 	$(PY) -m bench.sweep --out-dir $(ART)/bench --page $(RESULTS_DIR)/sweep.md $(SWEEP_ARGS)
 
-# ---- reliability (README.md "Reliability") ----
+# ---- reliability (docs/reliability.md) ----
 .PHONY: soak
 
 # Every artifact is written atomically (temporary file + rename), so an interrupted recipe leaves
-# the previous file in place; make itself would delete it on SIGINT/SIGTERM (measured: an
-# interrupted export lost charrnn.torchscript.pt and both ONNX files). Keep them.
+# the previous file in place; make itself would delete it on SIGINT/SIGTERM (an interrupted
+# export would lose charrnn.torchscript.pt and both ONNX files). Keep them.
 .PRECIOUS: $(CORPUS) $(CHECKPOINT) $(EXPORTS) $(ARCHIVES)
 
 # Fuzzing, session cap and churn, a killed worker, a restart, corrupted artifacts and an
-# interrupted make, against a real TorchServe (~5 min) -> $(ART)/soak/summary.{json,md}
+# interrupted make, against a real TorchServe -> $(ART)/soak/summary.{json,md}
 SOAK_ARGS ?=
 soak: require-java $(ARCHIVES) | $(STAMP)
 	$(PY) -m soak --art-dir $(ART) --page $(RESULTS_DIR)/soak.md $(SOAK_ARGS)

@@ -23,8 +23,9 @@ from bench.common import machine_info, machine_line
 from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
-from model.config import PRESET_DIR
+from model.config import PRESET_DIR, TrainConfig
 
+DEFAULTS = TrainConfig()  # the training section measures make train's model unless told otherwise
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",
           "generation": "Generation", "bulk": "Bulk generation", "serving": "Serving"}
@@ -43,13 +44,11 @@ def run_training(args) -> dict:
 
     from bench import training
     from data.corpus import read_corpus
-    from model.train import TrainConfig
 
     corpus = args.train_corpus or str(Path(args.art_dir) / contract.CORPUS)
     entries = read_corpus(corpus)
     threads = args.threads or torch.get_num_threads()
-    cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, lr=0.003, threads=threads,
-                      val_fraction=0.1)
+    cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, threads=threads)  # else make train's
     result = training.measure(entries, cfg, batch_sizes=tuple(int(b) for b in args.train_batches.split(",")),
                               seconds=args.train_seconds, repeats=args.repeats)
     return {"data": {**result, "corpus": corpus}, "markdown": training.markdown(result, corpus)}
@@ -130,10 +129,10 @@ def render(results: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Training, quality, generation and serving benchmarks.")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    p.add_argument("--out-dir", default="artifacts/bench")
+    p.add_argument("--out-dir", default=contract.default_path("bench"))
     p.add_argument("--results-dir", default=None,
                    help="also write each section that ran to the end as RESULTS_DIR/bench-<section>.md")
-    p.add_argument("--art-dir", default="artifacts", help="the pipeline's artifacts (corpus, exports)")
+    p.add_argument("--art-dir", default=contract.ART_DIR, help="the pipeline's artifacts (corpus, exports)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for the training sections (default: torch's default for throughput, "
                         "each preset's THREADS for time to quality)")
@@ -142,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-corpus", default=None, help=f"default: ART_DIR/{contract.CORPUS}")
     g.add_argument("--train-seconds", type=float, default=5.0, help="measured seconds per loop and repetition")
     g.add_argument("--train-batches", default="32,64,128,512",
-                   help="batch sizes of the project's loop (64: the default of `make train`)")
-    g.add_argument("--train-hidden", type=int, default=128)
-    g.add_argument("--train-cell", default="rnn")
+                   help=f"batch sizes of the project's loop ({DEFAULTS.batch_size}: the default of `make train`)")
+    g.add_argument("--train-hidden", type=int, default=DEFAULTS.hidden_size)
+    g.add_argument("--train-cell", default=DEFAULTS.cell)
     g = p.add_argument_group("time to quality")
     g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.toml to train")
     g.add_argument("--preset-dir", default=str(PRESET_DIR))
@@ -160,13 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bulk-loop-num", type=int, default=20_000, help="names per run of the per-step loop")
     g.add_argument("--bulk-workers", type=int, default=None, help="processes of the parallel figure (default: usable cores)")
     g = p.add_argument_group("serving (bench/serving.py)")
-    g.add_argument("--serving-model-store", default=None, help="archives to serve (default: ART_DIR/model_store)")
+    g.add_argument("--serving-model-store", default=None, help=f"archives to serve (default: ART_DIR/{contract.MODEL_STORE})")
     g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")
     g.add_argument("--serving-requests", type=int, default=2000, help="measured requests per run")
     g.add_argument("--serving-warmup", type=int, default=200, help="unrecorded requests before each run")
     g.add_argument("--serving-max-seconds", type=float, default=8.0, help="cap on each run's measured phase")
     g.add_argument("--serving-jvm-warmup", type=int, default=12000,
-                   help="unrecorded requests after each TorchServe start (the JVM's JIT takes ~10,000 to settle)")
+                   help="unrecorded requests after each TorchServe start (until the JVM's JIT settles)")
     g.add_argument("--serving-jvm-warmup-seconds", type=float, default=30.0, help="cap on that warm-up")
     g.add_argument("--serving-clients", default="1,8,32", help="concurrent clients of the main table")
     g.add_argument("--serving-endpoints", default="greedy,session", help="greedy (one-shot) and/or session")

@@ -27,7 +27,7 @@ from tools.tables import table
 NUMS = (5, 20)
 
 
-def measure(art_dir: str | Path = "artifacts", *, repeats: int = 3, letters: int | None = None) -> dict:
+def measure(art_dir: str | Path = contract.ART_DIR, *, repeats: int = 3, letters: int | None = None) -> dict:
     """`letters`: only the first that many first letters (a quick run); default every one."""
     import torch
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench.common import machine_line
 
     p = argparse.ArgumentParser(description="n-best latency against greedy (torch engine, ONNX runtime).")
-    p.add_argument("--art-dir", default="artifacts")
+    p.add_argument("--art-dir", default=contract.ART_DIR)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     result = measure(args.art_dir, repeats=args.repeats)

@@ -107,7 +107,7 @@ def ort_costs(art_dir: str | Path, rounds: int = 15, calls: int = 200) -> dict:
             "graph_iterations": int(steps_full), "step_nodes": len(step_proto.graph.node)}
 
 
-def measure(art_dir: str | Path = "artifacts", *, repeats: int = 20, batch: int = 256) -> dict:
+def measure(art_dir: str | Path = contract.ART_DIR, *, repeats: int = 20, batch: int = 256) -> dict:
     """Latency (µs per name at batch 1: p50, p99) and names/s at `batch` for every backend."""
     import torch
 
@@ -198,7 +198,7 @@ def format_setup(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Per-name latency and throughput of the four greedy backends.")
-    p.add_argument("--art-dir", default="artifacts")
+    p.add_argument("--art-dir", default=contract.ART_DIR)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for runtime.json and runtime.md (default: ART_DIR/bench)")

@@ -117,7 +117,7 @@ def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), endpoints
 
 def section(args) -> dict:
     """The harness's entry (`python -m bench --sections serving`): {"data", "markdown"}."""
-    store = Path(args.serving_model_store or Path(args.art_dir) / "model_store")
+    store = Path(args.serving_model_store or Path(args.art_dir) / contract.MODEL_STORE)
     clients = [int(c) for c in str(args.serving_clients).split(",") if c.strip()]
     endpoints = [e.strip() for e in str(args.serving_endpoints).split(",") if e.strip()]
     unknown = [e for e in endpoints if e not in ENDPOINTS]

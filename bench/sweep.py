@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.common import describe, machine_info, machine_line
 from bench.quality import bigram_baseline, time_to_quality
 from bench.result_page import command_line, write_result_page
+from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import read_corpus
 from model.train import TrainConfig
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(CONFIGS)}")
-    p.add_argument("--out-dir", default="artifacts/bench")
+    p.add_argument("--out-dir", default=contract.default_path("bench"))
     p.add_argument("--page", default=None, help="also write the result page here (docs/results/sweep.md)")
     p.add_argument("--render", default=None, metavar="SWEEP_JSON",
                    help="measure nothing: write --page from the sweep.json of an earlier run")

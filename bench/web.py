@@ -186,7 +186,7 @@ def format_body(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Page speed in headless Chromium next to Node.js and Python.")
-    p.add_argument("--art-dir", default="artifacts")
+    p.add_argument("--art-dir", default=contract.ART_DIR)
     p.add_argument("--site", default=None, help="the built site (default: ART_DIR/web)")
     p.add_argument("--out-dir", default=None, help="default: ART_DIR/bench")
     p.add_argument("--rounds", type=int, default=5)

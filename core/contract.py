@@ -13,6 +13,7 @@ CORPUS = "corpus.txt"  # the default training corpus (make data)
 CHECKPOINT = "checkpoint.pt"  # make train
 VOCAB = "vocab.json"  # beside the exports, and its name inside each (TorchScript extra file, ONNX metadata key)
 TORCHSCRIPT = "charrnn.torchscript.pt"  # the TorchScript step
+TORCHSCRIPT_SUFFIX = TORCHSCRIPT[TORCHSCRIPT.index("."):]  # ".torchscript.pt": any TorchScript export (model.names --model)
 ONNX_STEP = "charrnn.onnx"  # the ONNX step
 ONNX_GENERATE = "charrnn_generate.onnx"  # the one-graph greedy decoder (in artifacts/ and in charrnn.mar)
 EXPORTS = (VOCAB, TORCHSCRIPT, ONNX_STEP, ONNX_GENERATE)  # what make export writes, in this order

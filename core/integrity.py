@@ -1,8 +1,8 @@
 """Content checksums sealed into the exported files, and zip CRC checks (torch-free).
 
 A flipped byte in a weight of a TorchScript or ONNX file still loads and silently gives other
-names (measured: about a third of random single-bit flips did). So every export carries a
-SHA-256 of its own content, and every loader recomputes it:
+names (many random single-bit flips do: soak's corruption section flips them). So every export
+carries a SHA-256 of its own content, and every loader recomputes it:
 
 - TorchScript (a zip archive): the extra file `charrnn.sha256` holds the SHA-256 over every
   other member (name and bytes, sorted by name; the archive's folder name and the random

@@ -225,6 +225,8 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
             initial.append(f"{table}.bos")
         else:
             initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "one_1d"}[how])
+    prefix, prefix_length, max_length = INPUTS  # the graph's wiring reads the contract's names
+    ids, length = OUTPUTS
     nodes = [
         _const("eos_value", eos, np.int64),
         _const("zero", 0, np.int64),
@@ -238,14 +240,14 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         _const("cond_init", True, np.bool_),
         _const("size_1d", [size], np.int64),
         _const("layers_1d", [layers], np.int64),
-        helper.make_node("Shape", ["prefix_length"], ["batch_dim"]),
+        helper.make_node("Shape", [prefix_length], ["batch_dim"]),
         # ctable [batch, max_length, V]: each row's bias row for each step
-        helper.make_node("Reshape", ["max_length", "one_1d"], ["max_1d"]),
+        helper.make_node("Reshape", [max_length, "one_1d"], ["max_1d"]),
         helper.make_node("Concat", ["zeros_3", "max_1d"], ["pads"], axis=0),
-        helper.make_node("Pad", ["prefix", "pads", "no_force"], ["padded"]),  # prefix_len may be 0
+        helper.make_node("Pad", [prefix, "pads", "no_force"], ["padded"]),  # prefix_len may be 0
         helper.make_node("Slice", ["padded", "zero_1d", "max_1d", "one_1d"], ["wanted"]),
-        helper.make_node("Range", ["zero", "max_length", "one"], ["pos"]),
-        helper.make_node("Unsqueeze", ["prefix_length", "one_1d"], ["prefix_length_col"]),
+        helper.make_node("Range", ["zero", max_length, "one"], ["pos"]),
+        helper.make_node("Unsqueeze", [prefix_length, "one_1d"], ["prefix_length_col"]),
         helper.make_node("Less", ["pos", "prefix_length_col"], ["in_prefix"]),
         helper.make_node("Min", ["pos", "one"], ["after_first"]),
         helper.make_node("Sub", ["first_fallback", "after_first"], ["fallback"]),  # V + 1 on step 0, then V
@@ -271,11 +273,11 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
                    helper.make_node("Add", ["masked_rel", "eos_value"], ["masked_steps"])]
     loop_body = body.graph(eos)
     nodes += [
-        helper.make_node("Loop", ["max_length", "cond_init", *initial], [*finals, "steps", "alive_steps"],
+        helper.make_node("Loop", [max_length, "cond_init", *initial], [*finals, "steps", "alive_steps"],
                          body=loop_body),
         *masking,
-        helper.make_node("Transpose", ["masked_steps"], ["ids"], perm=[1, 0]),
-        helper.make_node("ReduceSum", ["alive_steps", "zero_1d"], ["length"], keepdims=0),
+        helper.make_node("Transpose", ["masked_steps"], [ids], perm=[1, 0]),
+        helper.make_node("ReduceSum", ["alive_steps", "zero_1d"], [length], keepdims=0),
     ]
     # constants this variant does not read would make ONNX Runtime warn at every load
     used = {i for n in [*nodes, *loop_body.node] for i in n.input}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.contract import STEP_OUTPUTS
 from core.request import Row
 from core.vocab import Vocab
 from model.charrnn import CharRNN
@@ -141,7 +142,7 @@ def check(model: CharRNN, vocab: Vocab, run: Run, names: Names, what: str, seed:
         for probe in probes(model, vocab, seed):
             want_logits, want_hidden = (t.numpy() for t in model.step(probe.char, probe.hidden))
             got_logits, got_hidden = run(probe.char, probe.hidden)
-            for output, want, got in (("logits", want_logits, got_logits), ("hidden_out", want_hidden, got_hidden)):
+            for output, want, got in zip(STEP_OUTPUTS, (want_logits, want_hidden), (got_logits, got_hidden)):
                 a, s = compare(want, got, output, probe.label, what)
                 max_abs, max_share = max(max_abs, a), max(max_share, s)
     rows = greedy_rows(vocab)

@@ -1,13 +1,14 @@
 """The torch generator: the eager checkpoint or the TorchScript step, decoded by the one torch
 loop (model.decode.decode, over model.chunked), with the n-best search and scoring (model.nbest).
 
-The command line over every backend (eager, TorchScript, ONNX) is `python -m tools.generate`: it
-sits above the ONNX runtime, which this layer must not import.
+The command line over every backend (eager, TorchScript, ONNX, a server) is `python -m
+tools.generate`: it sits above the ONNX runtime, which this layer must not import.
+`python -m model.generate` (documented before) is its alias, with the same flags and defaults:
+main() imports the tools, so `from model.generate import TorchGenerator` never loads them.
 """
 
 from __future__ import annotations
 
-import sys
 import unicodedata
 from collections.abc import Sequence
 
@@ -60,5 +61,12 @@ class TorchGenerator:
                            bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id)
 
 
-if __name__ == "__main__":  # the command line moved up a layer; say where, with the same flags
-    sys.exit(f"error: the generate command is `python -m tools.generate {' '.join(sys.argv[1:])}` (same flags)")
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tools.generate` with the caller's flags (the one generate command line)."""
+    from tools.generate import main as generate
+
+    generate(argv)
+
+
+if __name__ == "__main__":
+    main()

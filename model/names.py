@@ -186,7 +186,7 @@ def worker_texts(pool, spec: BulkSpec, batch_size: int) -> Iterator[str]:
 def load_step(model: str, device: str):
     """(step, vocab, hidden_shape) from a TorchScript export or a training checkpoint; the step
     is model.table_step.TableStep where the cell allows (the same values, fewer operators)."""
-    if model.endswith(".torchscript.pt"):
+    if str(model).endswith(contract.TORCHSCRIPT_SUFFIX):
         from model.torchscript import load_torchscript
 
         module, vocab, meta = load_torchscript(model, device)
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Generate many names straight to a file (see the module docstring).")
     p.add_argument("--num", type=int, required=True, help="names to write")
     p.add_argument("--out", required=True, help="output file (replaced atomically)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="a *.torchscript.pt export or a training checkpoint")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"a *{contract.TORCHSCRIPT_SUFFIX} export or a training checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA graphs)")
     p.add_argument("--prefix", default="", help="start of every name")
     p.add_argument("--temperature", type=float, default=1.0, help="> 0 (0 = greedy: one name only)")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPU only: processes decoding batches in parallel, one core each (default: the usable "
                         "cores, at most one per batch; 1 = no worker processes)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads of the one process (default 1 on CPU: faster than intra-op threads here)")
+                   help="torch CPU threads of the one process (default 1 on CPU: steps this small gain nothing from intra-op threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     spec = BulkSpec(args.num, args.prefix, args.temperature, args.top_k, args.seed, args.max_length,

@@ -34,9 +34,7 @@ top `num` (extensions only lower it) and is dropped.
 
 from __future__ import annotations
 
-import argparse
 import heapq
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -311,25 +309,3 @@ def ranked(gen, prefixes: Sequence[str], *, num: int, max_length: int, temperatu
     names = gen.generate_rows(rows)
     logprobs = gen.logprobs(names) if scores else []
     return [(names[i:i + num], logprobs[i:i + num], True) for i in range(0, len(names), num)]
-
-
-def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    """The n-best options of the generate command line (tools.generate)."""
-    p.add_argument("--search", choices=SEARCHES, default=None,
-                   help="default: nbest (the num most probable distinct names) when temperature is 0 "
-                        "and num > 1, else greedy / sampling")
-    p.add_argument("--max-expansions", type=int, default=DEFAULT_MAX_EXPANSIONS,
-                   help="bound of the n-best search (prefixes expanded)")
-    p.add_argument("--logprobs", action="store_true",
-                   help="print each name's natural-log probability after a tab")
-
-
-def print_ranked(ranked, logprobs: bool) -> None:
-    """One name per line (tab, log-probability with --logprobs); an n-best list the bound cut
-    short is said on stderr."""
-    for names, scores, complete in ranked:
-        for i, name in enumerate(names):
-            print(f"{name}\t{scores[i]:.6f}" if logprobs else name)
-        if not complete:
-            print(f"warning: the search bound (--max-expansions) stopped the search after {len(names)} "
-                  "proven names", file=sys.stderr)

@@ -77,7 +77,7 @@ decode_input_request=false
 # Bodies are a few dozen bytes; refuse big ones in the frontend (413).
 max_request_size=65536
 default_response_timeout=30
-# No per-minute system-metrics subprocess competing for the 2 cores.
+# No per-minute system-metrics subprocess competing with the workers for the cores.
 disable_system_metrics=true
 async_logging=true
 install_py_dep_per_model=false

@@ -80,7 +80,7 @@ class CharRNNHandler:
         self.mode = config.get("mode", "generate")
         if self.mode not in ("generate", "session"):
             raise ValueError(f"handler.mode must be 'generate' or 'session', got {self.mode!r}")
-        # 2 cores, 2 workers: one intra-op thread each (more only adds hand-off latency)
+        # one worker per core: one intra-op thread each (more only adds hand-off latency)
         torch.set_num_threads(int(config.get("threads", 1)))
         gpu_id = props.get("gpu_id")
         if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:

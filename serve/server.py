@@ -287,8 +287,8 @@ def stop(run_dir: str | Path, timeout: float = 30.0) -> bool:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Start or stop TorchServe with the CharRNN archives.")
     p.add_argument("action", choices=("start", "stop", "check-java"))
-    p.add_argument("--dir", default="artifacts/serve", help="working directory of the instance")
-    p.add_argument("--model-store", default="artifacts/model_store")
+    p.add_argument("--dir", default=contract.default_path("serve"), help="working directory of the instance")
+    p.add_argument("--model-store", default=contract.default_path(contract.MODEL_STORE))
     p.add_argument("--inference-port", type=int, default=8080)
     p.add_argument("--management-port", type=int, default=8081)
     p.add_argument("--metrics-port", type=int, default=8082)

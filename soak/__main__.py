@@ -71,7 +71,7 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--art-dir", default="artifacts", type=Path)
+    p.add_argument("--art-dir", default=contract.ART_DIR, type=Path)
     p.add_argument("--out-dir", default=None, type=Path, help="default: <art-dir>/soak")
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--threads", type=int, default=6)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
     art = args.art_dir.resolve()
     out = (args.out_dir or art / "soak").resolve()
-    store = art / "model_store"
+    store = art / contract.MODEL_STORE
     for needed in (art / contract.TORCHSCRIPT, art / contract.VOCAB, *(store / a for a in contract.ARCHIVES)):
         if not needed.is_file():
             raise SystemExit(f"error: {needed} not found: run `make soak` (it builds them)")

@@ -179,10 +179,10 @@ def artifact_state(art: Path) -> dict:
     fps = {name: meta["fingerprint"] for name, meta in found.items()}
     for name in ARCHIVES:
         try:
-            fps[name] = check_archive(art / "model_store" / name)
+            fps[name] = check_archive(art / contract.MODEL_STORE / name)
         except Exception as exc:  # noqa: BLE001 -- reported, not raised
             problems.append(str(exc))
-    leftovers = sorted(str(p.relative_to(art)) for d in (art, art / "model_store") if d.is_dir()
+    leftovers = sorted(str(p.relative_to(art)) for d in (art, art / contract.MODEL_STORE) if d.is_dir()
                        for p in d.iterdir() if p.name.startswith("."))
     leftovers = [p for p in leftovers if p != ".train-args"]
     exports = {fps.get(n) for n in (*EXPORTS, *ARCHIVES)}

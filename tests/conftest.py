@@ -41,7 +41,7 @@ def tiny_config(**overrides) -> TrainConfig:
 
 def build_artifacts(out_dir: Path, **overrides) -> Artifacts:
     out_dir.mkdir(parents=True, exist_ok=True)
-    from export.__main__ import export_all
+    from export.pipeline import export_all
 
     torch.manual_seed(0)
     model, vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(**overrides), progress=False)

@@ -19,9 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Public: extend, never rename (docs/design.md "The public contract"). Spelled out here on purpose.
 PUBLIC_FILES = {"corpus.txt", "checkpoint.pt", "vocab.json", "charrnn.torchscript.pt", "charrnn.onnx",
                 "charrnn_generate.onnx", "charrnn.mar", "charrnn_session.mar"}
+PUBLIC_FOLDERS = {"artifacts", "model_store"}  # ART_DIR and the archives' folder under it
 FILES = {contract.CORPUS, contract.CHECKPOINT, *contract.EXPORTS, *contract.ARCHIVES}
-# a file name of the contract, alone or at the end of a path, or a .mar suffix (f"{model}.mar")
-LITERAL = re.compile(r"(?:.*/)?(?:" + "|".join(re.escape(n) for n in sorted(PUBLIC_FILES)) + r")|.*\.mar")
+# a file name of the contract, alone or at the end of a path, a .mar or .torchscript.pt suffix
+# (f"{model}.mar"), or a path through one of the contract's folders ("artifacts/bench")
+LITERAL = re.compile(r"(?:.*/)?(?:" + "|".join(re.escape(n) for n in sorted(PUBLIC_FILES)) + r")|.*\.mar"
+                     r"|.*\.torchscript\.pt"
+                     r"|(?:[\w.-]*/)*(?:" + "|".join(sorted(PUBLIC_FOLDERS)) + r")(?:/[\w.-]*)*")
+IO_NAMES = {"char", "hidden", "logits", "hidden_out", "prefix", "prefix_length", "max_length", "ids", "length"}
 
 
 def test_the_names_are_the_public_ones():
@@ -31,17 +36,26 @@ def test_the_names_are_the_public_ones():
     assert (contract.STEP_INPUTS, contract.STEP_OUTPUTS) == (("char", "hidden"), ("logits", "hidden_out"))
     assert (contract.GENERATE_INPUTS, contract.GENERATE_OUTPUTS) == (("prefix", "prefix_length", "max_length"),
                                                                      ("ids", "length"))
+    assert {contract.ART_DIR, contract.MODEL_STORE} == PUBLIC_FOLDERS
+    assert contract.TORCHSCRIPT.endswith(contract.TORCHSCRIPT_SUFFIX) and contract.TORCHSCRIPT_SUFFIX == ".torchscript.pt"
+    assert {*contract.STEP_INPUTS, *contract.STEP_OUTPUTS, *contract.GENERATE_INPUTS, *contract.GENERATE_OUTPUTS} == IO_NAMES
+
+
+def string_constants(path: Path, skip_dict_keys: bool = False) -> list[tuple[int, str]]:
+    """The file's string constants, docstrings aside (and dict keys: JSON fields, if asked)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {id(node.body[0].value) for node in ast.walk(tree)
+               if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+               and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    if skip_dict_keys:
+        skipped |= {id(k) for node in ast.walk(tree) if isinstance(node, ast.Dict) for k in node.keys}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped]
 
 
 def literal_names(path: Path) -> list[tuple[int, str]]:
-    """String constants (docstrings and prose aside) that spell a contract file name."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-            and LITERAL.fullmatch(node.value)]
+    """String constants (docstrings and prose aside) that spell a contract file or folder name."""
+    return [(line, value) for line, value in string_constants(path) if LITERAL.fullmatch(value)]
 
 
 def test_python_spells_the_file_names_only_in_core_contract():
@@ -49,6 +63,15 @@ def test_python_spells_the_file_names_only_in_core_contract():
              if name != "core.contract"}
     assert {name: hits for name, hits in found.items() if hits} == {}
     assert literal_names(ROOT / "core" / "contract.py")  # the guard sees the names where they are
+
+
+def test_the_onnx_readers_and_writers_spell_the_graph_names_only_in_core_contract():
+    """The exporters wire their graphs and the runtime feeds them by the contract's names (a
+    runtime's answers may have a "prefix" field: dict keys are JSON, not graph wiring)."""
+    found = {name: [(line, v) for line, v in string_constants(path, skip_dict_keys=True) if v in IO_NAMES]
+             for name, path in project_modules().items() if name.split(".")[0] in ("export", "runtime")}
+    assert {name: hits for name, hits in found.items() if hits} == {}
+    assert [v for _, v in string_constants(ROOT / "core" / "contract.py") if v in IO_NAMES]  # the guard sees them
 
 
 def test_the_makefile_agrees():

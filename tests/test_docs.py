@@ -169,6 +169,18 @@ def test_anchors_of_links_into_markdown_pages_exist(page):
     assert not broken, f"{page_id(page)} links to headings that do not exist: {broken}"
 
 
+def test_the_makefiles_comments_point_to_pages_and_headings_that_exist():
+    """A Makefile comment's `docs/page.md` must exist, and its `README.md "Heading"` must be a
+    heading of README.md (sections move to docs/ as the README is shortened)."""
+    comments = "\n".join(line for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+                         if line.lstrip().startswith("#"))
+    pages = set(re.findall(r"\b(docs/[\w./-]+\.md)", comments))
+    assert pages, "the check sees no page reference"
+    headings = {github_anchor(h) for h in re.findall(r'README\.md "([^"]+)"', comments)}
+    missing = sorted(p for p in pages if not (ROOT / p).is_file()) + sorted(headings - anchors(README))
+    assert not missing, f"the Makefile's comments point to pages or README headings that do not exist: {missing}"
+
+
 # ---------------------------------------------------------------- commands
 
 

@@ -11,8 +11,8 @@ from core import manifest
 from core.errors import ArtifactError
 from core.request import Row
 from export import parity
-from export.__main__ import export_all
 from export.parity import ExportMismatch
+from export.pipeline import export_all
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
 from model.torchscript import load_torchscript

@@ -40,3 +40,29 @@ def test_a_missing_model_names_the_file(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["--backend", "onnx", "--model", str(tmp_path / "nothing.onnx")])
     assert str(info.value) == f"error: {tmp_path / 'nothing.onnx'}: ONNX model not found"
+
+
+def test_the_model_layer_parses_and_prints_only_in_its_command_modules():
+    """Argument parsing and printing belong to command lines (tools.generate for generating):
+    a model/ module that imports argparse or calls print is one with a `__main__` block."""
+    import ast
+
+    from tests.test_layers import project_modules
+
+    def command_line_parts(tree: ast.Module) -> bool:
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names):
+                return True
+            if isinstance(n, ast.ImportFrom) and n.module == "argparse":
+                return True
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print":
+                return True
+        return False
+
+    def is_command(tree: ast.Module) -> bool:
+        return any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
+
+    trees = {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in project_modules().items()
+             if name.startswith("model.")}
+    assert [name for name, tree in trees.items() if command_line_parts(tree) and not is_command(tree)] == []
+    assert any(command_line_parts(t) for t in trees.values())  # the check sees model.train's

@@ -11,10 +11,10 @@ import pytest
 
 from core.request import Row
 from export import onnx_check
-from export.__main__ import export_all
 from export.generate_graph import INPUTS, OUTPUTS, build_generate_model
 from export.onnx_step import exported_graph
 from export.parity import ExportMismatch
+from export.pipeline import export_all
 from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
 from model.checkpoint import load_checkpoint
 from model.decode_numpy import decode

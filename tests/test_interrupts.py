@@ -121,7 +121,7 @@ def test_a_second_signal_during_the_export_cleanup_does_not_leave_its_staging_fo
                                                                                     monkeypatch):
     """make forwards SIGTERM to its recipe: a command signalled through make's process group gets
     a second SIGTERM while it cleans up after the first."""
-    import export.__main__ as export_main
+    import export.pipeline as export_main
 
     out = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts.dir, out)

@@ -23,6 +23,7 @@ COMMAND_ALIASES = {
     "export.runtime": ("runtime", "tools.generate"),
     "serve.client": ("serve", "tools.generate"),
     "export.verify": ("tools", "tools.verify"),
+    "model.generate": ("model", "tools.generate"),
 }
 KNOWN_DEVIATIONS: set[tuple[str, str]] = set()  # (importer, imported) pairs docs/design.md lists
 

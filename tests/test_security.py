@@ -79,7 +79,7 @@ def test_a_checkpoint_with_a_pickled_object_is_refused_and_never_run(tiny_artifa
         with pytest.raises(CheckpointError, match=str(path)):
             read_checkpoint(path)
     # the export refuses it too, and writes nothing
-    from export.__main__ import export_all
+    from export.pipeline import export_all
 
     with pytest.raises(CheckpointError, match="refused"):
         export_all(evil, tmp_path / "out")

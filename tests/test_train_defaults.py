@@ -67,3 +67,12 @@ def test_the_documented_defaults_are_trainconfig(page):
         if knob in documented and knob != "THREADS":  # THREADS: "torch's default"
             stated = re.sub(r"[`\s]|\(.*\)", "", documented[knob])
             assert stated == as_doc(getattr(default, field)), f"{page}: {knob} says {documented[knob]}"
+
+
+def test_the_training_benchmark_measures_the_default_model():
+    """bench's training section takes its model from TrainConfig unless told otherwise."""
+    from bench.__main__ import build_parser as bench_parser
+
+    args = bench_parser().parse_args([])
+    assert (args.train_hidden, args.train_cell) == (TrainConfig().hidden_size, TrainConfig().cell)
+    assert str(TrainConfig().batch_size) in args.train_batches.split(",")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from core import contract
 from core.errors import ArtifactError
@@ -52,6 +53,28 @@ def load_generator(backend: str, path: str | None = None, device: str = "cpu", g
     raise ValueError(f"backend must be one of {BACKENDS[:-1]} here, got {backend!r}")
 
 
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The n-best options of the generate command line."""
+    p.add_argument("--search", choices=nbest.SEARCHES, default=None,
+                   help="default: nbest (the num most probable distinct names) when temperature is 0 "
+                        "and num > 1, else greedy / sampling")
+    p.add_argument("--max-expansions", type=int, default=nbest.DEFAULT_MAX_EXPANSIONS,
+                   help="bound of the n-best search (prefixes expanded)")
+    p.add_argument("--logprobs", action="store_true",
+                   help="print each name's natural-log probability after a tab")
+
+
+def print_ranked(ranked, logprobs: bool) -> None:
+    """One name per line (tab, log-probability with --logprobs); an n-best list the bound cut
+    short is said on stderr."""
+    for names, scores, complete in ranked:
+        for i, name in enumerate(names):
+            print(f"{name}\t{scores[i]:.6f}" if logprobs else name)
+        if not complete:
+            print(f"warning: the search bound (--max-expansions) stopped the search after {len(names)} "
+                  "proven names", file=sys.stderr)
+
+
 def server_fields(args: argparse.Namespace) -> dict:
     """The request fields the user set (the server applies its own defaults and limits to the rest)."""
     fields = {"num": args.num, "max_length": args.max_length, "temperature": args.temperature,
@@ -79,8 +102,8 @@ def run_server(args: argparse.Namespace) -> None:
                     print(json.dumps(event, ensure_ascii=False), flush=True)
                 continue
             answer = client.answer(prefix, **fields)
-            nbest.print_ranked([(answer["names"], answer.get("logprobs", []), answer.get("complete", True))],
-                               args.logprobs)
+            print_ranked([(answer["names"], answer.get("logprobs", []), answer.get("complete", True))],
+                         args.logprobs)
     except (ClientError, requests.RequestException) as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -91,7 +114,7 @@ def run_local(args: argparse.Namespace) -> None:
                            max_length=DEFAULT_MAX_LENGTH if args.max_length is None else args.max_length,
                            temperature=args.temperature or 0.0, top_k=args.top_k or 0, seed=args.seed,
                            search=args.search, max_expansions=args.max_expansions, scores=args.logprobs)
-    nbest.print_ranked(answers, args.logprobs)
+    print_ranked(answers, args.logprobs)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=None, help="0 = every symbol (default)")
     p.add_argument("--seed", type=int, default=None)
-    nbest.add_search_arguments(p)
+    add_search_arguments(p)
     local = p.add_argument_group("local backends (eager, torchscript, onnx)")
     local.add_argument("--model", default=None, help="artifact path (default: the backend's file in artifacts/)")
     local.add_argument("--generate-model", default=None,

@@ -87,7 +87,7 @@ def build_site(art_dir: str | Path, out: str | Path, package: Path = ORT_PACKAGE
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Build the static page (artifacts/web/).")
-    p.add_argument("--art-dir", default="artifacts")
+    p.add_argument("--art-dir", default=contract.ART_DIR)
     p.add_argument("--out", default=None, help="default: ART_DIR/web")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.art_dir) / "web"

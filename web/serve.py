@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
+from core import contract
+
 TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
          ".onnx": "application/octet-stream", ".json": "application/json"}
 
@@ -52,7 +54,7 @@ def serve_in_thread(directory: str | Path, port: int = 0) -> tuple[http.server.T
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Serve the static page on 127.0.0.1.")
-    p.add_argument("--dir", default="artifacts/web")
+    p.add_argument("--dir", default=contract.default_path("web"))
     p.add_argument("--port", type=int, default=8000)
     args = p.parse_args(argv)
     try:
