@@ -127,9 +127,9 @@ class Decoded:
 class DecodingRows:
     """The rows a step decodes: token, hidden, done (None: none has ended), first_eos (the end
     token's column masked at step 0; eager runs build it from first_position, None: every row
-    starts a name), prefix/forced [P, B] (forced characters), and for eager runs max_len (None:
-    one cap for all), rule (temperature, top_k, seed) and the Chooser made of it (choose), and
-    index (each row's column in the output; None: row i is column i)."""
+    starts a name), prefix/forced [P, B] (forced characters), max_len (each row's length cap;
+    None: one cap for all), and for eager runs rule (temperature, top_k, seed) and the Chooser
+    made of it (choose), and index (each row's column in the output; None: row i is column i)."""
 
     def __init__(self, **fields):
         self.max_len = self.choose = self.index = self.done = self.first_eos = self.first_position = None
