@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model: {args.model} not found: a randomly initialised CharRNN of the default size")
         torch.set_num_threads(max(1, torch.get_num_threads()))
         cpu = Engine.from_artifacts(ts, vj, device="cpu")
-        gpu = Engine.from_artifacts(ts, vj, device=target, chunked=True)
+        gpu = Engine.from_artifacts(ts, vj, device=target)
         loaded = time.perf_counter()
         gpu.warm_up()  # captures the chunked decoder's graphs (CUDA), as the handler does at load
         print(f"engine warm-up (graph capture) took {time.perf_counter() - loaded:.1f} s")
