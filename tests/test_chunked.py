@@ -217,6 +217,7 @@ def test_name_text_is_vocab_decode_of_every_row():
     ids[::7, 0] = vocab.eos_id  # empty names, and ids after an end token, included
     names = NameText(vocab).names(ids)
     assert names == [vocab.decode(row) for row in ids.tolist()]
+    assert NameText(vocab).names(ids[:9]) == names[:9]  # a few rows: the per-row path
     skip = torch.tensor([rnd.randrange(4) for _ in range(300)])
     assert NameText(vocab).names(ids, skip) == [vocab.decode(row[s:]) if vocab.eos_id not in row[:s] else ""
                                                 for row, s in zip(ids.tolist(), skip.tolist())]
