@@ -707,7 +707,7 @@ def test_extra_properties_replace_the_shipped_value_or_are_appended_and_cannot_i
 
 
 def test_gpu_check_skips_cleanly_without_cuda(capsys, tiny_artifacts):
-    from serve import gpu_check
+    from tools import gpu_check
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available: run `make gpu-check` instead")
