@@ -160,9 +160,10 @@ stop: | $(STAMP)
 # On a CUDA machine: GPU vs CPU names and batched names/s (needs only PyTorch; skips without CUDA).
 # A GPU machine may have its own Python and torch and no network to build the venv: without the
 # venv this runs $(PYTHON_BOOT) as it is (and a random-weight model of the default size when
-# $(ART) holds no export).
+# $(ART) holds no export). GPU_CHECK_ARGS: more options (`python -m tools.gpu_check --help`).
+GPU_CHECK_ARGS ?=
 gpu-check:
-	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m serve.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json
+	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m tools.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json $(GPU_CHECK_ARGS)
 
 # ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (docs/embedding.md) ----
 NODE_DIR := export/node

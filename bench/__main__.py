@@ -4,7 +4,7 @@ Usage: python -m bench [--sections training,quality,generation,bulk,serving] [--
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
 bench.md into --out-dir, and with --results-dir each section that ran to the end as its own result
-page, RESULTS_DIR/bench-<section>.md (bench.result_page; `make bench` passes docs/results). A run
+page, RESULTS_DIR/bench-<section>.md (tools.result_page; `make bench` passes docs/results). A run
 of some sections replaces those sections in bench.json and keeps the others from earlier runs;
 every section records when and on what machine it was measured.
 Every figure is the median of several repetitions with min and max.
@@ -19,11 +19,11 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import machine_info, machine_line
-from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from model.config import PRESET_DIR, TrainConfig
+from tools.machine import machine_info, machine_line
+from tools.result_page import command_line, write_result_page
 
 DEFAULTS = TrainConfig()  # the training section measures make train's model unless told otherwise
 SECTIONS = ("training", "quality", "generation", "bulk", "serving")

@@ -9,7 +9,7 @@ Both sides write the same names (row i seeded row_seed(seed, i), T=1) to a file:
   step, every row at every step), Vocab.decode per name, one write.
 The figure is the median of `repeats` runs with min and max; the target (issue 14) is
 >= 100,000 names/s on the 2-core CPU machine. Each bulk figure is also set against the physical
-limit of the model size (model.limits): FLOPs and bytes per row and step, at the names' measured
+limit of the model size (tools.limits): FLOPs and bytes per row and step, at the names' measured
 steps, against one core's measured FP32 matmul rate (times the processes) and copy bandwidth.
 """
 
@@ -26,7 +26,6 @@ from bench.common import fmt, summary
 from core import contract
 from core.request import make_rows
 from model.decode import decode
-from model.limits import limit_lines, measured_peaks, model_cost
 from model.names import (
     BATCH,
     BulkSpec,
@@ -38,6 +37,7 @@ from model.names import (
     write_names,
 )
 from model.torchscript import load_torchscript
+from tools.limits import limit_lines, measured_peaks, model_cost
 from tools.tables import table
 
 TARGET = 100_000  # names/s, bulk to a file on the 2-core CPU machine

@@ -31,11 +31,11 @@ def measure(art_dir: str | Path = contract.ART_DIR, *, repeats: int = 3, letters
     """`letters`: only the first that many first letters (a quick run); default every one."""
     import torch
 
-    from bench.common import machine_info
     from model import nbest
     from runtime.generator import NameGenerator
     from serve.engine import Engine
     from serve.validation import GenerateRequest
+    from tools.machine import machine_info
 
     machine = machine_info()
     torch.set_num_threads(1)
@@ -101,7 +101,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.common import machine_line
+    from tools.machine import machine_line
 
     p = argparse.ArgumentParser(description="n-best latency against greedy (torch engine, ONNX runtime).")
     p.add_argument("--art-dir", default=contract.ART_DIR)

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import write_text_atomic
+from tools.result_page import command_line, write_result_page
 from tools.tables import table
 
 BACKENDS = ("eager", "torchscript", "onnx_step", "onnx_graph")
@@ -111,8 +111,8 @@ def measure(art_dir: str | Path = contract.ART_DIR, *, repeats: int = 20, batch:
     """Latency (µs per name at batch 1: p50, p99) and names/s at `batch` for every backend."""
     import torch
 
-    from bench.common import machine_info
     from core.request import Row
+    from tools.machine import machine_info
 
     machine = machine_info()  # before set_num_threads: it reports torch's default
     torch.set_num_threads(1)
@@ -181,7 +181,7 @@ def format_table(result: dict) -> str:
 
 
 def format_machine(result: dict) -> str:
-    from bench.common import machine_line
+    from tools.machine import machine_line
 
     return f"machine: {machine_line(result['machine'])}\n" + format_setup(result)
 

@@ -75,7 +75,7 @@ def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), endpoints
             jvm_warmup: int = 12000, jvm_warmup_seconds: float = 30.0, sweep: Sequence[Point] = (),
             sweep_clients: int = TARGET["clients"], log: Callable[[str], None] = print) -> dict:
     """The whole section's data (see the module docstring)."""
-    from bench.common import machine_info
+    from tools.machine import machine_info
 
     store = Path(store)
     check_available(store, endpoints)

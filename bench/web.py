@@ -25,9 +25,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.result_page import command_line, write_result_page
 from core import contract
 from core.atomic import write_text_atomic
+from tools.result_page import command_line, write_result_page
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("Maria Clara", "João Pedro", "Fábio", "Ana Júlia", "Luiz", "Antônio")
@@ -118,7 +118,7 @@ def measure_python(art: Path, prefixes: list[str], rounds: int) -> dict:
 
 
 def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
-    from bench.common import machine_info
+    from tools.machine import machine_info
 
     art, site = Path(art_dir), Path(site)
     from runtime.generator import NameGenerator
@@ -139,7 +139,7 @@ def measure(art_dir: str | Path, site: str | Path, rounds: int = 5) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from bench.common import machine_line
+    from tools.machine import machine_line
 
     return "\n".join([f"machine: {machine_line(result['machine'])}", f"command: `{result['command']}`",
                       format_body(result)])

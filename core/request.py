@@ -38,12 +38,17 @@ class Row:
             raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
 
 
+def request_seed(seed: int | None) -> int:
+    """A request's seed: its own, or a fresh one for a request without one (the one place where
+    seeds are drawn)."""
+    return secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+
+
 def make_rows(vocab: Vocab, prefix: str = "", *, num: int = 1, max_length: int = DEFAULT_MAX_LENGTH,
               temperature: float = 0.0, top_k: int = 0, seed: int | None = None) -> list[Row]:
     """`num` rows for one prefix. Name i gets seed row_seed(seed, i): a request with a seed is
     reproducible, whatever it is batched with. Without a seed, sampling draws a fresh one."""
     ids = vocab.encode(unicodedata.normalize("NFC", prefix))
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
+    seed = request_seed(seed)
     return [Row(tuple(ids), max_length, temperature, top_k, row_seed(seed, i)) for i in range(num)]
 

@@ -3,7 +3,7 @@
 Usage: python -m evaluation --checkpoint artifacts/checkpoint.pt --out-dir artifacts/report
                             [--page docs/results/eval-default.md]
 
---page also writes the report as a result page (bench.result_page: stamped with date, machine and
+--page also writes the report as a result page (tools.result_page: stamped with date, machine and
 command, its figures in a folder beside it); `make eval` passes $(RESULTS_DIR)/eval-<preset>.md.
 
 The corpus, title-casing and validation fraction come from the checkpoint's train_args (the
@@ -53,8 +53,8 @@ def write_report(rep: dict, out_dir: Path, *, command: str, generated: str | Non
 
 def write_page(rep: dict, report_dir: Path, page: Path, *, command: str) -> Path:
     """The report of `report_dir` as a result page, its figures copied beside it."""
-    from bench.common import machine_info
-    from bench.result_page import figure_dir, write_result_page
+    from tools.machine import machine_info
+    from tools.result_page import figure_dir, write_result_page
 
     figs = {name: report_dir / name for name in markdown.FIGURES.values() if (report_dir / name).is_file()}
     m = rep["model"]

@@ -22,7 +22,7 @@ from core.noise import MAX_SEED, row_seeds
 from core.request import Row
 from core.vocab import Vocab
 
-SMALL = 32  # rows up to which a batch's seeds are hashed as Python ints (same function, same values)
+SMALL = 32  # rows up to which a batch's seeds are hashed, and its names decoded, in Python (same values)
 
 
 @dataclass
@@ -127,9 +127,9 @@ class Decoded:
 class DecodingRows:
     """The rows a step decodes: token, hidden, done (None: none has ended), first_eos (the end
     token's column masked at step 0; eager runs build it from first_position, None: every row
-    starts a name), prefix/forced [P, B] (forced characters), and for eager runs max_len (None:
-    one cap for all), rule (temperature, top_k, seed) and the Chooser made of it (choose), and
-    index (each row's column in the output; None: row i is column i)."""
+    starts a name), prefix/forced [P, B] (forced characters), max_len (each row's length cap;
+    None: one cap for all), and for eager runs rule (temperature, top_k, seed) and the Chooser
+    made of it (choose), and index (each row's column in the output; None: row i is column i)."""
 
     def __init__(self, **fields):
         self.max_len = self.choose = self.index = self.done = self.first_eos = self.first_position = None
@@ -160,7 +160,7 @@ class NameText:
         bad = [c for c in chars if c in "\0\n"]
         if bad:
             raise ValueError(f"the vocabulary holds {bad!r}, which cannot appear inside a name line")
-        self.eos_id = vocab.eos_id
+        self.vocab, self.eos_id = vocab, vocab.eos_id
         self._codes = torch.tensor([0 if i in (vocab.bos_id, vocab.eos_id) else ord(s)
                                     for i, s in enumerate(vocab.symbols)], dtype=torch.int32)
         self._on: dict[torch.device, torch.Tensor] = {}
@@ -185,6 +185,9 @@ class NameText:
         return raw.decode(_UTF32).replace("\0", "")
 
     def names(self, ids: torch.Tensor, skip: torch.Tensor | None = None) -> list[str]:
+        if skip is None and ids.device.type == "cpu" and ids.shape[0] <= SMALL:
+            # a few rows on the host: Vocab.decode's Python costs less than the block's operators
+            return [self.vocab.decode(row) for row in ids.tolist()]
         return self.text(ids, skip).split("\n")[:-1]
 
 

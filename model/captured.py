@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from model.batch import Decoded, DecodingRows, RowBatch
-from model.choose import Start, gumbel_noise, pick, row_argmax, seed_hashes, step_hashes
+from model.choose import (
+    Start,
+    divisors,
+    end_forbidden,
+    greedy_rows_of,
+    gumbel_noise,
+    kth_indices,
+    pick,
+    row_argmax,
+    seed_hashes,
+    step_hashes,
+)
 
 if TYPE_CHECKING:
     from model.chunked import ChunkedDecoder
@@ -157,23 +168,22 @@ class Captured:
         s.max_len.copy_(f[:, MAX_LENGTH])
         s.seed_hash.copy_(seed_hashes(f[:, SEED]))
         temperature = f[:, TEMPERATURE].view(torch.float64).to(d.dtype)
-        s.divisor.copy_(temperature.clamp_min(1e-6).unsqueeze(1))
-        s.greedy_rows.copy_(temperature == 0)
-        k = f[:, TOP_K_FIELD]
-        s.kth_index.copy_((torch.where((k > 0) & (k < vocab), k, vocab) - 1).unsqueeze(1))
-        eos_column = (torch.arange(vocab, device=d.device) == d.eos_id).unsqueeze(0)
-        s.first_eos.copy_((f[:, NAME_LENGTH] == 0).unsqueeze(1) & eos_column)
+        s.divisor.copy_(divisors(temperature))
+        s.greedy_rows.copy_(greedy_rows_of(temperature))
+        s.kth_index.copy_(kth_indices(f[:, TOP_K_FIELD], vocab))
+        s.first_eos.copy_(end_forbidden(f[:, NAME_LENGTH] == 0, vocab, d.eos_id, d.device))
         s.token.fill_(d.bos_id)
         s.hidden.zero_()
         s.done.zero_()
 
     def _chunk(self, s: _Slot, k: int, mode: str, record: bool) -> None:
-        """Steps k*chunk .. k*chunk + chunk - 1 of a slot's rows: the loop's step body on its
-        buffers, with the noise of the whole chunk drawn at once (fewer kernels)."""
+        """Steps k*chunk .. k*chunk + chunk - 1 of a slot's rows: the loop's step body (choice,
+        prefix, end test) on its buffers, with the noise of the whole chunk drawn at once (fewer
+        kernels); the results written back into the static buffers."""
         d = self.d
         first = k * d.chunk
         rows = DecodingRows(token=s.token, hidden=s.hidden, done=s.done, first_eos=s.first_eos, prefix=s.prefix,
-                     forced=s.forced)
+                            forced=s.forced, max_len=s.max_len)
         kth = s.kth_index if mode == TOP_K else None
         noise = None if mode == GREEDY else gumbel_noise(
             s.seed_hash, step_hashes(first, d.chunk, d.vocab_size, d.device), d.dtype)
@@ -182,9 +192,7 @@ class Captured:
             choose = row_argmax if mode == GREEDY else \
                 (lambda lg, j=j: pick(lg, s.divisor, kth, noise[j], s.greedy_rows))
             keep = (lambda lg, h, t=t: (s.rec_logits[t].copy_(lg), s.rec_hidden[t].copy_(h))) if record else None
-            token = d._step_rows(rows, t, d.max_prefix, choose, keep)
-            s.out[t].copy_(token)
-            rows.done = rows.done | (token == d.eos_id) | (s.max_len <= t + 1)
+            s.out[t].copy_(d._step_rows(rows, t, d.max_prefix, choose, keep))
         s.token.copy_(rows.token)
         s.hidden.copy_(rows.hidden)
         s.done.copy_(rows.done)

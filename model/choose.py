@@ -5,8 +5,9 @@ temperature-scaled, top-k-restricted distribution with counter-based noise (core
 noise of (row seed, step, symbol) never depends on the batch, so a row gets the same name alone,
 in any batch, bucket or device. `model.decode_numpy.Chooser` is the numpy twin, with the same values.
 
-The decoding loop (model.chunked) calls `Chooser` once per step; `gumbel_noise` and `pick` are
-also what its captured chunks run (the noise of a chunk of steps at once on a GPU).
+The decoding loop (model.chunked) calls `Chooser` once per step; its captured chunks (model.captured)
+run `gumbel_noise` and `pick` (the noise of a chunk of steps at once on a GPU) on buffers their load
+graph fills with the same per-row rule: `divisors`, `greedy_rows_of`, `kth_indices`, `end_forbidden`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,36 @@ def row_argmax(x: torch.Tensor) -> torch.Tensor:
     return torch.max(x, dim=1).indices if x.shape[0] > SMALL else x.argmax(dim=1)
 
 
+def divisors(temperature: torch.Tensor) -> torch.Tensor:
+    """Each row's temperature (in the logits' dtype) as the divisor of its logits [B, 1]: clamped
+    so a greedy row (temperature 0, chosen by argmax instead) divides by a finite number."""
+    return temperature.clamp_min(1e-6).unsqueeze(1)
+
+
+def greedy_rows_of(temperature: torch.Tensor) -> torch.Tensor:
+    """The rows [B] that take the argmax in a sampling batch (temperature 0 in the logits' dtype)."""
+    return temperature == 0
+
+
+def restricting(top_k: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The rows [B] whose top-k drops symbols: k >= vocab (or 0) keeps every symbol."""
+    return (top_k > 0) & (top_k < vocab)
+
+
+def kth_indices(top_k: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Each row's top-k threshold as an index into its descending-sorted logits [B, 1] (the last
+    one, vocab - 1, for a row that keeps every symbol)."""
+    return (torch.where(restricting(top_k, vocab), top_k, vocab) - 1).unsqueeze(1)
+
+
+def end_forbidden(first_position: torch.Tensor | None, vocab: int, eos_id: int,
+                  device: torch.device | str) -> torch.Tensor:
+    """The logits masked at step 0: the end token's column for rows at a name's first position
+    (first_position [B]; None: every row), so no name is empty. [B, V], or [1, V] for all rows."""
+    eos_column = (torch.arange(vocab, device=device) == eos_id).unsqueeze(0)
+    return eos_column if first_position is None else first_position.unsqueeze(1) & eos_column
+
+
 def pick(logits: torch.Tensor, divisor: torch.Tensor | None, kth_index: torch.Tensor | None, noise: torch.Tensor,
          greedy_rows: torch.Tensor | None) -> torch.Tensor:
     """One step's symbols: Gumbel-max over the temperature-scaled (divisor [B, 1]; None: every
@@ -108,12 +139,12 @@ class Chooser:
             return
         temps = temperature.to(dtype)
         if not (all(x == 1 for x in t) if small else bool((temperature == 1).all())):
-            self.divisor = temps.clamp_min(1e-6).unsqueeze(1)
+            self.divisor = divisors(temps)
         if not (all(x > 0 for x in t) if small else bool((temperature > 0).all())):
-            self.greedy_rows = temps == 0
-        restricts = (top_k > 0) & (top_k < vocab)  # k >= vocab (or 0) keeps every symbol
-        if any(0 < k < vocab for k in top_k.tolist()) if small else bool(restricts.any()):
-            self.kth_index = (torch.where(restricts, top_k, vocab) - 1).unsqueeze(1)
+            self.greedy_rows = greedy_rows_of(temps)
+        # restricting's rule on Python ints for a few rows (the same test, without its operators)
+        if any(0 < k < vocab for k in top_k.tolist()) if small else bool(restricting(top_k, vocab).any()):
+            self.kth_index = kth_indices(top_k, vocab)
         if small:  # the same function on Python ints
             hashes = [h - 2**32 if h >= 2**31 else h for h in (mix32(x) for x in seed.tolist())]
             self.seed_hash = torch.tensor(hashes, dtype=torch.int32).unsqueeze(1)

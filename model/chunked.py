@@ -5,13 +5,14 @@ ones, session waves (recording each step), bulk generation, and `model.decode.de
 A batch's rows each have their own prefix, length cap, temperature, top-k and seed (`RowBatch`);
 the step is any callable `(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`. Each step
 runs `_step_rows`: the step, no end token at a name's first position, the choice (model.choose),
-forced prefix characters, end tokens after a row has ended. Rows never influence each other, so
+forced prefix characters, end tokens after a row has ended, the end test (end token or length
+cap). Both paths run that one body; only the bookkeeping around it differs. Rows never influence each other, so
 a row gets the same name alone, in any batch, bucket or device.
 
 - **Eager** (capture off: CPU; and streamed requests, whose per-step reads are the point): steps
   run one at a time; every `check` steps (each step on CPU, where reading a flag is free) the
-  loop stops if every row has ended and, once an eighth of the live rows have ended (`compact`),
-  gathers the others, so later steps only compute live rows.
+  loop stops if every row has ended and, once an eighth of more than SMALL live rows have ended
+  (`compact`), gathers the others, so later steps only compute live rows.
 - **Captured** (CUDA, model.captured): a batch is padded to the smallest bucket (BUCKETS) that
   holds it and copied to the device in one copy; then `chunk` steps at a time replay a graph
   captured at warm-up, with one "all done?" flag read per chunk.
@@ -28,13 +29,14 @@ from core.noise import NOISE_CHUNK
 from core.request import Row
 from model.batch import Decoded, DecodingRows, RowBatch
 from model.captured import GREEDY, MODES, SAMPLE, TOP_K, Captured
-from model.choose import Chooser, Start, Step
+from model.choose import SMALL, Chooser, Start, Step, end_forbidden, restricting
 from model.graphs import CudaGraphs
 
 __all__ = ["BUCKETS", "GREEDY", "MODES", "SAMPLE", "TOP_K", "ChunkedDecoder", "CudaGraphs", "Decoded"]
 
 BUCKETS = (1, 8, 64, 256, 1024, 4096, 16384, 65536)
 GATHER_SHARE = 8  # eager: gather the live rows once at least 1/GATHER_SHARE of them have ended
+# (never down to SMALL rows or fewer: a step of so few rows costs its operators, not its rows)
 
 
 class ChunkedDecoder:
@@ -146,15 +148,18 @@ class ChunkedDecoder:
         sampling batch has a row restricting it."""
         if not bool((batch.temperature > 0).any()):
             return GREEDY
-        restricts = (batch.top_k > 0) & (batch.top_k < self.vocab_size)
-        return TOP_K if bool(restricts.any()) else SAMPLE
+        return TOP_K if bool(restricting(batch.top_k, self.vocab_size).any()) else SAMPLE
 
     # ------------------------------------------------------------ one step, both paths
 
     def _step_rows(self, s: DecodingRows, t: int, prefix_steps: int, choose: Callable[[torch.Tensor], torch.Tensor] | None,
-                   record: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Step t of the rows in s: updates s.token and s.hidden, returns the chosen ids.
-        choose(logits) -> ids (None: the rows' own Chooser, s.choose)."""
+                   record: Callable[[torch.Tensor, torch.Tensor], None] | None = None, cap_from: int = 0) -> torch.Tensor:
+        """Step t of the rows in s: updates s.token, s.hidden and s.done, returns the chosen ids
+        (an ended row's are end tokens, so `ids != eos` are the rows that extend a name).
+        choose(logits) -> ids (None: the rows' own Chooser, s.choose). cap_from: no row's length
+        cap is below it (the cap test is skipped before; 0: unknown). No host reads, no data-
+        dependent Python branches, s.done replaced (never written in place): the captured chunks
+        run this very body."""
         logits, s.hidden = self.step(s.token, s.hidden)
         if record is not None:
             record(logits, s.hidden)
@@ -168,6 +173,12 @@ class ChunkedDecoder:
         if t > 0 and s.done is not None:
             token = token.masked_fill(s.done, self.eos_id)
         s.token = token
+        # the end test: a row ends with the end token or at its length cap (max_len None: one
+        # cap for all rows, the run's number of steps)
+        ended = token == self.eos_id
+        if s.max_len is not None and t + 1 >= cap_from:
+            ended |= s.max_len <= t + 1
+        s.done = ended if s.done is None else ended.logical_or_(s.done)  # in place: `ended` is new
         return token
 
     # ------------------------------------------------------------ eager
@@ -192,19 +203,15 @@ class ChunkedDecoder:
         chosen: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per step: ids and their rows' columns
         logits_seen, hidden_seen = [], []
         keep_step = (lambda lg, h: (logits_seen.append(lg), hidden_seen.append(h))) if record else None
-        compact = self.compact and not record and on_step is None
+        compact = self.compact and not record and on_step is None and n > SMALL
         check = 1 if dev.type == "cpu" else self.chunk
         shortest = int(caps.min())
         syncs = 0
         for t in range(steps):
-            token = self._step_rows(rows, t, prefix_steps, None, keep_step)
+            token = self._step_rows(rows, t, prefix_steps, None, keep_step, cap_from=shortest)
             chosen.append((token, rows.index))
             if on_step is not None:
-                on_step(t, token, token != eos if rows.done is None else ~rows.done & (token != eos))
-            ended = token == eos
-            if rows.max_len is not None and t + 1 >= shortest:
-                ended |= rows.max_len <= t + 1
-            rows.done = ended if rows.done is None else rows.done.logical_or_(ended)
+                on_step(t, token, token != eos)
             if t + 1 < steps and (t + 1) % check == 0:
                 syncs += 1
                 if not compact:
@@ -214,7 +221,7 @@ class ChunkedDecoder:
                 live, finished = rows.token.shape[0], int(rows.done.sum())
                 if finished == live:
                     break
-                if finished * GATHER_SHARE >= live:
+                if finished * GATHER_SHARE >= live > SMALL:
                     rows = rows.take((~rows.done).nonzero().squeeze(1), t + 1 < prefix_steps)
         ran = len(chosen)
         if all(index is None for _, index in chosen):  # no row was ever gathered out
@@ -234,9 +241,8 @@ class ChunkedDecoder:
         """At step 0 of an eager run: the end token's column masked for rows at a name's first
         position, and the rows' Chooser, both sized by the step's vocabulary."""
         self._learn_vocab(logits)
-        (vocab, dtype), dev = self._vocab, logits.device
-        eos_column = (torch.arange(vocab, device=dev) == self.eos_id).unsqueeze(0)
-        s.first_eos = eos_column if s.first_position is None else s.first_position.unsqueeze(1) & eos_column
+        vocab, dtype = self._vocab
+        s.first_eos = end_forbidden(s.first_position, vocab, self.eos_id, logits.device)
         s.choose = Chooser(*s.rule, vocab, dtype)
 
     def _learn_vocab(self, logits: torch.Tensor) -> None:

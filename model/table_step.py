@@ -2,12 +2,13 @@
 
 `CharRNN.step` (and its TorchScript export, `as_step`) looks up layer 0's input projection as
 column `char` of W_ih, then adds b_ih and b_hh per row. Those are per-symbol constants, so
-`TableStep` adds them once into a [V, H] table, `((W_ih^T + b_ih) + b_hh)`: the same float
-additions in the same order, hence the same values, then runs the same matrix products and
-tanh. A step of this small model is a handful of operators, and these three (and the strided
-lookup) are a large share of it. Its outputs equal the module's bit for bit (tests/test_table_step.py feeds both the
-same inputs for every model variant); a GRU, or a module not laid out like CharRNN, keeps its
-own step (`TableStep.of` returns None).
+`TableStep` reads the same weights (`CharRNN.cell_weights()`) and adds them once into a [V, H]
+table, `((W_ih^T + b_ih) + b_hh)`: the same float additions in the same order, hence the same
+values, then runs the same matrix products and tanh. A step of this small model is a handful of
+operators, and these three (and the strided lookup) are a large share of it. Its outputs equal
+the module's bit for bit (tests/test_table_step.py feeds both the same inputs for every model
+variant); a GRU, or a module not laid out like CharRNN, keeps its own step (`TableStep.of`
+returns None).
 """
 
 from __future__ import annotations
@@ -25,22 +26,20 @@ class TableStep:
     @torch.inference_mode()
     def of(cls, module) -> TableStep | None:
         """For a CharRNN or its TorchScript export with a tanh cell; None for anything else."""
-        if getattr(module, "is_gru", True):
+        if getattr(module, "is_gru", True) or not hasattr(module, "cell_weights"):
             return None
-        params = dict(module.named_parameters())
+        weights = [w.detach() for w in module.cell_weights()]  # what step() reads, as step() reads it
+        head = getattr(module, "head", None)
+        if len(weights) != 4 * int(module.num_layers) or getattr(head, "bias", None) is None:
+            return None  # a cell or head without biases is not laid out like CharRNN
         layers = []
         for layer in range(int(module.num_layers)):
-            names = [f"rnn.{w}_l{layer}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            if not all(n in params for n in names):
-                return None
-            w_ih, w_hh, b_ih, b_hh = (params[n].detach() for n in names)
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer: 4 * layer + 4]
             if layer == 0:  # the lookup, as step(): (W_ih^T[char] + b_ih) + b_hh, for every char at once
                 layers.append((((w_ih.t() + b_ih) + b_hh).contiguous(), w_hh.t()))
             else:
                 layers.append((w_ih.t(), b_ih, b_hh, w_hh.t()))
-        if "head.weight" not in params or "head.bias" not in params:
-            return None
-        return cls(layers, params["head.weight"].detach(), params["head.bias"].detach())
+        return cls(layers, head.weight.detach(), head.bias.detach())
 
     def __call__(self, char: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = []

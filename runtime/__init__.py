@@ -1,6 +1,8 @@
 """The ONNX Runtime embedding runtime: the readers of charrnn.onnx and charrnn_generate.onnx,
-torch-free (numpy, onnxruntime and the core only), so an application ships the .onnx file and
-these modules.
+torch-free (numpy and onnxruntime). An application ships the .onnx file, these modules and the
+torch-free modules they import (tests/test_layers.py holds this list to the imports):
+
+    runtime/  core/  model/__init__.py  model/decode_numpy.py  model/nbest.py
 
     from runtime.generator import NameGenerator
     NameGenerator("artifacts/charrnn.onnx").generate("L", num=3)

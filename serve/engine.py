@@ -1,6 +1,7 @@
 """The serving engine: batched one-shot generation, streaming and per-session hidden state,
-over the one torch decoding loop (`model.decode.decode`) and, for greedy one-shot names on CPU,
-the one-graph ONNX decoder (charrnn_generate.onnx).
+over the one torch decoding loop (`model.chunked.ChunkedDecoder`: eager on CPU, captured CUDA
+graphs on a GPU) and, for greedy one-shot names on CPU, the one-graph ONNX decoder
+(charrnn_generate.onnx).
 
 TorchServe-free on purpose: `serve/handler.py` is a thin adapter over this module, tests host it
 in-process, and another server could host it later. Its neighbours, one job each:
@@ -11,34 +12,34 @@ bodies), serve/answers.py (the n-best search and scores).
 - `parse_generate` / `parse_session` validate a request body (serve.validation) against the
   engine's limits and vocabulary.
 - `generate` decodes the requests of a batch in one call per decoder: the greedy, non-streamed
-  ones in one run of the one-graph decoder when the engine has it, all others in ONE `decode`
-  call (each request's `num` names become rows via `core.request.make_rows`, with their own
-  prefix, length, temperature, top-k and seed), then splits the names back per request. Rows
-  never influence each other, so a request gets the same names alone or in any batch. Streaming uses decode's `on_step` hook.
+  ones in one run of the one-graph decoder when the engine has it, all others in ONE run of the
+  torch loop (each request's `num` names become rows of a `model.batch.RowBatch`, with their own
+  prefix, length, temperature, top-k and seed, the rows `core.request.make_rows` gives; ids to
+  text by `model.batch.NameText`), then splits the names back per request. Rows never influence
+  each other, so a request gets the same names alone or in any batch. Streaming uses the loop's
+  `on_step` hook (a host read per step).
 - `answer` is `generate` with each name's log-probability; requests with temperature 0 and
   num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
   model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (serve.sessions: an LRU with idle
   expiry), feeds the newly typed characters and returns the next-character distribution and the
-  greedy completion, again in one `decode` call per batch (continuing from decode's `Start`),
-  and the top whole-name completions from the n-best search.
+  greedy completion, again in one run of the torch loop per batch (continuing from a `Start`,
+  recording each step), and the top whole-name completions from the n-best search.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from core.noise import MAX_SEED
-from core.request import Row, make_rows
+from core.request import Row, make_rows, request_seed
 from core.vocab import Vocab
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
-from model.decode import Start, decode
+from model.decode import Start
 from model.nbest_torch import TorchStepper
 from model.torchscript import load_torchscript
 from serve import answers
@@ -62,37 +63,21 @@ if TYPE_CHECKING:  # imported when used: numpy and ONNX Runtime are not needed o
 ENGINE_BUCKETS = (1, 8, 64, 256, 1024, 4096)
 # the decoders a one-shot request can be answered by (Engine.decoder)
 ONNX_GRAPH = "onnx-graph"  # charrnn_generate.onnx: the whole greedy loop in one ONNX Runtime call
-TORCH = "torch"  # model.decode.decode over the TorchScript step
-TORCH_CHUNKED = "torch-chunked"  # model.chunked over the TorchScript step (CUDA graphs on a GPU)
+TORCH = "torch"  # model.chunked over the TorchScript step, eager (a CPU worker)
+TORCH_CHUNKED = "torch-chunked"  # model.chunked over the TorchScript step, captured CUDA graphs (a GPU worker)
 NBEST = "nbest"  # the n-best search (model.nbest) over the TorchScript step
-
-
-class _Recorder:
-    """Wraps the step to keep each step's logits and hidden output (on the device, no sync):
-    a session needs the state after its own number of fed characters."""
-
-    def __init__(self, step):
-        self.step, self.logits, self.hidden = step, [], []
-
-    def __call__(self, token, hidden):
-        logits, hidden = self.step(token, hidden)
-        self.logits.append(logits)
-        self.hidden.append(hidden)
-        return logits, hidden
 
 
 # ---------------------------------------------------------------- the engine
 
 
 class Engine:
-    """Validates requests and decodes them in batches with `model.decode.decode` on `device`
-    (`model.chunked.ChunkedDecoder` on a GPU)."""
-
-    CHUNKED_ON_CPU = False  # tests: run the GPU's decoding path (capture off) on CPU by default
+    """Validates requests and decodes them in batches with `model.chunked.ChunkedDecoder` on
+    `device` (`self.chunked`: capture on a GPU, eager on CPU)."""
 
     def __init__(self, step, vocab: Vocab, hidden_shape: tuple[int, int], *, device: str | torch.device = "cpu",
                  limits: Limits | None = None, sessions: SessionStore | None = None,
-                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None, chunked: bool | None = None):
+                 fingerprint: str | None = None, greedy: OnnxGreedy | None = None):
         self.step, self.vocab, self.hidden_shape = step, vocab, tuple(hidden_shape)
         self.greedy = greedy  # charrnn_generate.onnx: greedy one-shot names in one ORT run
         self.device = torch.device(device)
@@ -105,21 +90,18 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
-        # model.chunked: on a GPU (default), one-shot names, streams and session waves replay
-        # captured chunks of steps; on CPU the per-step loop stays unless chunked=True (tests)
-        self.chunked: ChunkedDecoder | None = None
-        if (self.device.type == "cuda" or self.CHUNKED_ON_CPU) if chunked is None else chunked:
-            self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                                          hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,
-                                          max_steps=self.limits.max_prefix + self.limits.max_length,
-                                          max_prefix=self.limits.max_prefix)
-            self._name_text = NameText(vocab)
+        # the one torch loop for one-shot names, streams and session waves: on a GPU it replays
+        # chunks of steps captured at warm-up; on CPU it steps eagerly (capture needs CUDA)
+        self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+                                      hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,
+                                      max_steps=self.limits.max_prefix + self.limits.max_length,
+                                      max_prefix=self.limits.max_prefix)
+        self._name_text = NameText(vocab)
 
     @classmethod
     def from_artifacts(cls, torchscript: str | Path, vocab_json: str | Path | None = None, *,
                        device: str | torch.device = "cpu", limits: Limits | None = None,
-                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None,
-                       chunked: bool | None = None) -> Engine:
+                       sessions: SessionStore | None = None, greedy_graph: str | Path | None = None) -> Engine:
         """Load the TorchScript step. With `vocab_json` (the copy shipped beside it, e.g. in the
         .mar), refuse to start unless it matches the vocabulary inside the TorchScript file.
 
@@ -137,8 +119,7 @@ class Engine:
             greedy = OnnxGreedy.from_path(greedy_graph, threads=max(1, torch.get_num_threads()))
             greedy.require_export(meta.get("fingerprint"), vocab.symbols, str(torchscript))
         return cls(module, vocab, (meta["num_layers"], meta["hidden_size"]), device=device,
-                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy,
-                   chunked=chunked)
+                   limits=limits, sessions=sessions, fingerprint=meta.get("fingerprint"), greedy=greedy)
 
     # ------------------------------------------------------------ one-shot requests
 
@@ -168,7 +149,8 @@ class Engine:
 
     def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
         """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
-        requests that do not stream are decoded in one run of it; all other requests in one `decode` call.
+        requests that do not stream are decoded in one run of it; all other requests in one run of
+        the torch loop.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
@@ -186,53 +168,38 @@ class Engine:
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
-        reports it per response): NBEST, ONNX_GRAPH, TORCH, or TORCH_CHUNKED where the engine
-        runs model.chunked (on a GPU)."""
+        reports it per response): NBEST, ONNX_GRAPH, TORCH (the torch loop, eager on CPU), or
+        TORCH_CHUNKED (the torch loop with capture, on a GPU)."""
         if search_of(request) == "nbest":
             return NBEST
         if self.greedy is not None and request.temperature == 0 and not request.stream:
             return ONNX_GRAPH
-        return TORCH_CHUNKED if self.chunked is not None else TORCH
+        return TORCH_CHUNKED if self.chunked.capture else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars) -> list[list[str]]:
-        if not graph and self.chunked is not None:
-            return self._decode_chunked(requests, indices, on_chars)
-        rows: list[Row] = []
-        spans: list[tuple[int, int]] = []
-        for r in requests:
-            spans.append((len(rows), r.num))
-            rows.extend(make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
-                                  temperature=r.temperature, top_k=r.top_k, seed=r.seed))
-        if graph:
-            ids = self.greedy.decode(rows)
-        else:
-            on_step = None
-            if on_chars is not None:
-                streamed = [(indices[j], s, n) for j, (r, (s, n)) in enumerate(zip(requests, spans)) if r.stream]
-                if streamed:
-                    on_step = self._streamer(streamed, on_chars)
-            ids = decode(self.step, rows, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id,
-                         hidden_shape=self.hidden_shape, device=self.device, on_step=on_step)
-        names = [self.vocab.decode(row) for row in ids]
-        return [names[s:s + n] for s, n in spans]
-
-    def _decode_chunked(self, requests: Sequence[GenerateRequest], indices: list[int], on_chars) -> list[list[str]]:
-        """_decode_requests on model.chunked: the rows built per request, not per row, and the
-        names turned into text in one go (model.batch); the same names as `decode` gives."""
-        seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
-        batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
-                                     [r.max_length for r in requests], [r.temperature for r in requests],
-                                     [r.top_k for r in requests], seeds)
+        """The names of `requests` (their indices in the whole batch: `indices`) by the one-graph
+        decoder (`graph`) or the torch loop: the rows `make_rows` gives per request, each request's
+        seed drawn once (`request_seed`) when it has none."""
+        seeds = [request_seed(r.seed) for r in requests]
         starts = [0]
         for r in requests:
             starts.append(starts[-1] + r.num)
-        on_step = None
-        if on_chars is not None:
-            streamed = [(indices[j], starts[j], r.num) for j, r in enumerate(requests) if r.stream]
-            if streamed:
-                on_step = self._streamer(streamed, on_chars)
-        names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
+        if graph:
+            rows = [row for r, seed in zip(requests, seeds)
+                    for row in make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
+                                         temperature=r.temperature, top_k=r.top_k, seed=seed)]
+            names = [self.vocab.decode(row) for row in self.greedy.decode(rows)]
+        else:  # the rows built per request, not per row, and the names turned into text in one go
+            batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
+                                         [r.max_length for r in requests], [r.temperature for r in requests],
+                                         [r.top_k for r in requests], seeds)
+            on_step = None
+            if on_chars is not None:
+                streamed = [(indices[j], starts[j], r.num) for j, r in enumerate(requests) if r.stream]
+                if streamed:
+                    on_step = self._streamer(streamed, on_chars)
+            names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
         return [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
 
     def _streamer(self, streamed, on_chars):
@@ -329,15 +296,11 @@ class Engine:
         # the step after the last typed character, whose logits we need, always runs)
         rows = [Row(tuple(fed), len(fed) + max(1, req.max_length - len(text)))
                 for _, _, req, _, text, fed in jobs]
-        if self.chunked is not None:  # captured chunks on a GPU; the recording is static buffers
-            lengths = [s.length if s is not None else 0 for _, _, _, s, _, _ in jobs]
-            out = self.chunked.run(RowBatch.from_rows(rows, lengths), start=start, record=True)
-            ids, recorded_logits, recorded_hidden = self.chunked.id_lists(out.ids, rows), out.logits, out.hidden
-        else:
-            recorder = _Recorder(self.step)
-            ids = decode(recorder, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                         hidden_shape=self.hidden_shape, device=device, start=start)
-            recorded_logits, recorded_hidden = torch.stack(recorder.logits), torch.stack(recorder.hidden)
+        # every step's logits and hidden state recorded (on a GPU: views of static buffers, read
+        # before the next run)
+        lengths = [s.length if s is not None else 0 for _, _, _, s, _, _ in jobs]
+        out = self.chunked.run(RowBatch.from_rows(rows, lengths), start=start, record=True)
+        ids, recorded_logits, recorded_hidden = self.chunked.id_lists(out.ids, rows), out.logits, out.hidden
 
         fed_count = torch.tensor([len(fed) for *_, fed in jobs], dtype=torch.long, device=device)
         rows_index = torch.arange(batch, device=device)
@@ -384,8 +347,7 @@ class Engine:
     def warm_up(self) -> None:
         """Run each path once, so the first real request does not pay TorchScript's profiling;
         on a GPU, capture the chunked decoder's graphs first (never on the request path)."""
-        if self.chunked is not None:
-            self.chunked.warm_up(modes=MODES, record=True)
+        self.chunked.warm_up(modes=MODES, record=True)
         for _ in range(3):
             self.generate([GenerateRequest(num=2), GenerateRequest(prefix=self.vocab.characters[0],
                                                                    temperature=1.0, top_k=3, seed=1)])

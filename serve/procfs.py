@@ -1,5 +1,6 @@
-"""CPU and memory of processes, from /proc (Linux): what a TorchServe instance's process tree
-(the Java frontend, its JIT compiler threads, the Python workers) and the machine spend.
+"""Processes as /proc (Linux) shows them, the serving layer's one reader of it: whether a process
+is alive (a zombie is not), and CPU and memory: what a TorchServe instance's process tree (the Java
+frontend, its JIT compiler threads, the Python workers) and the machine spend.
 
 `cpu_meter` measures a window: CPU seconds of named pid groups (serve.server.Instance.process_groups),
 of this process, of the JVM's JIT threads and of the whole machine, beside the cores' capacity.
@@ -15,6 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def is_alive(pid: int | None) -> bool:
+    """Is process `pid` running (a zombie is not)?"""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own exited child) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def process_ticks(pid: int) -> int:

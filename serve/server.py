@@ -41,6 +41,7 @@ from pathlib import Path
 
 from core import contract
 from serve.config_properties import Ports, render_config
+from serve.procfs import is_alive
 from serve.server_logs import log_sizes, log_tail, new_log_lines, startup_failure
 
 MODELS = contract.MODELS
@@ -161,23 +162,6 @@ def instance_pid(run_dir: Path) -> int | None:
         return int((run_dir / "tmp" / ".model_server.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def is_alive(pid: int | None) -> bool:
-    """Is process `pid` running (a zombie is not)?"""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own exited child) is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def check_archives(model_store: Path, models: tuple[str, ...]) -> None:

@@ -1,5 +1,5 @@
 """A stand-in for TorchServe's `ts.context.Context`: enough of it to run the handler in-process
-(tests, serve/gpu_check.py) with nothing but PyTorch installed.
+(tests, tools/gpu_check.py) with nothing but PyTorch installed.
 
 It also enforces the trap TorchServe does not: a non-ASCII status phrase raises here (in
 TorchServe it kills the worker).

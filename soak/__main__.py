@@ -32,19 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from bench.common import machine_info
-from bench.result_page import command_line, write_result_page
 from core import contract
 from serve.engine import Engine
 from serve.instance import Instance
@@ -57,16 +52,10 @@ from soak.sections import (
     section_restart,
     section_sessions,
 )
+from tools.machine import machine_info, machine_line
+from tools.result_page import command_line, write_result_page
 
 SECTIONS = ("corrupt", "make", "sessions", "fuzz", "kill", "restart")
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} cores ({cpu}), load {load}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {platform.system()} {platform.release()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # as in the workers: the in-process reference answers match exactly
     engine = Engine.from_artifacts(art / contract.TORCHSCRIPT, art / contract.VOCAB)
     table = Table()
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    header = f"{when}; {machine()}; model {engine.fingerprint} ({art})"
+    header = f"{machine_line(measured_on)}; model {engine.fingerprint} ({art})"
     log(header)
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="charrnn-soak-"))

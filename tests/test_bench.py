@@ -12,12 +12,12 @@ import torch
 from bench import quality, sweep, training
 from bench.__main__ import main as bench_main
 from bench.common import fmt, summary
-from bench.result_page import MARKER
 from core.vocab import Vocab
 from data.corpus import Entry, split
 from model.charrnn import CharRNN, ModelConfig
 from model.train import batch_loss, encode_names
 from tests.conftest import NAMES, tiny_config
+from tools.result_page import MARKER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +106,23 @@ def test_sweep_runs_configurations_and_marks_the_best(tmp_path):
     assert (tmp_path / "sweep.md").read_text() == page  # the same page again from the run's sweep.json
 
 
+def test_the_sweep_bases_are_read_from_the_presets(tmp_path):
+    """rnn-base trains what presets/ibge-rnn.toml sets, gru-base what presets/ibge.toml sets but for
+    the two knobs the sweep and `make eval` chose; read by model.config's loader, never respelled."""
+    import shutil
+
+    from model.config import PRESET_DIR, load_preset
+
+    rnn, gru = load_preset("ibge-rnn").config, load_preset("ibge").config
+    assert sweep.CONFIGS["rnn-base"] == {k: getattr(rnn, k) for k in sweep.SWEPT}
+    assert {k for k in sweep.SWEPT if sweep.CONFIGS["gru-base"][k] != getattr(gru, k)} == {"hidden_size", "count_weighting"}
+    presets = tmp_path / "presets"
+    shutil.copytree(PRESET_DIR, presets)
+    ibge = presets / "ibge.toml"
+    ibge.write_text(ibge.read_text(encoding="utf-8") + "batch_size = 48\n", encoding="utf-8")
+    assert sweep.preset_knobs("ibge-rnn", presets)["batch_size"] == 48  # through its include
+
+
 def test_sections_run_alone_and_keep_the_others(tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("".join(f"{n}\n" for n in NAMES))
@@ -145,7 +162,7 @@ def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts, tmp_pa
     checked to agree, the ONNX Runtime cost probes filled in, and the result page stamped with
     the figures of runtime.json."""
     from bench import runtime
-    from bench.result_page import MARKER
+    from tools.result_page import MARKER
 
     page = tmp_path / "results" / "bench-runtime.md"
     runtime.main(["--art-dir", str(tiny_artifacts.dir), "--repeats", "1", "--batch", "8",

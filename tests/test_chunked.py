@@ -17,8 +17,22 @@ from model.batch import NameText, RowBatch
 from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
-from serve.engine import _Recorder
 from tests.conftest import reference_loaded as reference
+from tests.replaying_graphs import ReplayingGraphs
+
+
+class _Recorder:
+    """Wraps a step to keep each step's logits and hidden output: what a session reads from a
+    recorded run, kept here by the step itself as an independent witness of `record=True`."""
+
+    def __init__(self, step):
+        self.step, self.logits, self.hidden = step, [], []
+
+    def __call__(self, token, hidden):
+        logits, hidden = self.step(token, hidden)
+        self.logits.append(logits)
+        self.hidden.append(hidden)
+        return logits, hidden
 
 
 def chunked(loaded, captured: bool = False, **kw) -> ChunkedDecoder:
@@ -37,7 +51,7 @@ def mixed_rows(vocab, n=60, seed=0):
     rows = []
     for i in range(n):
         prefix = tuple(vocab.encode("".join(rnd.choice(chars) for _ in range(rnd.choice((0, 0, 1, 2, 5))))))
-        temperature = rnd.choice((0.0, 0.0, 0.6, 1.0, 1.7))
+        temperature = rnd.choice((0.0, 0.0, 0.3, 0.6, 1.0, 1.7))
         rows.append(Row(prefix, max(1, len(prefix)) + rnd.randrange(0, 20), temperature,
                         rnd.choice((0, 0, 1, 3, 100)), rnd.randrange(2**32)))
     return rows
@@ -67,6 +81,21 @@ def test_a_batch_of_one_kind_decodes_exactly_as_the_reference(loaded, kind, capt
     assert decoder.decode(rows) == reference(loaded, rows)
 
 
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_row_ends_at_its_end_token_or_length_cap(loaded, captured):
+    """The end test, in the run's own output (ids, before they are cut into names): each row has
+    at most max_length symbols, and only end tokens after its first one."""
+    _, vocab = loaded
+    rows = mixed_rows(vocab, n=80, seed=5)
+    out = chunked(loaded, captured, buckets=(8, 128), chunk=4).run(RowBatch.from_rows(rows))
+    eos, capped = vocab.eos_id, 0
+    for ids, row in zip(out.ids.tolist(), rows):
+        length = ids.index(eos) if eos in ids else len(ids)
+        assert length <= row.max_length and set(ids[length:]) <= {eos}, (row, ids)
+        capped += length == row.max_length
+    assert 0 < capped < len(rows)  # both ways of ending occur
+
+
 def test_all_rows_done_stops_after_the_chunk_where_they_end(loaded):
     decoder = chunked(loaded, True, buckets=(8,), chunk=2, max_steps=64)
     short = RowBatch.from_rows([Row((), max_length=3)] * 5)
@@ -90,7 +119,7 @@ def test_padding_rows_do_not_change_the_real_rows(loaded):
 
 def test_continuing_from_a_start_state_and_recording_equal_decode_with_a_recorder(loaded):
     """The session path: rows continue from a per-row token/hidden state and every step's
-    logits and hidden state are kept, as serve.engine's _Recorder keeps them."""
+    logits and hidden state are kept, as a step wrapper sees them."""
     model, vocab = loaded
     torch.manual_seed(0)
     n = 5
@@ -129,16 +158,17 @@ def test_gathering_live_rows_gives_the_same_ids_as_keeping_them(loaded):
     assert torch.equal(kept.ids, gathered.ids)
 
 
-def test_no_name_is_empty_unless_a_session_continues_it(loaded):
+@pytest.mark.parametrize("captured", [False, True])
+def test_no_name_is_empty_unless_a_session_continues_it(loaded, captured):
     """At a high temperature the end token is often drawn at the first position; it must be
     masked there, as decode masks it, except for rows continuing a name (name_length > 0)."""
     model, vocab = loaded
     rows = make_rows(vocab, "", num=300, temperature=8.0, seed=3)
-    got = chunked(loaded, buckets=(512,)).decode(rows)
+    got = chunked(loaded, captured, buckets=(512,)).decode(rows)
     assert got == reference(loaded, rows) and all(got)
     start = Start(token=torch.tensor(vocab.encode("a") * 300), hidden=torch.zeros(1, 300, model.hidden_size),
                   name_length=torch.full((300,), 3))
-    continued = chunked(loaded, buckets=(512,)).decode(rows, start=start)
+    continued = chunked(loaded, captured, buckets=(512,)).decode(rows, start=start)
     assert continued == reference(loaded, rows, start=start) and not all(continued)
 
 
@@ -187,33 +217,13 @@ def test_name_text_is_vocab_decode_of_every_row():
     ids[::7, 0] = vocab.eos_id  # empty names, and ids after an end token, included
     names = NameText(vocab).names(ids)
     assert names == [vocab.decode(row) for row in ids.tolist()]
+    assert NameText(vocab).names(ids[:9]) == names[:9]  # a few rows: the per-row path
     skip = torch.tensor([rnd.randrange(4) for _ in range(300)])
     assert NameText(vocab).names(ids, skip) == [vocab.decode(row[s:]) if vocab.eos_id not in row[:s] else ""
                                                 for row, s in zip(ids.tolist(), skip.tolist())]
     assert NameText(vocab).text(ids[:0]) == ""
     with pytest.raises(ValueError, match="cannot appear inside a name line"):
         NameText(Vocab(("<s>", "a", "\n")))
-
-
-class ReplayingGraphs:
-    """A stand-in for model.chunked.CudaGraphs on CPU: a "graph" calls its work again on replay,
-    so the captured protocol (fixed keys, load then chunks, one flag read per chunk, every prefix
-    step forced) runs as on a GPU."""
-
-    def __init__(self):
-        self.captured, self.replays = [], 0
-
-    def capture(self, works):
-        self.captured += list(works)
-        return {key: self.Graph(self, work) for key, work in works.items()}
-
-    class Graph:
-        def __init__(self, owner, work):
-            self.owner, self.work = owner, work
-
-        def replay(self):
-            self.owner.replays += 1
-            self.work()
 
 
 def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):

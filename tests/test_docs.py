@@ -2,8 +2,9 @@
 somewhere, commands that exist (make targets of the Makefile, `python -m` modules of the repo) and
 run as written, and figures that come from the result pages the measuring commands write.
 
-Checks README.md and the pages directly in docs/; docs/results/ holds the pages that commands
-write (bench.result_page), checked for their stamp and links, and that docs/results.md lists them.
+Checks README.md and the pages directly in docs/ (no measured figure copied by hand onto them);
+docs/results/ holds the pages that commands write (tools.result_page), checked for their stamp and
+links, and that docs/results.md lists them.
 
 Fenced commands (test_fenced_command_runs_as_written): `make ...` runs as `make -n` (a dry run:
 the target, the preset and the recipe must resolve; a real run trains or measures for minutes);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.result_page import MARKER
+from tools.result_page import MARKER
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -248,7 +249,7 @@ def test_every_result_page_was_written_by_a_command_and_is_listed():
     for page in RESULT_PAGES:
         text = page.read_text(encoding="utf-8")
         assert text.startswith(MARKER + "\n# "), (
-            f"{page_id(page)} does not start with bench.result_page's stamp: result pages are written by "
+            f"{page_id(page)} does not start with tools.result_page's stamp: result pages are written by "
             "the command that measures them, not by hand")
         assert re.search(r"^Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC: \d+ cores", text, re.MULTILINE), page_id(page)
         assert re.search(r"^Command: `python -m [\w.]+ ", text, re.MULTILINE), page_id(page)
@@ -263,6 +264,43 @@ def test_results_index_and_readme_prose_hold_no_hand_copied_figure():
     results = section(readme, "Results")
     prose = "\n".join(line for line in results.splitlines() if not line.startswith("|"))
     assert not MEASURED.findall(prose), "README.md's Results prose holds measured figures"
+
+
+# On the other pages of docs/: a number with the unit of a rate, a time, a ratio (3.3×, not 1×96
+# nor 20 × NUM) or a share of time, unless its line states a target or a bound (>=, limit, up to, ...)
+# or it is a contract figure listed below (a setting, not a measurement).
+DOC_FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?(?:\s?(?:µs|ms\b|req/s|names/s|symbols/s|GFLOP/s|GB/s|nats|%"
+                        r"|names per (?:CPU-)?second)|×(?!\w))")
+STATES_A_BOUND = re.compile(r">=|<=|≥|≤|\btarget|\blimit|\bat most\b|\bup to\b")
+CONTRACT_FIGURES = {("docs/web.md", "250 ms"),  # the page's pause before it refreshes the samples
+                    ("docs/training.md", "1%")}  # the cosine schedule's floor (model.train COSINE_FLOOR)
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+
+
+def hand_copied_figures(page: Path) -> list[str]:
+    name, found = page_id(page) if page.is_relative_to(ROOT) else page.name, []
+    for line in FENCE.sub("", page.read_text(encoding="utf-8")).splitlines():
+        if STATES_A_BOUND.search(line):
+            continue
+        found += [m for m in DOC_FIGURE.findall(line) if (name, m) not in CONTRACT_FIGURES]
+    return found
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=page_id)
+def test_doc_pages_hold_no_hand_copied_figure(page):
+    """A measured figure goes stale on a hand-written page: it lives on the result page its
+    command writes (docs/results/), which the page links."""
+    assert not hand_copied_figures(page), (
+        f"{page_id(page)} holds measured figures {hand_copied_figures(page)}: link the result page instead "
+        "(or, for a figure that is a contract, state the bound or list it in CONTRACT_FIGURES)")
+
+
+def test_the_figure_finder_tells_measurements_from_bounds_and_shapes(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("One process decodes ~130,000 names per CPU-second, 2.5 µs a step, 3.3× the loop, 40% in matmuls.\n"
+                    "A GRU 1×96; 20 × NUM draws; the target is >= 100,000 names/s.\n```\n99 names/s\n```\n",
+                    encoding="utf-8")
+    assert hand_copied_figures(page) == ["130,000 names per CPU-second", "2.5 µs", "3.3×", "40%"]
 
 
 def headline_rows() -> list[tuple[str, list[Path]]]:

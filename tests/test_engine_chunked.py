@@ -1,5 +1,7 @@
-"""The engine and the handler on the GPU's decoding path (model.chunked), run on CPU with
-capture off: one-shot, streamed and session answers must equal the per-step loop's."""
+"""The engine's one torch route (model.chunked, RowBatch in, NameText out) for one-shot names,
+streams and session waves: eager on CPU, and the GPU's captured protocol run on CPU with a
+stand-in for the CUDA graphs. Both must answer as the per-step reference does (make_rows, then
+model.decode.decode, then Vocab.decode), and as each other."""
 
 from __future__ import annotations
 
@@ -7,18 +9,33 @@ import json
 
 import pytest
 
-from serve.engine import Engine
+from core.request import make_rows
+from model.chunked import ChunkedDecoder
+from model.decode import decode
+from serve.engine import NBEST, Engine
 from serve.handler import CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
 from serve.validation import GenerateRequest, SessionRequest
+from tests.replaying_graphs import ReplayingGraphs
+
+
+def with_captured_loop(engine: Engine, sizes=(1, 8, 64, 256)) -> Engine:
+    """The engine with its torch loop on the GPU's protocol (buckets, packed rows, load graph,
+    chunks of steps replayed, one flag read per chunk), the graphs replaced by ReplayingGraphs."""
+    d = engine.chunked
+    engine.chunked = ChunkedDecoder(d.step, bos_id=d.bos_id, eos_id=d.eos_id, hidden_shape=d.hidden_shape,
+                                    buckets=d.buckets, max_steps=d.max_steps, max_prefix=d.max_prefix, chunk=d.chunk,
+                                    capture=True, graphs=ReplayingGraphs())
+    engine.chunked.warm_up(sizes=sizes, record=True)
+    return engine
 
 
 @pytest.fixture(scope="module")
 def engines(tiny_artifacts):
-    plain = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
-    chunked = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, chunked=True)
-    assert plain.chunked is None and chunked.chunked is not None
-    return plain, chunked
+    eager = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
+    captured = with_captured_loop(Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json))
+    assert not eager.chunked.capture and captured.chunked.capture
+    return eager, captured
 
 
 def requests(n: int) -> list[GenerateRequest]:
@@ -33,35 +50,55 @@ def requests(n: int) -> list[GenerateRequest]:
     return out
 
 
-def test_one_shot_names_equal_the_per_step_loop(engines):
-    plain, chunked = engines
+def reference_names(engine: Engine, request: GenerateRequest) -> list[str]:
+    """The names of one request by the per-step reference: its rows, decoded alone."""
+    vocab = engine.vocab
+    rows = make_rows(vocab, request.prefix, num=request.num, max_length=request.max_length,
+                     temperature=request.temperature, top_k=request.top_k, seed=request.seed)
+    ids = decode(engine.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=engine.hidden_shape)
+    return [vocab.decode(row) for row in ids]
+
+
+def test_one_shot_names_equal_the_per_step_reference(engines):
+    eager, captured = engines
     reqs = requests(70)
-    assert chunked.generate(reqs) == plain.generate(reqs)
-    assert chunked.generate(reqs[:1]) == plain.generate(reqs[:1])
+    got = eager.generate(reqs)
+    assert captured.generate(reqs) == got
+    decoded = [(r, names) for r, names in zip(reqs, got) if eager.decoder(r) != NBEST]
+    assert len(decoded) >= 30 and [names for _, names in decoded] == [reference_names(eager, r) for r, _ in decoded]
+    assert captured.generate(reqs[:1]) == eager.generate(reqs[:1]) == [reference_names(eager, reqs[0])]
+    assert captured.chunked.eager_chunks == 0  # every chunk replayed a "graph"
 
 
-def test_streamed_characters_equal_the_per_step_loop(engines, tiny_artifacts):
+def test_streamed_characters_equal_on_both_paths(engines, tiny_artifacts):
     """Beside the one-graph ONNX decoder too (as on CPU), which takes the greedy unstreamed
     requests: the streamed ones keep their own request indices."""
     for graph in (None, tiny_artifacts.dir / "charrnn_generate.onnx"):
-        plain, chunked = (Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
-                                                greedy_graph=graph, chunked=c) for c in (False, True))
-        check_streams(plain, chunked)
+        eager, captured = (Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
+                                                 greedy_graph=graph) for _ in range(2))
+        check_streams(eager, with_captured_loop(captured, sizes=(8,)))
 
 
-def check_streams(plain, chunked):
+def check_streams(eager, captured):
     reqs = [GenerateRequest(num=2), GenerateRequest(prefix="Ma", num=3, temperature=1.0, seed=4, stream=True),
             GenerateRequest(prefix="J", stream=True), GenerateRequest(prefix="A", num=2, temperature=0.5, seed=1)]
     got = {}
-    for name, engine in (("plain", plain), ("chunked", chunked)):
+    for name, engine in (("eager", eager), ("captured", captured)):
         events = []
         names = engine.generate(reqs, on_chars=lambda i, chars, events=events: events.append((i, chars)))
         got[name] = (names, events)
-    assert got["chunked"] == got["plain"] and got["plain"][1]
+    assert got["captured"] == got["eager"] and got["eager"][1]
+    # the characters streamed for each name spell the name the request answers
+    names, events = got["eager"]
+    spelled = {(i, j): "" for i, r in enumerate(reqs) if r.stream for j in range(r.num)}
+    for i, chars in events:
+        for j, c in chars:
+            spelled[i, j] += c
+    assert spelled == {(i, j): names[i][j] for i, j in spelled}
 
 
-def test_session_answers_equal_the_per_step_loop(engines):
-    plain, chunked = engines
+def test_session_answers_equal_on_both_paths(engines):
+    eager, captured = engines
     script = [[("a", SessionRequest(text="Lu"), True), ("b", SessionRequest(), True), ("c", SessionRequest(text="M", max_length=3), True)],
               [("a", SessionRequest(append="c"), False), ("b", SessionRequest(append="J", top_k=3), False)],
               [("a", SessionRequest(text="Le"), False), ("c", SessionRequest(append="ari"), False),
@@ -71,16 +108,16 @@ def test_session_answers_equal_the_per_step_loop(engines):
               # nothing new typed: the first step may end the name (it continues one), as in decode
               [("d", SessionRequest(append=""), False), ("e", SessionRequest(append=""), False)]]
     for wave in script:
-        assert chunked.session(wave) == plain.session(wave)
+        assert captured.session(wave) == eager.session(wave)
 
 
-def test_the_handler_uses_the_chunked_path_and_answers_as_before(model_dir, monkeypatch):
-    def run(chunked_default: bool):
-        monkeypatch.setattr(Engine, "CHUNKED_ON_CPU", chunked_default)
+def test_the_handler_answers_the_same_on_both_paths(model_dir):
+    def run(captured: bool):
         handler = CharRNNHandler()
         ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": "generate", "one_graph": False}})
         handler.initialize(ctx)
-        assert (handler.engine.chunked is not None) == chunked_default
+        if captured:
+            with_captured_loop(handler.engine)
         bodies = [json.dumps({"prefix": r.prefix, "max_length": r.max_length, "num": r.num, "temperature": r.temperature,
                               "top_k": r.top_k, "seed": r.seed}).encode() for r in requests(20)]
         bodies.append(b'{"prefix": "A", "stream": true, "seed": 3, "temperature": 1.0, "num": 2}')
@@ -88,6 +125,8 @@ def test_the_handler_uses_the_chunked_path_and_answers_as_before(model_dir, monk
         session = StandInContext(model_dir, model_yaml_config={"handler": {"mode": "session"}})
         shandler = CharRNNHandler()
         shandler.initialize(session)
+        if captured:
+            with_captured_loop(shandler.engine)
         answers = session.run(shandler, [b'{"text": "Ma"}', b'{"text": "J"}'],
                               [{SEQUENCE_ID: "s1", SEQUENCE_START: True}, {SEQUENCE_ID: "s2", SEQUENCE_START: True}])
         return [(r.status, r.text, r.streamed) for r in got], [(r.status, r.text) for r in answers]
@@ -95,12 +134,13 @@ def test_the_handler_uses_the_chunked_path_and_answers_as_before(model_dir, monk
     assert run(True) == run(False)
 
 
-def test_the_decoder_header_names_the_chunked_decoder(engines, tiny_artifacts):
+def test_the_decoder_header_names_the_route(engines, tiny_artifacts):
     from serve.engine import ONNX_GRAPH, TORCH, TORCH_CHUNKED
 
-    plain, chunked = engines
+    eager, captured = engines
     sampled, greedy = GenerateRequest(temperature=1.0, seed=1), GenerateRequest()
-    assert plain.decoder(sampled) == TORCH and chunked.decoder(sampled) == chunked.decoder(greedy) == TORCH_CHUNKED
-    with_graph = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, chunked=True,
+    assert eager.decoder(sampled) == eager.decoder(greedy) == TORCH
+    assert captured.decoder(sampled) == captured.decoder(greedy) == TORCH_CHUNKED
+    with_graph = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
                                        greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
-    assert with_graph.decoder(greedy) == ONNX_GRAPH and with_graph.decoder(sampled) == TORCH_CHUNKED
+    assert with_graph.decoder(greedy) == ONNX_GRAPH and with_graph.decoder(sampled) == TORCH

@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from bench.result_page import MARKER
 from core.vocab import Vocab
 from evaluation.__main__ import main as eval_main
 from evaluation.bigram import Bigram, choose_alpha
 from evaluation.report import EvalError, load_inputs, novelty, shares, total_variation
 from model.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import NAMES
+from tools.result_page import MARKER
 
 
 def test_bigram_nll_equals_a_hand_computation():

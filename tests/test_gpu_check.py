@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import limits
 from model.charrnn import CharRNN, ModelConfig
-from serve import gpu_check
+from tools import gpu_check, limits
+from tools.tables import table
 
 
 def test_model_cost_counts_every_multiply_add_but_the_input_lookup():
@@ -36,11 +36,19 @@ def test_mean_steps_counts_characters_and_the_end_token_or_the_cap():
     assert limits.mean_steps(ids, eos_id=0) == 3.0
 
 
-def test_table_aligns_and_formats_the_figures():
-    text = gpu_check.table(["rows", "GPU greedy"], [[1, 1234.4], [65536, 12345678.9]])
+def test_figure_table_aligns_and_formats_the_figures():
+    text = gpu_check.figure_table(["rows", "GPU greedy"], [[1, 1234.4], [65536, 12345678.9]])
     lines = text.splitlines()
     assert lines[1].endswith("     1,234") and lines[2].endswith("12,345,679")
     assert len({len(line) for line in lines}) == 1
+
+
+def test_the_plain_table_pads_each_column_to_its_widest_cell_as_aligned():
+    """gpu-check prints through the one table writer (tools.tables), its plain-text form."""
+    assert table(["a", "bb", "c"], [["xyz", 1, 22]], "lrc", plain=True).splitlines() == [
+        "  a    bb  c", "  xyz   1  22"]
+    with pytest.raises(ValueError, match="align"):
+        table(["a"], [], "x", plain=True)
 
 
 def test_a_dry_run_prints_every_section(capsys, tiny_artifacts):
@@ -64,8 +72,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ("onnxruntime", "onnx", "tqdm"):
             raise ImportError("not installed on this GPU machine: " + name)
 sys.meta_path.insert(0, Block())
-from model import limits
-from serve import gpu_check
+from tools import gpu_check, limits
 sys.exit(gpu_check.main(sys.argv[1:]))
 """
 
@@ -91,17 +98,32 @@ def test_make_gpu_check_runs_without_the_venv(tmp_path):
     """On a GPU machine with its own Python and torch and no network, `make gpu-check` must not
     try to build the venv: without it, make runs $(PYTHON_BOOT) as it is. Here a venv path that
     does not exist stands for the bare machine and this interpreter for its Python; with no
-    export in ART the check scripts a random-weight model (and, without CUDA, says SKIPPED)."""
+    export in ART the check scripts a random-weight model of the default size, and runs every
+    section on it (GPU_CHECK_ARGS: the CPU standing in for the GPU where there is none, small sizes)."""
     import subprocess
     import sys
     from pathlib import Path
 
+    small = "--dry-run-on-cpu --seconds 0.01 --decoder-rows 1,4 --engine-requests 1 --bulk 50"
     done = subprocess.run(["make", "gpu-check", f"VENV={tmp_path / 'no-venv'}", f"PYTHON_BOOT={sys.executable}",
-                           f"ART={tmp_path / 'no-artifacts'}"],
+                           f"ART={tmp_path / 'no-artifacts'}", f"GPU_CHECK_ARGS={small}"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600,
                           check=False)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-2000:]
     assert "-m venv" not in out and "pip install" not in out, out[-2000:]
-    assert f"{sys.executable} -m serve.gpu_check" in out
+    assert f"{sys.executable} -m tools.gpu_check --model {tmp_path / 'no-artifacts'}" in out
+    assert "not found: a randomly initialised CharRNN of the default size" in out, out[-2000:]
+    assert "GPU names == CPU names" in out and "gpu-check passed" in out, out[-2000:]
     assert not (tmp_path / "no-venv").exists()
+
+
+def test_the_old_command_name_runs_the_check(tiny_artifacts, capsys):
+    """`python -m serve.gpu_check` was documented (people have it in scripts): an alias of
+    tools.gpu_check."""
+    from serve import gpu_check as alias
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: run `make gpu-check` instead")
+    assert alias.main(["--model", str(tiny_artifacts.torchscript), "--vocab", str(tiny_artifacts.vocab_json)]) == 0
+    assert "gpu-check: SKIPPED" in capsys.readouterr().out

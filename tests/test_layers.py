@@ -6,6 +6,7 @@ The only exceptions are the command aliases below, each allowed its one target."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ LAYERS = {"core": 0, "data": 1, "model": 2, "export": 3, "runtime": 4, "serve": 
 # Old names kept so that documented commands and imports go on working (people have them in
 # scripts): module -> (the layer it is classed in, the one module above that layer it may import).
 # export.runtime re-exports the runtime and, in main() only, runs tools.generate; serve.client is
-# the client library and, in main() only, runs tools.generate; export.verify is tools.verify.
+# the client library and, in main() only, runs tools.generate; export.verify is tools.verify;
+# serve.gpu_check runs tools.gpu_check (a benchmark, hence a tool) in main() only.
 COMMAND_ALIASES = {
     "export.runtime": ("runtime", "tools.generate"),
     "serve.client": ("serve", "tools.generate"),
     "export.verify": ("tools", "tools.verify"),
     "model.generate": ("model", "tools.generate"),
+    "serve.gpu_check": ("serve", "tools.gpu_check"),
 }
 KNOWN_DEVIATIONS: set[tuple[str, str]] = set()  # (importer, imported) pairs docs/design.md lists
 
@@ -86,6 +89,40 @@ def test_no_module_imports_a_layer_above_its_own():
     assert KNOWN_DEVIATIONS - upward == set(), "fixed: strike these off KNOWN_DEVIATIONS and docs/design.md"
 
 
+def package_cycle(edges: set[tuple[str, str]]) -> list[str] | None:
+    """A cycle of the directed graph `edges` as [a, b, ..., a], or None."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        for nxt in sorted(graph.get(node, ())):
+            found = visit(nxt, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return None
+
+    return next((c for c in (visit(n, []) for n in sorted(graph)) if c), None)
+
+
+def test_no_import_cycle_between_packages_of_one_layer():
+    """Packages of one layer may import each other, but one way only: the tools layer's shared
+    pieces (tables, machine stamp, result pages, limits) live in tools/, so evaluation, bench and
+    soak never need each other both ways."""
+    edges = {(a.split(".")[0], b.split(".")[0]) for a, b in project_imports()}
+    same_layer = {(a, b) for a, b in edges if a != b and LAYERS[a] == LAYERS[b]}
+    assert package_cycle(same_layer) is None, f"packages of one layer import each other: {package_cycle(same_layer)}"
+    assert package_cycle({("bench", "tools"), ("evaluation", "bench"), ("bench", "evaluation")}) == \
+        ["bench", "evaluation", "bench"]  # the finder itself
+    assert package_cycle({("bench", "tools"), ("evaluation", "bench"), ("soak", "tools")}) is None
+
+
 def test_an_alias_that_is_also_a_library_runs_its_command_only_in_main():
     """`from export.runtime import NameGenerator` and `from serve.client import Client` must not
     load the tools (tools.generate loads torch for its torch backends)."""
@@ -124,6 +161,22 @@ def test_the_core_and_the_runtime_import_no_heavy_runtime(package, forbidden):
         if name == package or name.startswith(package + "."):
             heavy = {m for m in closure(name, mods) if m.split(".")[0] in forbidden}
             assert not heavy, f"{name} imports {sorted(heavy)}"
+
+
+SHIPPED = re.compile(r"\b((?:core|runtime|model)/[\w./]*)")
+
+
+def test_what_an_embedding_application_ships_covers_every_module_the_runtime_imports():
+    """runtime/__init__.py and docs/embedding.md list the files an application copies beside the
+    .onnx file: every project module the runtime imports, however indirectly, must be on both."""
+    mods = project_modules()
+    needed = {m for name in mods if name == "runtime" or name.startswith("runtime.")
+              for m in {name} | {t for t in closure(name, mods) if t in mods}}
+    for source in (ROOT / "runtime" / "__init__.py", ROOT / "docs" / "embedding.md"):
+        listed = set(SHIPPED.findall(source.read_text(encoding="utf-8")))
+        files = {str(mods[m].relative_to(ROOT)) for m in needed}
+        missing = {f for f in files if not any(f == s or (s.endswith("/") and f.startswith(s)) for s in listed)}
+        assert not missing, f"{source.relative_to(ROOT)} does not list {sorted(missing)} among the shipped files"
 
 
 def test_the_walker_sees_imports_inside_functions_and_from_packages(tmp_path):

@@ -212,3 +212,68 @@ exit 0
     assert trained()  # the knob is gone again
     touch(corpus)
     assert trained() and not trained()
+
+
+# ---- docs/training.md's table of the shipped presets ----
+
+TRAINING_FACTS = {  # a phrase of the table's training column -> the field it states (value parsed)
+    r"batch (\d+)": ("batch_size", int),
+    r"lr ([\d.]+)": ("lr", float),
+    r"(cosine)": ("lr_schedule", str),
+    r"over (\d+) s": ("max_seconds", float),
+    r"(square root) of their count": ("count_weighting", lambda _: "sqrt"),
+    r"(no count weighting)": ("count_weighting", lambda _: "none"),
+    r"(no length pools)": ("length_pool", lambda _: 0),
+    r"(\d+) thread": ("threads", int),
+}
+FIELD_NAMES = [f for f in asdict(TrainConfig()) if f != "extra"]
+MODEL_CELL = re.compile(r"(GRU|tanh RNN) (\d+)×(\d+) \(([\d,]+) parameters\)")
+
+
+def preset_rows() -> dict[str, tuple[str, str]]:
+    """name -> (model, training) of the table headed | preset | model | training |."""
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    table = text[text.index("| preset | model | training |"):].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        m = re.match(r"^\| `([\w-]+)` \| (.+?) \| (.+?) \|$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3))
+    return rows
+
+
+def test_the_training_page_describes_each_shipped_preset_as_its_file_says():
+    """Every fact the table states (cell, size, parameters, batch, lr, schedule, budget, count
+    weighting, pools, threads; "as `X`": every other knob as preset X) is the preset's own."""
+    from core.vocab import Vocab
+    from data.corpus import read_corpus
+    from model.charrnn import CharRNN, ModelConfig
+
+    rows = preset_rows()
+    assert set(rows) == set(known_presets()), "docs/training.md's preset table lists other presets than presets/"
+    model_fields = ("cell", "num_layers", "hidden_size")
+    for name, (model, training) in rows.items():
+        config, stated = load_preset(name).config, set()
+        m = MODEL_CELL.fullmatch(model)
+        if m:
+            cell, layers, hidden, params = m.groups()
+            assert (config.cell, config.num_layers, config.hidden_size) == \
+                ({"GRU": "gru", "tanh RNN": "rnn"}[cell], int(layers), int(hidden)), name
+            stated |= set(model_fields)
+            if Path(config.corpus).is_file() or (ROOT / config.corpus).is_file():
+                corpus = config.corpus if Path(config.corpus).is_file() else ROOT / config.corpus
+                vocab = Vocab.from_names(e.name for e in read_corpus(corpus, title_case=config.title_case))
+                net = CharRNN(ModelConfig(vocab_size=len(vocab), hidden_size=config.hidden_size,
+                                          num_layers=config.num_layers, cell=config.cell))
+                assert sum(p.numel() for p in net.parameters()) == int(params.replace(",", "")), name
+        for pattern, (field_name, parse) in TRAINING_FACTS.items():
+            for value in re.findall(pattern, training):
+                assert getattr(config, field_name) == parse(value), f"{name}: {field_name} {value!r}"
+                stated.add(field_name)
+        base = re.search(r"as `([\w-]+)`", training)
+        if base:
+            other = load_preset(base.group(1)).config
+            differ = {f for f in FIELD_NAMES if getattr(config, f) != getattr(other, f)}
+            assert differ <= stated, f"{name} differs from {base.group(1)} in {sorted(differ - stated)}, unsaid"
+        if model == "the same GRU":
+            assert base and all(getattr(config, f) == getattr(other, f) for f in model_fields), name

@@ -17,8 +17,8 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from serve.config_properties import Ports
 from serve.instance import running
-from serve.procfs import process_ticks
-from serve.server import is_alive, read_keys, start, stop
+from serve.procfs import is_alive, process_ticks
+from serve.server import read_keys, start, stop
 from tests.conftest import require_java
 from tests.test_serve_integration import Served, free_ports
 

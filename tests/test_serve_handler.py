@@ -181,14 +181,12 @@ def test_the_decoder_header_names_the_decoder_that_ran(gen, gen_torch, monkeypat
     """X-CharRNN-Decoder on every one-shot answer: onnx-graph exactly when charrnn_generate.onnx
     decoded the request, torch when the TorchScript loop did (both spied on, request by request);
     a refused request carries none."""
-    import serve.engine
-
     handler, ctx = gen
     ran = []
-    greedy, loop = handler.engine.greedy, serve.engine.decode
-    graph = greedy.decode
+    greedy, loop = handler.engine.greedy, handler.engine.chunked
+    graph, run = greedy.decode, loop.run
     monkeypatch.setattr(greedy, "decode", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
-    monkeypatch.setattr(serve.engine, "decode", lambda *a, **k: ran.append(TORCH) or loop(*a, **k))
+    monkeypatch.setattr(loop, "run", lambda *a, **k: ran.append(TORCH) or run(*a, **k))
     cases = [body(prefix="Ma"), body(), body(num=3, max_length=4, search="greedy"), body(prefix="A", temperature=0.8, seed=5),
              body(prefix="B", top_k=1, temperature=1.0, seed=1), body(prefix="C", stream=True)]
     for raw in cases:
@@ -709,7 +707,7 @@ def test_extra_properties_replace_the_shipped_value_or_are_appended_and_cannot_i
 
 
 def test_gpu_check_skips_cleanly_without_cuda(capsys, tiny_artifacts):
-    from serve import gpu_check
+    from tools import gpu_check
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available: run `make gpu-check` instead")

@@ -1,7 +1,8 @@
 """The physical limit of decoding names with a model of a given size on a device: FLOPs and
 (lower-bound) memory bytes per row and step, the device's measured peaks, and how far a measured
-names/s figure is from the names/s those peaks allow. Used by `make gpu-check` (serve.gpu_check)
-and the bulk section of `make bench` (bench.bulk); needs only torch.
+names/s figure is from the names/s those peaks allow. The timing helpers of the benchmarks that
+set figures against it, `make gpu-check` (tools.gpu_check) and the bulk section of `make bench`
+(bench.bulk); needs only torch (gpu-check runs where nothing else is installed).
 """
 
 from __future__ import annotations
