@@ -1,5 +1,5 @@
-"""The artifact contract's names, in one place (torch-free): the files an export writes and the
-ONNX graphs' input and output names.
+"""The artifact contract's names, in one place (torch-free): the files an export writes, the
+ONNX graphs' input and output names, and where `make serve` leaves TorchServe's tokens.
 
 Public: extend, never rename. Users' scripts, the Makefile, web/charrnn.mjs and
 export/node/generate.mjs spell the same names; tests/test_contract.py checks that they agree.
@@ -22,6 +22,8 @@ MODEL_STORE = "model_store"  # the archives' folder under ART_DIR
 MODEL = "charrnn"  # the one-shot model's name in TorchServe's URLs
 SESSION_MODEL = "charrnn_session"  # the session model's
 MODELS = (MODEL, SESSION_MODEL)
+SERVE_DIR = "serve"  # make serve's run folder under ART_DIR
+KEY_FILE = "key_file.json"  # the tokens TorchServe writes into its run folder
 
 
 ARCHIVE_SUFFIX = ".mar"
@@ -45,3 +47,6 @@ GENERATE_OUTPUTS = ("ids", "length")
 def default_path(name: str) -> str:
     """`name`'s path in the default artifacts folder, as the command lines' defaults spell it."""
     return f"{ART_DIR}/{name}"
+
+
+DEFAULT_KEY_FILE = default_path(f"{SERVE_DIR}/{KEY_FILE}")  # make serve's tokens, read by the clients

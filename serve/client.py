@@ -31,7 +31,6 @@ import requests
 from core import contract
 
 SEQUENCE_ID = "ts_request_sequence_id"
-DEFAULT_KEY_FILE = contract.default_path("serve/key_file.json")  # TorchServe writes it (make serve)
 
 
 class ClientError(RuntimeError):
@@ -48,7 +47,7 @@ class SessionLost(ClientError):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8080", key_file: str | Path = DEFAULT_KEY_FILE,
+    def __init__(self, url: str = "http://127.0.0.1:8080", key_file: str | Path = contract.DEFAULT_KEY_FILE,
                  management_url: str | None = "http://127.0.0.1:8081", model: str = contract.MODEL,
                  session_model: str = contract.SESSION_MODEL, timeout: float = 30.0):
         self.url, self.key_file, self.management_url = url.rstrip("/"), Path(key_file), management_url

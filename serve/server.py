@@ -45,7 +45,7 @@ from serve.procfs import is_alive
 from serve.server_logs import log_sizes, log_tail, new_log_lines, startup_failure
 
 MODELS = contract.MODELS
-KEY_FILE = "key_file.json"
+KEY_FILE = contract.KEY_FILE
 FRONTEND_STARTED = "Model server started."  # stdout, once TorchServe's servers are bound
 
 

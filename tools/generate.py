@@ -30,7 +30,6 @@ from model import nbest
 BACKENDS = ("eager", "torchscript", "onnx", "server")
 DEFAULT_MODELS = {"eager": contract.CHECKPOINT, "torchscript": contract.TORCHSCRIPT, "onnx": contract.ONNX_STEP}
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_KEY_FILE = f"{contract.ART_DIR}/serve/key_file.json"  # TorchServe writes it (make serve)
 
 
 def load_generator(backend: str, path: str | None = None, device: str = "cpu", generate_model: str | None = None):
@@ -136,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--device", default=None, help="torch backends only: cpu (default) or cuda")
     server = p.add_argument_group("server backend (TorchServe, make serve)")
     server.add_argument("--url", default=DEFAULT_URL)
-    server.add_argument("--key-file", default=DEFAULT_KEY_FILE)
+    server.add_argument("--key-file", default=contract.DEFAULT_KEY_FILE)
     server.add_argument("--stream", action="store_true", help="print the server's NDJSON events as they come")
     server.add_argument("--session", action="append", default=None, metavar="TEXT",
                         help="text typed so far; repeat to send several requests in one session")
