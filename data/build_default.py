@@ -1,31 +1,56 @@
-"""Build the default corpus: Brazilian first names, accents kept, from Faker's pt_BR provider.
+"""Build the default corpus: the IBGE census first names with their counts (data/census/),
+title-cased and with their accents restored (data/accents.py): JOAO -> João.
 
-Faker is pinned in pyproject.toml, so the corpus is the same on every machine and needs no
-download. Usage: python -m data.build_default --out artifacts/corpus.txt
+Everything it reads ships with the repository or the pinned packages, so the corpus is the same
+on every machine and needs no download.
+Usage: python -m data.build_default --out artifacts/corpus.txt [--census FILE] [--changes FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from faker.providers.person.pt_BR import Provider
+from core.atomic import write_text_atomic
+from data.accents import AccentRule, default_rule
+from data.corpus import Entry, read_corpus, write_corpus
+from data.sources import CENSUS_NAMES
 
-from data.corpus import Entry, clean_name, write_corpus
+
+def census_corpus(census: str | Path = CENSUS_NAMES, rule: AccentRule | None = None) -> list[Entry]:
+    """The census names title-cased, accents restored, spellings that meet merged (counts added),
+    in the census's order (most frequent first)."""
+    rule = rule or default_rule()
+    return rule.restore_entries(read_corpus(census, title_case=True))
 
 
-def default_names() -> list[str]:
-    names = {clean_name(n) for n in (*Provider.first_names_female, *Provider.first_names_male)}
-    names.discard("")
-    return sorted(names)  # sorted: the file is byte-identical across runs and Python versions
+def changes_table(census: str | Path, rule: AccentRule) -> str:
+    """census name, spelling, source, count: every name whose accents the rule restores, for review."""
+    lines = ["name\tspelling\tsource\tcount"]
+    for e in read_corpus(census):
+        if e.name.isascii() and " " not in e.name:
+            choice = rule.choose(e.name.lower())
+            if choice.source != "unchanged" and choice.spelling != e.name.lower():
+                lines.append(f"{e.name}\t{rule.restore(e.name.title())}\t{choice.source}\t{e.count}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="corpus file to write (one name per line)")
+    parser.add_argument("--out", required=True, help="corpus file to write (name<TAB>count lines)")
+    parser.add_argument("--census", default=str(CENSUS_NAMES), help="the census list (name<TAB>count, upper case)")
+    parser.add_argument("--changes", default=None,
+                        help="also write every restored spelling here (census name, spelling, source, count)")
     args = parser.parse_args(argv)
-    names = default_names()
-    write_corpus(args.out, [Entry(n) for n in names])
-    print(f"wrote {len(names)} names to {args.out}")
+    rule = default_rule()
+    entries = census_corpus(args.census, rule)
+    write_corpus(args.out, entries)
+    accented = sum(1 for e in entries if not e.name.isascii())
+    print(f"wrote {len(entries):,} names ({accented:,} with accents restored; "
+          f"{sum(e.count for e in entries):,} people) to {args.out}")
+    if args.changes:
+        write_text_atomic(args.changes, changes_table(args.census, rule))
+        print(f"wrote the restored spellings to {args.changes}")
 
 
 if __name__ == "__main__":

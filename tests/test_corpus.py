@@ -1,13 +1,11 @@
+import hashlib
 import re
 import unicodedata
-from pathlib import Path
 
 import pytest
 
-from data.build_default import default_names
 from data.corpus import CorpusError, Entry, parse_corpus, read_corpus, split, write_corpus
-
-IBGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibge_names_train.tsv"
+from data.sources import CENSUS_DIR, CENSUS_NAMES
 
 
 def test_plain_lines_are_cleaned_nfc_stripped_and_deduplicated():
@@ -70,17 +68,22 @@ def test_split_rejects_a_fraction_out_of_range():
         split([Entry("Ana")], 1.0)
 
 
-def test_default_corpus_is_deterministic_and_keeps_accents():
-    names = default_names()
-    assert names == default_names() and names == sorted(names)
-    assert len(names) > 250
-    assert {"João", "Antônio", "Maitê"} <= set(names)
-    assert all(unicodedata.is_normalized("NFC", n) and n == n.strip() for n in names)
+def test_the_census_file_ships_in_the_repository_as_its_readme_describes_it():
+    """data/census/ibge_names_train.tsv: the bytes data/census/README.md names, the figures it states."""
+    readme = " ".join((CENSUS_DIR / "README.md").read_text(encoding="utf-8").split())
+    digest = hashlib.sha256(CENSUS_NAMES.read_bytes()).hexdigest()
+    assert f"SHA-256 of the file: `{digest}`" in readme, "the census file is not the one data/census/README.md describes"
+    assert "ODC-PDDL-1.0" in readme and "opendatacommons.org/licenses/pddl/1-0" in readme
+    entries = read_corpus(CENSUS_NAMES)
+    assert f"{len(entries):,} names, {sum(e.count for e in entries):,} people" in readme
+    assert CENSUS_NAMES.read_bytes().startswith(b"name\tcount\nMARIA\t")
+    assert all(re.fullmatch("[A-Z]+", e.name) and e.count > 0 for e in entries)  # upper-case ASCII, as stated
+    counts = [e.count for e in entries]
+    assert counts == sorted(counts, reverse=True)  # most frequent first
 
 
-@pytest.mark.skipif(not IBGE.is_file(), reason=f"{IBGE} not present (shared IBGE data)")
-def test_ibge_corpus_loads_by_path_with_title_case():
-    entries = read_corpus(IBGE, title_case=True)
+def test_the_census_loads_by_path_with_title_case():
+    entries = read_corpus(CENSUS_NAMES, title_case=True)
     assert len(entries) > 55_000
     assert entries[0] == Entry("Maria", entries[0].count) and entries[0].count > 10_000_000
-    assert all(e.count > 0 for e in entries)
+    assert all(unicodedata.is_normalized("NFC", e.name) and e.count > 0 for e in entries)
