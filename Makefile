@@ -52,6 +52,7 @@ STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
 EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.onnx $(ART)/charrnn_generate.onnx
 SOURCES_DATA  := $(wildcard core/*.py data/*.py)
+CENSUS_DATA   := $(wildcard data/census/*.tsv)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 SOURCES_RUNTIME := $(wildcard runtime/*.py)
@@ -80,7 +81,8 @@ check-java: | $(STAMP)
 # ---- pipeline ----
 data: $(CORPUS)
 
-$(ART)/corpus.txt: $(SOURCES_DATA) | $(STAMP)
+# The census names of data/census/, title-cased, accents restored (docs/training.md "Corpus format")
+$(ART)/corpus.txt: $(SOURCES_DATA) $(CENSUS_DATA) | $(STAMP)
 	$(PY) -m data.build_default --out $@
 
 # Re-train when any training knob changes, not only when a file does (the preset's files are
@@ -231,8 +233,8 @@ bench-web: web node-setup | $(STAMP)
 RESULTS_DIR ?= docs/results
 
 # Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
-# make eval CORPUS=../shared/data/ibge_names_train.tsv TITLE_CASE=1   (retrains $(ART) on that corpus)
-# make eval PRESET=ibge                                                (the tuned model, artifacts/ibge/)
+# make eval CORPUS=my_names.txt   (retrains $(ART) on that corpus)
+# make eval PRESET=ibge           (the default model trained 300 s, artifacts/ibge/)
 EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
@@ -254,11 +256,11 @@ bench-serving: require-java $(ARCHIVES) | $(STAMP)
 		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
-# Time-to-quality sweep on the IBGE corpus (every configuration of bench/sweep.py, each to its last
-# milestone: long) -> $(ART)/bench/sweep.{json,md}
+# Time-to-quality sweep on $(CORPUS), the census names by default (every configuration of
+# bench/sweep.py, each to its last milestone: long) -> $(ART)/bench/sweep.{json,md}
 SWEEP_ARGS ?=
-sweep: | $(STAMP)
-	$(PY) -m bench.sweep --out-dir $(ART)/bench --page $(RESULTS_DIR)/sweep.md $(SWEEP_ARGS)
+sweep: $(CORPUS) | $(STAMP)
+	$(PY) -m bench.sweep --corpus $(CORPUS) --out-dir $(ART)/bench --page $(RESULTS_DIR)/sweep.md $(SWEEP_ARGS)
 
 # ---- reliability (docs/reliability.md) ----
 .PHONY: soak

@@ -55,10 +55,16 @@ def run_training(args) -> dict:
 
 
 def run_quality(args) -> dict:
+    from dataclasses import replace
+
     from bench import quality
     from model.config import load_preset
 
     presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
+    # a preset that names no corpus trains on the default one, which `make` builds into --art-dir
+    default_corpus = str(Path(args.art_dir) / contract.CORPUS)
+    presets = [p if "corpus" in p.values else replace(p, config=replace(p.config, corpus=default_corpus))
+               for p in presets]
     missing = sorted({p.corpus for p in presets if not Path(p.corpus).is_file()})
     if missing:
         raise Skipped(f"corpus not found: {', '.join(missing)} (the presets' CORPUS)")

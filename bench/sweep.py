@@ -5,9 +5,10 @@ The configurations vary one knob at a time around a base (batch size, learning r
 schedule, hidden size, layers, count weighting), for the GRU and the tanh RNN; the best by the
 last milestone is the candidate for presets/ibge.toml (GRU) and presets/ibge-rnn.toml (RNN).
 
-Usage (the real sweep: every configuration trains for the last milestone's seconds):
-  python -m bench.sweep --corpus ../shared/data/ibge_names_train.tsv --title-case \
-      --milestones 60,180,300 --threads 2 --out-dir artifacts/bench [--page docs/results/sweep.md]
+Usage (the real sweep: every configuration trains for the last milestone's seconds; the corpus
+defaults to the default model's, `make data`'s census names):
+  python -m bench.sweep [--corpus artifacts/corpus.txt] --milestones 60,180,300 --threads 2 \
+      --out-dir artifacts/bench [--page docs/results/sweep.md]
 A quick check of the code: --milestones 10,20 --threads 1 --only gru-base,rnn-base
 --render SWEEP_JSON --page PAGE writes the page of an earlier run again (after a change of layout).
 """
@@ -130,8 +131,9 @@ def _nan_last(x: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     p = argparse.ArgumentParser(description="Time-to-quality sweep of training configurations.")
-    p.add_argument("--corpus", default=IBGE.corpus, help="default: the ibge preset's")
-    p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=IBGE.title_case)
+    p.add_argument("--corpus", default=IBGE.corpus, help="default: the ibge preset's (`make data`'s census names)")
+    p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=IBGE.title_case,
+                   help="title-case the names (an upper-case list such as data/census/ibge_names_train.tsv)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--milestones", default="60,180,300", help="seconds, comma-separated; the last is the budget")
     p.add_argument("--threads", type=int, default=2)

@@ -4,8 +4,8 @@ Both train the same CharRNN (same corpus, cell, hidden size, layers, optimiser, 
 and torch thread count) and are measured in target symbols per second: every character of a
 name plus its end token is one target, as in the training loss.
 
-- batched: model.train.train itself (padded batches of names of similar length, one nn.RNN call
-  per batch, fused Adam), timed with its on_step hook between the steps after a warm-up, so
+- batched: model.train.train itself (padded batches cut as `make train` cuts them, one nn.RNN
+  call per batch, fused Adam), timed with its on_step hook between the steps after a warm-up, so
   corpus encoding, validation and set-up are not counted.
 - notebook: the original loop, re-implemented here as the baseline: one name per optimiser step,
   batch 1, one nn.RNN call per character on a one-hot [1, 1, V] input, the per-character losses
@@ -53,7 +53,7 @@ def batched_throughput(entries: list[Entry], cfg: TrainConfig, seconds: float, w
     names_needed = int(2e6)
     run = replace(cfg, epochs=1, patience=0, max_seconds=warmup + seconds,
                   samples_per_epoch=max(train_names, names_needed))
-    train(entries, run, progress=False, on_step=on_step)  # length-pooled batches, fused Adam: as `make train`
+    train(entries, run, progress=False, on_step=on_step)  # batches and fused Adam as `make train`
     elapsed = (marks["t1"] or 0.0) - (marks["t0"] or 0.0)
     if elapsed <= 0:
         raise RuntimeError("the batched run made no measured steps; raise the time budget")

@@ -33,8 +33,10 @@ class Artifacts:
 
 
 def tiny_config(**overrides) -> TrainConfig:
+    # every knob the tiny model depends on, so that changing make's defaults leaves it as it is
     base = {"hidden_size": 24, "num_layers": 1, "cell": "rnn", "epochs": 25, "batch_size": 8, "lr": 0.01,
-                "lr_decay": 1.0, "patience": 0, "val_fraction": 0.15, "seed": 0, "max_seconds": 0.0, "threads": 1}
+            "lr_decay": 1.0, "lr_schedule": "exp", "patience": 0, "val_fraction": 0.15, "count_weighting": "none",
+            "length_pool": 32, "seed": 0, "max_seconds": 0.0, "threads": 1}
     base.update(overrides)
     return TrainConfig(**base)
 

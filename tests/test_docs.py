@@ -215,6 +215,26 @@ def test_every_python_module_command_names_a_runnable_module(page):
     assert not missing, f"{page_id(page)} runs `python -m` on modules that do not exist: {missing}"
 
 
+# ---------------------------------------------------------------- a clone is self-contained
+
+OUTSIDE = re.compile(r"\.\./shared\b")  # the folder beside a development checkout that no clone has
+
+
+def test_nothing_refers_to_a_folder_beside_the_repository():
+    """Code, presets, tests, the Makefile and the docs use only what a clone holds. Result pages
+    (docs/results/) are left out: each quotes the command it was measured with, as it was run."""
+    skip = {".git", ".venv", "artifacts", "node_modules", "__pycache__"}
+    found = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if (set(parts) & skip or parts[:2] == ("docs", "results") or not path.is_file()
+                or path.suffix not in {".py", ".md", ".toml", ".mjs", ".js", ".html", ".json", ".yaml", ".txt", ""}):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}" for m in OUTSIDE.finditer(text)]
+    assert not found, f"these refer to the folder beside the checkout, which a clone does not have: {found}"
+
+
 # ---------------------------------------------------------------- the checkers themselves
 
 
@@ -391,19 +411,16 @@ def command_id(item) -> str:
     return f"{page}:{' '.join(code.split())[:60]}"
 
 
-SHARED = ROOT.parent / "shared"  # the IBGE corpus the presets read: ../shared/data/ibge_names_train.tsv
 PLACEHOLDER_FILES = {"my_names.txt": "Ana\nBruno\nCarla\n"}  # what the docs call the user's own files
 
 
 @pytest.fixture(scope="module")
 def sandbox(tiny_artifacts, tmp_path_factory) -> Path:
     """The repository, entry by entry (symbolic links), with the tiny model as artifacts/, the
-    user's own files the docs name, ../shared where this checkout has it, and `python` on PATH
-    being this interpreter."""
+    user's own files the docs name, and `python` on PATH being this interpreter; nothing beside
+    it (a user's clone has only itself)."""
     box = tmp_path_factory.mktemp("sandbox") / ROOT.name
     box.mkdir()
-    if SHARED.is_dir():
-        (box.parent / "shared").symlink_to(SHARED)
     for name, text in PLACEHOLDER_FILES.items():
         (box / name).write_text(text, encoding="utf-8")
     for entry in ROOT.iterdir():
@@ -435,8 +452,6 @@ def test_fenced_command_runs_as_written(item, sandbox):
     if code.startswith(NEEDS_SERVER) or "--backend server" in code:
         pytest.skip("needs a running TorchServe (make serve)")
     words = shlex.split(code, comments=True)
-    if ("../shared/" in code or "PRESET=ibge" in code) and not SHARED.is_dir():
-        pytest.skip(f"needs the IBGE corpus in {SHARED}/data")
     if words[0] == "make":
         out = run_in(sandbox, ["make", "-n", *words[1:]])
         assert out.returncode == 0, f"{page}: `{code}` does not resolve (make -n):\n{out.stderr[-2000:]}"

@@ -40,10 +40,10 @@ def write(path: Path, text: str) -> Path:
 def test_shipped_presets_are_overrides_of_the_defaults():
     assert known_presets() == ["ibge", "ibge-rnn", "ibge-variety"]
     ibge = load_preset("ibge")
-    assert ibge.corpus.endswith("ibge_names_train.tsv") and ibge.config.title_case
-    assert (ibge.config.cell, ibge.config.hidden_size, ibge.config.max_seconds) == ("gru", 96, 300.0)
-    # what a preset does not set is TrainConfig's default
-    assert ibge.config.batch_size == TrainConfig().batch_size and "batch_size" not in ibge.values
+    # the default model (the census GRU on make's default corpus), trained longer on one thread
+    assert ibge.config == replace(TrainConfig(), max_seconds=300.0, threads=1)
+    assert ibge.values == {"max_seconds": 300.0, "threads": 1} and (ibge.config.cell, ibge.config.hidden_size) == ("gru", 96)
+    assert "corpus" not in ibge.values and not ibge.config.title_case  # make builds its corpus (make data)
     for name, changed in (("ibge-variety", {"count_weighting": "none"}),
                           ("ibge-rnn", {"cell": "rnn", "hidden_size": 128, "lr": 0.003, "count_weighting": "none"})):
         preset = load_preset(name)
@@ -136,10 +136,29 @@ def test_make_passes_model_train_only_what_the_user_set(tmp_path):
         "--corpus", f"{art}/corpus.txt", "--hidden", "64", f"--out={art}/checkpoint.pt"]  # empty = not set
     assert train_command(f"ART={art}", env_extra={"EPOCHS": "7"}) == [
         "--corpus", f"{art}/corpus.txt", "--epochs", "7", f"--out={art}/checkpoint.pt"]  # the environment counts
-    # a preset: its own folder and corpus (model.train reads both from the preset itself)
-    assert train_command("PRESET=ibge") == ["--preset", "ibge", "--out=artifacts/ibge/checkpoint.pt"]
+    # a preset: its own folder, and the corpus make builds there (the shipped presets name none)
+    assert train_command("PRESET=ibge") == ["--preset", "ibge", "--corpus", "artifacts/ibge/corpus.txt",
+                                            "--out=artifacts/ibge/checkpoint.pt"]
     assert train_command("PRESET=ibge-variety", "TITLE_CASE=0", "LR=0.02") == [
-        "--preset", "ibge-variety", "--lr", "0.02", "--no-title-case", "--out=artifacts/ibge-variety/checkpoint.pt"]
+        "--preset", "ibge-variety", "--corpus", "artifacts/ibge-variety/corpus.txt", "--lr", "0.02",
+        "--no-title-case", "--out=artifacts/ibge-variety/checkpoint.pt"]
+    # a preset that names its corpus: model.train reads it from the preset itself
+    write(tmp_path / "presets" / "mine.toml", f'corpus = "{tmp_path / "mine.txt"}"\n')
+    write(tmp_path / "mine.txt", "Ana\n")
+    assert train_command("PRESET=mine", f"PRESET_DIR={tmp_path / 'presets'}") == [
+        "--preset", "mine", "--preset-dir", str(tmp_path / "presets"), "--out=artifacts/mine/checkpoint.pt"]
+
+
+@pytest.mark.parametrize("preset", known_presets())
+def test_every_shipped_preset_builds_from_the_repository_alone(preset):
+    """`make PRESET=X` plans the whole pipeline from files in the repository: the census corpus
+    built into the preset's own folder (data/census/, no outside corpus), then its training on it."""
+    plan = make("-n", "-B", f"PRESET={preset}").stdout
+    assert f"-m data.build_default --out artifacts/{preset}/corpus.txt" in plan
+    assert f"-m model.train --preset {preset} --corpus artifacts/{preset}/corpus.txt" in plan
+    assert f"--out artifacts/{preset}/model_store" in plan  # through to the archives
+    corpus = load_preset(preset).values.get("corpus")
+    assert corpus is None or (ROOT / corpus).resolve().is_relative_to(ROOT), f"{preset} reads {corpus} outside the repository"
 
 
 def test_every_make_knob_reaches_its_training_field(tmp_path):
@@ -246,6 +265,7 @@ def test_the_training_page_describes_each_shipped_preset_as_its_file_says():
     """Every fact the table states (cell, size, parameters, batch, lr, schedule, budget, count
     weighting, pools, threads; "as `X`": every other knob as preset X) is the preset's own."""
     from core.vocab import Vocab
+    from data.build_default import census_corpus as default_corpus
     from data.corpus import read_corpus
     from model.charrnn import CharRNN, ModelConfig
 
@@ -260,9 +280,15 @@ def test_the_training_page_describes_each_shipped_preset_as_its_file_says():
             assert (config.cell, config.num_layers, config.hidden_size) == \
                 ({"GRU": "gru", "tanh RNN": "rnn"}[cell], int(layers), int(hidden)), name
             stated |= set(model_fields)
-            if Path(config.corpus).is_file() or (ROOT / config.corpus).is_file():
+            if "corpus" not in load_preset(name).values:  # make's default corpus, built from the census
+                entries = default_corpus()
+            elif Path(config.corpus).is_file() or (ROOT / config.corpus).is_file():
                 corpus = config.corpus if Path(config.corpus).is_file() else ROOT / config.corpus
-                vocab = Vocab.from_names(e.name for e in read_corpus(corpus, title_case=config.title_case))
+                entries = read_corpus(corpus, title_case=config.title_case)
+            else:
+                entries = None
+            if entries is not None:
+                vocab = Vocab.from_names(e.name for e in entries)
                 net = CharRNN(ModelConfig(vocab_size=len(vocab), hidden_size=config.hidden_size,
                                           num_layers=config.num_layers, cell=config.cell))
                 assert sum(p.numel() for p in net.parameters()) == int(params.replace(",", "")), name
