@@ -29,10 +29,11 @@ from pathlib import Path
 from data.corpus import Entry
 from data.sources import ACCENT_OVERRIDES
 
-# The letters with diacritics of Portuguese spelling. wordfreq's Portuguese list also holds
-# Spanish, French and misspelt forms (raïssa, michèle, niño): a candidate with any other mark is
-# not a Portuguese spelling.
-PORTUGUESE_MARKED = frozenset("áàâãéêíóôõúç")
+# The letters with diacritics of Portuguese spelling, but the grave accent, which Portuguese writes
+# only in contractions (à, àquele), never in a name. wordfreq's Portuguese list also holds Spanish,
+# French, Italian and misspelt forms (raïssa, michèle, déjà, pietà): a candidate with any other
+# mark is not a Portuguese spelling of a name.
+PORTUGUESE_MARKED = frozenset("áâãéêíóôõúç")
 # Informal writing drops accents, so a name's bare form is often about as frequent as its accented
 # one (antonio and antônio are equally frequent in wordfreq), and more frequent when the bare form
 # is also a foreign name (jessica, 4.6x jéssica). Among the census's 500 commonest names every
