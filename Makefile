@@ -81,7 +81,7 @@ check-java: | $(STAMP)
 # ---- pipeline ----
 data: $(CORPUS)
 
-# The census names of data/census/, title-cased, accents restored (docs/training.md "Corpus format")
+# The census names of data/census/, title-cased, accents restored (docs/training.md, "The default corpus")
 $(ART)/corpus.txt: $(SOURCES_DATA) $(CENSUS_DATA) | $(STAMP)
 	$(PY) -m data.build_default --out $@
 
