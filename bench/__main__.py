@@ -47,7 +47,7 @@ def run_training(args) -> dict:
 
     corpus = args.train_corpus or str(Path(args.art_dir) / contract.CORPUS)
     entries = read_corpus(corpus)
-    threads = args.threads or torch.get_num_threads()
+    threads = args.threads or DEFAULTS.threads or torch.get_num_threads()
     cfg = TrainConfig(hidden_size=args.train_hidden, cell=args.train_cell, threads=threads)  # else make train's
     result = training.measure(entries, cfg, batch_sizes=tuple(int(b) for b in args.train_batches.split(",")),
                               seconds=args.train_seconds, repeats=args.repeats)
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each section that ran to the end as RESULTS_DIR/bench-<section>.md")
     p.add_argument("--art-dir", default=contract.ART_DIR, help="the pipeline's artifacts (corpus, exports)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for the training sections (default: torch's default for throughput, "
+                   help="torch threads for the training sections (default: make train's THREADS for throughput, "
                         "each preset's THREADS for time to quality)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of the training-throughput figures")
     g = p.add_argument_group("training throughput")

@@ -66,7 +66,10 @@ class TrainConfig:
     # extra steps per second did not pay for the less random batches (docs/results/sweep-pools.md).
     length_pool: int = 0
     device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # torch intra-op threads; 0 = torch's default. One: this GRU's matrix products are too small to
+    # share out, and with more threads than free cores (a busy machine) torch's threads wait on each
+    # other at every operation, which made training many times slower, not faster.
+    threads: int = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -64,7 +64,7 @@ def test_the_documented_defaults_are_trainconfig(page):
     assert len(set(knobs) & set(documented)) >= 10
     default = TrainConfig()
     for knob, field in knobs.items():
-        if knob in documented and knob != "THREADS":  # THREADS: "torch's default"
+        if knob in documented:
             stated = re.sub(r"[`\s]|\(.*\)", "", documented[knob])
             assert stated == as_doc(getattr(default, field)), f"{page}: {knob} says {documented[knob]}"
 
