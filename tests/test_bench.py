@@ -157,6 +157,23 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
         bench_main(["--sections", "trainig", *common])
 
 
+def test_a_preset_without_a_corpus_is_measured_on_the_corpus_make_built(tmp_path):
+    """The shipped presets name no corpus: the quality section trains them on --art-dir's
+    corpus.txt (`make data`), as make does, and says so when it is not there."""
+    (tmp_path / "bare.toml").write_text("hidden_size = 8\nthreads = 1\n")
+    art = tmp_path / "art"
+    common = ["--sections", "quality", "--presets", "bare", "--preset-dir", str(tmp_path), "--art-dir", str(art),
+              "--out-dir", str(tmp_path / "bench"), "--milestones", "0.2", "--quality-repeats", "1"]
+    assert bench_main(common) == 0
+    section = json.loads((tmp_path / "bench" / "bench.json").read_text())["sections"]["quality"]
+    assert section["status"] == "skipped" and str(art / "corpus.txt") in section["error"]
+    art.mkdir()
+    (art / "corpus.txt").write_text("".join(f"{n}\n" for n in NAMES))
+    assert bench_main(common) == 0
+    section = json.loads((tmp_path / "bench" / "bench.json").read_text())["sections"]["quality"]
+    assert section["status"] == "ok" and section["data"]["presets"]["bare"]["corpus"] == str(art / "corpus.txt")
+
+
 def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts, tmp_path):
     """bench/runtime.py (`make bench-runtime`): every backend timed, ratios to eager, the names
     checked to agree, the ONNX Runtime cost probes filled in, and the result page stamped with
