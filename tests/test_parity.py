@@ -154,3 +154,27 @@ def test_probes_are_states_of_real_decoding(tiny_artifacts):
     assert int((every.char == vocab.bos_id).sum()) >= len(vocab.characters) + 1
     assert float(every.hidden.abs().max()) > 0.1
     assert float(every.hidden.abs().max()) < 1.0  # a tanh state, not randn
+
+
+def test_the_parity_rule_is_relative_to_the_rows_largest_value_with_a_floor():
+    """The one rule every float comparison across kernels uses (tests, gpu-check, the export check)."""
+    big, small = 40.0, 1e-3
+    row = [big, small]
+    # a row's tolerance is ATOL + RTOL x its largest |value|, for every element of the row
+    assert parity.tolerance(row).tolist() == [parity.ATOL + parity.RTOL * big] * 2
+    assert parity.close(row, [big * (1 + 0.9 * parity.RTOL), small + 0.9 * parity.RTOL * big])
+    assert not parity.close(row, [big * (1 + 1.1 * parity.RTOL), small])
+    # each row has its own magnitude: a row of small values is not excused by a large one elsewhere
+    assert not parity.close([[big, big], [small, small]], [[big, big], [small, small + 0.9 * parity.RTOL * big]])
+    # the floor, for rows of zeros; a scalar is its own row
+    assert parity.close([0.0, 0.0], [0.9 * parity.ATOL, 0.0]) and not parity.close([0.0], [1.1 * parity.ATOL])
+    assert parity.close(-7.0, -7.0 * (1 + 0.9 * parity.RTOL)) and not parity.close(-7.0, -7.0 * (1 + 1.1 * parity.RTOL))
+    # values rounded to a grid (answers sent with 6 decimals) get that grid on top
+    assert not parity.close([0.001], [0.0015]) and parity.close([0.001], [0.0015], rounding=0.001)
+    assert not parity.close([0.001], [0.0025], rounding=0.001)
+    # an infinity only matches itself (a masked logit); NaN, other shapes and lengths never match
+    inf = float("inf")
+    assert parity.close([-inf, 1.0], [-inf, 1.0]) and not parity.close([-inf, 1.0], [inf, 1.0])
+    assert not parity.close([1.0, 2.0], [-inf, 2.0]) and not parity.close([float("nan")], [float("nan")])
+    assert not parity.close([1.0, 2.0], [1.0, 2.0, 3.0]) and parity.close([], [])
+    assert parity.shares(row, row).tolist() == [0.0, 0.0]
