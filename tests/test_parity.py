@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from core import integrity, manifest
+from core.vocab import Vocab
 from export import parity
 from export.onnx_step import export_onnx, to_onnx_model
 from export.parity import ExportMismatch
 from export.torchscript import export_torchscript
+from model.charrnn import CharRNN, ModelConfig
 from model.checkpoint import load_checkpoint
 from model.decode import decode as torch_decode
 from model.decode_numpy import decode
@@ -141,8 +143,36 @@ def test_greedy_names_must_be_equal_exactly(tiny_artifacts):
         return ids
 
     assert parity.check(model, vocab, run, names, "ONNX").names == len(vocab.characters) + 1
-    with pytest.raises(ExportMismatch, match="the greedy name for prefix"):
+    with pytest.raises(ExportMismatch, match="the greedy name for prefix") as refused:
         parity.check(model, vocab, run, one_name_changed, "ONNX")
+    assert "more than rounding explains" in str(refused.value) and "near-tie" not in str(refused.value)
+
+
+def test_a_greedy_name_parting_at_a_near_tie_is_refused_and_called_one():
+    """Two symbols with equal logits: eager takes the first, an export that takes the other is
+    still refused (names are exact), but the message says the two were tied to rounding."""
+    vocab = Vocab.from_names(["ab"])
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), hidden_size=4)).eval()
+    a, b = vocab.encode("ab")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[[a, b]] = 3.0
+
+    def run(char, hidden):
+        with torch.inference_mode():
+            return tuple(t.numpy() for t in model.step(char, hidden))
+
+    def names(rows):
+        ids = torch_decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, 4))
+        ids[0] = [b] + ids[0][1:]  # the empty prefix's name starts with the other tied symbol
+        return ids
+
+    with pytest.raises(ExportMismatch) as refused:
+        parity.check(model, vocab, run, names, "ONNX")
+    message = str(refused.value)
+    assert "the greedy name for prefix ''" in message and "they part at character 1" in message
+    assert "exceeds that for 'b' by 0 " in message and "a near-tie" in message
 
 
 def test_probes_are_states_of_real_decoding(tiny_artifacts):
