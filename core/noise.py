@@ -1,8 +1,9 @@
 """Counter-based random numbers for sampling, identical on numpy and torch, CPU and GPU (torch-free).
 
 Sampling draws Gumbel noise from a hash of (row seed, step, symbol) instead of a stateful
-generator, so a name depends only on its own seed: batching requests together, or running on
-another backend or device, does not change what a seeded request returns.
+generator, so a name depends only on its own seed and the model: batching requests together, or
+running on another backend or device, does not change its noise bits (its float noise and logits
+may round differently: docs/numerics.md).
 
 Every function uses only integer operators, so it works on Python ints, numpy int64 arrays and
 torch int64 tensors alike. Values stay below 2**63, so int64 never overflows.

@@ -3,7 +3,8 @@
 A row's next symbol is the argmax of its logits (temperature 0), or a Gumbel-max sample of its
 temperature-scaled, top-k-restricted distribution with counter-based noise (core.noise): the
 noise of (row seed, step, symbol) never depends on the batch, so a row gets the same name alone,
-in any batch, bucket or device. `model.decode_numpy.Chooser` is the numpy twin, with the same values.
+in any batch, bucket or device, except at a near-tie of two scores (docs/numerics.md).
+`model.decode_numpy.Chooser` is the numpy twin: the same noise bits, the same rule.
 
 The decoding loop (model.chunked) calls `Chooser` once per step; its captured chunks (model.captured)
 run `gumbel_noise` and `pick` (the noise of a chunk of steps at once on a GPU) on buffers their load

@@ -7,7 +7,8 @@ the step is any callable `(char [B], hidden [L, B, H]) -> (logits [B, V], hidden
 runs `_step_rows`: the step, no end token at a name's first position, the choice (model.choose),
 forced prefix characters, end tokens after a row has ended, the end test (end token or length
 cap). Both paths run that one body; only the bookkeeping around it differs. Rows never influence each other, so
-a row gets the same name alone, in any batch, bucket or device.
+a row gets the same name alone, in any batch, bucket or device, except at a near-tie: its values
+may round differently with the batch's shape (docs/numerics.md).
 
 - **Eager** (capture off: CPU; and streamed requests, whose per-step reads are the point): steps
   run one at a time; every `check` steps (each step on CPU, where reading a flag is free) the

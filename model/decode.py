@@ -4,7 +4,8 @@
 Used by the eager and TorchScript generators, the server's CPU path, evaluation and the export
 checks. Each row has its own prefix, length cap, temperature, top-k and seed (core.request.Row);
 the step is any callable `(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`. Rows never
-influence each other: a row decodes the same alone or in any batch.
+influence each other: a row decodes the same alone or in any batch, except at a near-tie
+(docs/numerics.md).
 """
 
 from __future__ import annotations

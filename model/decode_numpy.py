@@ -4,7 +4,7 @@ under ONNX Runtime), and the rows' way through the one-graph greedy decoder.
 Torch-free, like model.nbest, so that both the ONNX runtime (runtime/, the readers) and the
 exporters' own checks (export.onnx_step, export.generate_graph) decode with this one loop: same
 rows, same greedy rule, same counter-based sampling noise (core.noise) as the torch loop, so a
-seeded request gives the same names on every backend.
+seeded request gives the same names on every backend (up to near-ties, docs/numerics.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ Usage: python -m model.names --num 1000000 --out names.txt [--device cuda] [--te
 Line i of the file is the name `python -m tools.generate --seed SEED --temperature T` gives as
 its i-th name: row i is seeded row_seed(SEED, i) (core.noise), never from a random generator's
 state, so the file is the same for the same arguments whatever the batch size, workers, device or
-machine (the GPU computes the same names as the CPU; `make gpu-check` checks it). Batches run
+machine (the GPU computes the same names as the CPU; `make gpu-check` checks it), except for a
+name that meets a near-tie of two scores, which kernels may round either way (docs/numerics.md).
+The same arguments on the same machine give the same bytes. Batches run
 through model.chunked.ChunkedDecoder (CUDA graphs on a GPU) and model.batch.NameText; the file
 is written atomically (core.atomic): a failed or interrupted run leaves the previous file.
 

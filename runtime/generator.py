@@ -2,7 +2,8 @@
 
 The vocabulary comes from the model's own metadata (key "vocab.json"), so the .onnx file is
 all an application ships. The decoding loop is model.decode_numpy, the numpy twin of
-model.decode: the same names as every other backend for the same request and seed.
+model.decode: the same names as every other backend for the same request and seed (up to
+near-ties, docs/numerics.md).
 
 charrnn_generate.onnx (export.generate_graph) runs the whole greedy loop in one session.run;
 give it to NameGenerator (`generate_model`) and greedy batches use it, sampling keeps the step

@@ -16,7 +16,8 @@ bodies), serve/answers.py (the n-best search and scores).
   torch loop (each request's `num` names become rows of a `model.batch.RowBatch`, with their own
   prefix, length, temperature, top-k and seed, the rows `core.request.make_rows` gives; ids to
   text by `model.batch.NameText`), then splits the names back per request. Rows never influence
-  each other, so a request gets the same names alone or in any batch. Streaming uses the loop's
+  each other, so a request gets the same names alone or in any batch (up to near-ties,
+  docs/numerics.md). Streaming uses the loop's
   `on_step` hook (a host read per step).
 - `answer` is `generate` with each name's log-probability; requests with temperature 0 and
   num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over

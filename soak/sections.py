@@ -355,7 +355,7 @@ def section_restart(table: Table, inst: Instance, engine: Engine) -> None:
         lost, ok_lost = f"ClientError {exc.status}: {exc.message[:80]}", False
     table.add("restart", f"the old session after the restart ({restart:.0f} s)", lost, "a clear error for the lost session",
               ok_lost)
-    again = s.type("Ma")
+    again = s.type("Ma")  # the same one-row wave on the same machine as `first`: the same bits
     ok_new = s.id not in (None, old_id) and again["next"] == first["next"] and again["completion"] == first["completion"]
     names = client.generate("Ma")
     ok_new = ok_new and names == engine.generate([GenerateRequest(prefix="Ma")])[0]

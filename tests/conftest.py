@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,6 +89,22 @@ def variant_artifacts(request, tmp_path_factory, tiny_artifacts) -> Artifacts:
         return tiny_artifacts
     config = {**VARIANTS, **MORE_VARIANTS}[request.param]
     return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **config)
+
+
+def assert_close(got, want, what: str = "", rounding: float = 0.0) -> None:
+    """`got` is `want` by the project's parity rule (export.parity): for float results of
+    different kernels (batch sizes, buckets, backends). Names and ids are compared exactly."""
+    from export import parity
+
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, want {want.shape}"
+    share = parity.shares(want, got, rounding)
+    if not share.size:
+        return
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(share)), share.shape))
+    assert share[worst] <= 1.0, (
+        f"{what}: at {worst} got {float(got[worst]):.9g}, want {float(want[worst]):.9g}: {share[worst]:.3g}x "
+        f"the tolerance {float(parity.tolerance(want, rounding)[worst]):.3g}")
 
 
 def in_ci() -> bool:

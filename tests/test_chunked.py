@@ -17,6 +17,7 @@ from model.batch import NameText, RowBatch
 from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
+from tests.conftest import assert_close
 from tests.conftest import reference_loaded as reference
 from tests.replaying_graphs import ReplayingGraphs
 
@@ -133,6 +134,8 @@ def test_continuing_from_a_start_state_and_recording_equal_decode_with_a_recorde
     out = decoder.run(RowBatch.from_rows(rows, start.name_length.tolist()), start=start, record=True)
     assert decoder.decode(rows, start=start) == want
     steps = len(recorder.logits)
+    # exactly: both eager runs step the same 5 rows with the same step, so the same kernels run
+    # on the same inputs (a recorded value must be the step's own, not recomputed)
     assert torch.equal(out.logits[:steps], torch.stack(recorder.logits))
     assert torch.equal(out.hidden[:steps], torch.stack(recorder.hidden))
 
@@ -246,7 +249,12 @@ def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
                   start=start)
     out = decoder.run(RowBatch.from_rows(fed, [1, 0]), start=start, record=True)
     assert decoder.id_lists(out.ids, fed) == want and decoder.eager_chunks == 0
-    assert torch.equal(out.logits[: len(recorder.logits)], torch.stack(recorder.logits))
+    # the ids exactly; the recorded values by the parity rule: the captured run stepped the 2 rows
+    # padded to a bucket of 8, the recorder's decode stepped 2 (another matrix-product shape,
+    # whose rounding may differ: docs/numerics.md)
+    steps = len(recorder.logits)
+    assert_close(out.logits[:steps], torch.stack(recorder.logits), "recorded logits")
+    assert_close(out.hidden[:steps], torch.stack(recorder.hidden), "recorded hidden states")
     # a bucket that was not warmed up still decodes, eagerly, and says so
     assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
 

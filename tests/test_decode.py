@@ -68,6 +68,7 @@ def test_the_noise_of_several_steps_at_once_is_the_counter_based_noise_of_each_s
     symbols = torch.arange(vocab).unsqueeze(0)
     for step in range(3, 22):
         u = to_unit_interval(uniform_bits(seeds.unsqueeze(1), step, symbols).to(torch.float32))
+        # exactly: the same elementwise torch.log on the same u (a 2-D slice of a 3-D tensor)
         assert torch.equal(noise[step - 3], torch.log(-torch.log(u))), step
 
 
@@ -90,7 +91,7 @@ def test_the_chooser_of_kept_rows_chooses_as_it_did_for_them(loaded):
     logits = torch.randn(len(rows), 9, generator=torch.Generator().manual_seed(1))
     choose = Chooser.for_rows(rows, vocab=9)
     keep = torch.tensor([0, 5, 6, 17, 39])
-    for step in range(3):
+    for step in range(3):  # ids; from the same logits, divisors and elementwise noise of the kept rows
         assert torch.equal(choose.take(keep)(logits[keep], step), choose(logits, step)[keep])
 
 

@@ -4,14 +4,15 @@ session completions) and a real TorchServe answering n-best and session requests
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
+from export import parity
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
 from serve.validation import GenerateRequest, SessionRequest
+from serve.wire import DIGITS
 from tests.test_serve_integration import one_thread, served, store  # noqa: F401 - the served fixture
 
 
@@ -28,8 +29,9 @@ def engine(tiny_artifacts) -> Engine:
     return Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
 
 
-def close_lists(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-5, abs_tol=2e-6) for x, y in zip(a, b))
+def close_lists(got: list[float], want: list[float]) -> bool:
+    """Answers' log-probabilities (rounded to DIGITS) against another path's: the parity rule."""
+    return parity.close(want, got, rounding=10.0**-DIGITS)
 
 
 def check_nbest(body: dict, answer: dict, want) -> None:

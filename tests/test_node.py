@@ -1,12 +1,12 @@
 """The Node.js embedding example (export/node) prints the Python runtime's greedy names."""
 
-import math
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from export import parity
 from runtime.generator import NameGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +73,10 @@ def test_node_one_graph_greedy_and_next_probabilities(node, tiny_artifacts):
         shown = [line.split("\t") for line in proc.stdout.splitlines()]
         want = gen.next_probabilities(prefix)
         assert [c for c, _ in shown] == [c for c, _ in want]
-        assert all(math.isclose(float(p), q, rel_tol=1e-5, abs_tol=1e-7) for (_, p), (_, q) in zip(shown, want))
+        # onnxruntime-node and onnxruntime's kernels: the parity rule
+        assert parity.close([q for _, q in want], [float(p) for _, p in shown]), prefix
         end = dict(want)[""]  # no end of name before its first character
-        assert (end > 0) == bool(prefix) and math.isclose(float(dict(shown)[""]), end, rel_tol=1e-5, abs_tol=1e-7)
+        assert (end > 0) == bool(prefix) and parity.close(end, float(dict(shown)[""]))
 
 
 @pytest.mark.parametrize("variant_artifacts", ["gru-1"], indirect=True)  # another export than tiny's
@@ -100,7 +101,8 @@ def test_node_nbest_matches_python(node, tiny_artifacts):
             rows = [line.split("\t") for line in proc.stdout.splitlines()]
             case = (prefix, num, max_length, max_expansions)
             assert [name for name, _ in rows] == [gen.vocab.decode(ids) for ids in want.ids], case
-            assert all(math.isclose(float(lp), w, rel_tol=1e-6, abs_tol=1e-6) for (_, lp), w in zip(rows, want.logprobs))
+            # printed with 6 decimals, computed by onnxruntime-node: the parity rule at that rounding
+            assert parity.close(want.logprobs, [float(lp) for _, lp in rows], rounding=1e-6), case
             assert ("stopped the search" in proc.stderr) == (not want.complete), case
 
 

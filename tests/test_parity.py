@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from core import integrity, manifest
+from core.vocab import Vocab
 from export import parity
 from export.onnx_step import export_onnx, to_onnx_model
 from export.parity import ExportMismatch
 from export.torchscript import export_torchscript
+from model.charrnn import CharRNN, ModelConfig
 from model.checkpoint import load_checkpoint
 from model.decode import decode as torch_decode
 from model.decode_numpy import decode
@@ -141,8 +143,36 @@ def test_greedy_names_must_be_equal_exactly(tiny_artifacts):
         return ids
 
     assert parity.check(model, vocab, run, names, "ONNX").names == len(vocab.characters) + 1
-    with pytest.raises(ExportMismatch, match="the greedy name for prefix"):
+    with pytest.raises(ExportMismatch, match="the greedy name for prefix") as refused:
         parity.check(model, vocab, run, one_name_changed, "ONNX")
+    assert "more than rounding explains" in str(refused.value) and "near-tie" not in str(refused.value)
+
+
+def test_a_greedy_name_parting_at_a_near_tie_is_refused_and_called_one():
+    """Two symbols with equal logits: eager takes the first, an export that takes the other is
+    still refused (names are exact), but the message says the two were tied to rounding."""
+    vocab = Vocab.from_names(["ab"])
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), hidden_size=4)).eval()
+    a, b = vocab.encode("ab")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[[a, b]] = 3.0
+
+    def run(char, hidden):
+        with torch.inference_mode():
+            return tuple(t.numpy() for t in model.step(char, hidden))
+
+    def names(rows):
+        ids = torch_decode(model.step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=(1, 4))
+        ids[0] = [b] + ids[0][1:]  # the empty prefix's name starts with the other tied symbol
+        return ids
+
+    with pytest.raises(ExportMismatch) as refused:
+        parity.check(model, vocab, run, names, "ONNX")
+    message = str(refused.value)
+    assert "the greedy name for prefix ''" in message and "they part at character 1" in message
+    assert "exceeds that for 'b' by 0 " in message and "a near-tie" in message
 
 
 def test_probes_are_states_of_real_decoding(tiny_artifacts):
@@ -154,3 +184,27 @@ def test_probes_are_states_of_real_decoding(tiny_artifacts):
     assert int((every.char == vocab.bos_id).sum()) >= len(vocab.characters) + 1
     assert float(every.hidden.abs().max()) > 0.1
     assert float(every.hidden.abs().max()) < 1.0  # a tanh state, not randn
+
+
+def test_the_parity_rule_is_relative_to_the_rows_largest_value_with_a_floor():
+    """The one rule every float comparison across kernels uses (tests, gpu-check, the export check)."""
+    big, small = 40.0, 1e-3
+    row = [big, small]
+    # a row's tolerance is ATOL + RTOL x its largest |value|, for every element of the row
+    assert parity.tolerance(row).tolist() == [parity.ATOL + parity.RTOL * big] * 2
+    assert parity.close(row, [big * (1 + 0.9 * parity.RTOL), small + 0.9 * parity.RTOL * big])
+    assert not parity.close(row, [big * (1 + 1.1 * parity.RTOL), small])
+    # each row has its own magnitude: a row of small values is not excused by a large one elsewhere
+    assert not parity.close([[big, big], [small, small]], [[big, big], [small, small + 0.9 * parity.RTOL * big]])
+    # the floor, for rows of zeros; a scalar is its own row
+    assert parity.close([0.0, 0.0], [0.9 * parity.ATOL, 0.0]) and not parity.close([0.0], [1.1 * parity.ATOL])
+    assert parity.close(-7.0, -7.0 * (1 + 0.9 * parity.RTOL)) and not parity.close(-7.0, -7.0 * (1 + 1.1 * parity.RTOL))
+    # values rounded to a grid (answers sent with 6 decimals) get that grid on top
+    assert not parity.close([0.001], [0.0015]) and parity.close([0.001], [0.0015], rounding=0.001)
+    assert not parity.close([0.001], [0.0025], rounding=0.001)
+    # an infinity only matches itself (a masked logit); NaN, other shapes and lengths never match
+    inf = float("inf")
+    assert parity.close([-inf, 1.0], [-inf, 1.0]) and not parity.close([-inf, 1.0], [inf, 1.0])
+    assert not parity.close([1.0, 2.0], [-inf, 2.0]) and not parity.close([float("nan")], [float("nan")])
+    assert not parity.close([1.0, 2.0], [1.0, 2.0, 3.0]) and parity.close([], [])
+    assert parity.shares(row, row).tolist() == [0.0, 0.0]

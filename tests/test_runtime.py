@@ -140,7 +140,7 @@ def test_chunked_noise_is_the_counter_based_noise_of_each_step():
     seeds, symbols = np.array([r.seed for r in rows])[:, None], np.arange(vocab)[None, :]
     for step in range(2 * NOISE_CHUNK + 3):
         u = to_unit_interval(uniform_bits(seeds, step, symbols).astype(np.float32))
-        assert np.array_equal(choose._noise(step), np.log(-np.log(u))), step
+        assert np.array_equal(choose._noise(step), np.log(-np.log(u))), step  # the same numpy log, same u
 
 
 def test_next_probabilities_and_suggest(tiny_artifacts):

@@ -28,6 +28,8 @@ from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
 from serve.sessions import SessionState, SessionStore
 from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
 from serve.validation import GenerateRequest, Limits, RequestError
+from serve.wire import DIGITS
+from tests.conftest import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,7 +376,8 @@ def check_answer(engine: Engine, answer: dict, text: str, k: int = 5, max_length
     assert answer["completion"] == scratch
     expected = scratch_next(engine, text, k)
     assert [c["char"] for c in answer["next"]] == [c for c, _ in expected]
-    assert [c["p"] for c in answer["next"]] == pytest.approx([p for _, p in expected], abs=2e-6)
+    # by the parity rule: the session's step ran its whole wave, the scratch run one row
+    assert_close([c["p"] for c in answer["next"]], [p for _, p in expected], text, rounding=10.0**-DIGITS)
 
 
 def test_a_session_typed_character_by_character_matches_decoding_from_scratch(sess):

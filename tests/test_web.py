@@ -7,7 +7,6 @@ never downloads a browser here). Without it these tests skip, saying how to inst
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from export import parity
 from runtime.generator import NameGenerator
 from web.chromium import ARGS, INSTALL, chromium_binary
 
@@ -125,8 +125,9 @@ def page(browser):
     assert not errors, f"the page logged console errors: {errors}"
 
 
-def close_to(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7)
+def close_to(got: float, want: float) -> bool:
+    """onnxruntime-web's kernels against onnxruntime's: the parity rule."""
+    return parity.close(want, got)
 
 
 def test_typed_prefixes_give_the_python_runtimes_suggestions(page, tiny_site):

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from core import contract
+from export import parity
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
 from model.names import BATCH, BulkSpec, bulk_decoder, write_names
@@ -35,6 +36,7 @@ from serve.engine import Engine
 from serve.handler import CharRNNHandler
 from serve.standin import StandInContext
 from serve.validation import GenerateRequest, SessionRequest
+from serve.wire import DIGITS
 from tools.limits import limit_lines, mean_steps, measured_peaks, model_cost, timed
 from tools.tables import table
 
@@ -194,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         got_nbest = gpu.answer(searches)
         nbest_s = time.perf_counter() - started_nbest
         want_nbest = cpu.answer(searches)
-        same = all(a.names == b.names and all(abs(x - y) <= 1e-4 * max(1.0, abs(y)) for x, y in zip(a.logprobs, b.logprobs))
-                   for a, b in zip(got_nbest, want_nbest))
+        # names exactly, log-probabilities by the parity rule (docs/numerics.md)
+        same = all(a.names == b.names and parity.close(b.logprobs, a.logprobs) for a, b in zip(got_nbest, want_nbest))
         print(f"engine n-best ({len(searches)} searches, num 5 and 20, {nbest_s:.2f} s): GPU lists "
               f"{'==' if same else '!='} CPU lists")
         if not same:
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             b = gpu.session([("a", SessionRequest(append=w), False), ("b", SessionRequest(append=w), False)])
             for x, y in zip(a, b):
                 agree &= x["completion"] == y["completion"] and [c["char"] for c in x["next"]] == \
-                    [c["char"] for c in y["next"]] and all(abs(c["p"] - d["p"]) < 1e-4 for c, d in zip(x["next"], y["next"]))
+                    [c["char"] for c in y["next"]] and parity.close([d["p"] for d in y["next"]], [c["p"] for c in x["next"]],
+                                                                    rounding=10.0**-DIGITS)
         print(f"engine sessions: GPU answers {'==' if agree else '!='} CPU answers")
         if not agree:
             failures.append("session answers differ between GPU and CPU")
