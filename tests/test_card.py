@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +238,29 @@ def test_a_card_of_another_model_is_never_shipped(tiny_artifacts, tiny_card, tmp
             build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path / "store",
                            greedy_graph=tiny_artifacts.dir / contract.ONNX_GENERATE, card=card)
         assert not list((tmp_path / "store").glob("*.mar")) if (tmp_path / "store").exists() else True
+
+
+def make_dry_run(*args: str) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.replace("\\\n", " ").splitlines()
+
+
+def test_make_builds_the_card_for_what_ships_it_and_make_eval_rewrites_it(tmp_path):
+    """Plain `make` writes the card (the archives carry it) and nothing under docs/; `make eval`
+    rewrites it beside its report and result page; `make web` ships it."""
+    art = tmp_path / "art"
+    card = f"{art}/{contract.MODEL_CARD}"
+    plain = make_dry_run(f"ART={art}")
+    writes = [i for i, line in enumerate(plain) if f"-m evaluation.card --checkpoint {art}/{contract.CHECKPOINT} "
+              f"--out {card}" in line]
+    archive = [i for i, line in enumerate(plain) if "-m serve.archive" in line]
+    assert writes and archive and writes[0] < archive[0] and f"--card {card}" in plain[archive[0]]
+    assert not [line for line in plain if "docs/" in line or "--page" in line]
+    evaluation = [line for line in make_dry_run("eval", f"ART={art}") if "-m evaluation " in line]
+    assert len(evaluation) == 1 and f"--card {card}" in evaluation[0] and "--page docs/results/" in evaluation[0]
+    web = [line for line in make_dry_run("web", f"ART={art}") if "-m web.build" in line]
+    assert len(web) == 1 and f"--card {card}" in web[0]
