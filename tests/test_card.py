@@ -18,8 +18,9 @@ from core.errors import ArtifactError
 from core.model_card import check_card, front_matter, split_front_matter
 from data.corpus import Entry, read_corpus
 from evaluation.__main__ import main as eval_main
-from evaluation.card import common_starts, corpus_provenance
+from evaluation.card import common_starts
 from evaluation.card import main as card_main
+from evaluation.card_markdown import corpus_provenance
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.generate import TorchGenerator
 from tests.conftest import NAMES
@@ -74,7 +75,7 @@ def section(text: str, heading: str) -> str:
 
 def test_the_card_follows_the_model_card_conventions(project, monkeypatch, tmp_path):
     root, checkpoint, _, ckpt = project
-    monkeypatch.setattr("evaluation.card.DATA_DIR", root / "data")
+    monkeypatch.setattr("evaluation.card_markdown.DATA_DIR", root / "data")
     card = tmp_path / contract.MODEL_CARD
     card_main(["--checkpoint", str(checkpoint), "--out", str(card)])
     text = card.read_text(encoding="utf-8")
@@ -107,7 +108,7 @@ def test_the_cards_figures_are_the_evaluations_and_the_n_best_searchs(project, m
     """`make eval` (python -m evaluation --card) and `make card` (python -m evaluation.card) write the
     same bytes, and every figure is the report's, the checkpoint's or the search's."""
     root, checkpoint, corpus, ckpt = project
-    monkeypatch.setattr("evaluation.card.DATA_DIR", root / "data")
+    monkeypatch.setattr("evaluation.card_markdown.DATA_DIR", root / "data")
     by_eval, alone = tmp_path / "eval" / contract.MODEL_CARD, tmp_path / "card" / contract.MODEL_CARD
     eval_main(["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "report"), "--samples", "20",
                "--card", str(by_eval)])
@@ -176,7 +177,7 @@ def test_a_users_own_corpus_is_named_as_theirs(tiny_artifacts, tiny_card, tiny_c
 def test_make_eval_rewrites_the_card_only_when_its_text_changed(project, monkeypatch, tmp_path):
     """An unchanged card keeps its time, so `make` does not rebuild the archives that carry it."""
     root, checkpoint, _, _ = project
-    monkeypatch.setattr("evaluation.card.DATA_DIR", root / "data")
+    monkeypatch.setattr("evaluation.card_markdown.DATA_DIR", root / "data")
     card = tmp_path / contract.MODEL_CARD
     args = ["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "report"), "--samples", "5", "--card", str(card)]
     eval_main(args)
@@ -190,7 +191,7 @@ def test_make_eval_rewrites_the_card_only_when_its_text_changed(project, monkeyp
 
 def test_a_failed_evaluation_never_leaves_a_half_written_card(project, monkeypatch, tmp_path):
     root, checkpoint, _, _ = project
-    monkeypatch.setattr("evaluation.card.DATA_DIR", root / "data")
+    monkeypatch.setattr("evaluation.card_markdown.DATA_DIR", root / "data")
     card = tmp_path / contract.MODEL_CARD
     card_main(["--checkpoint", str(checkpoint), "--out", str(card)])
     good = card.read_bytes()
@@ -208,7 +209,7 @@ def test_a_failed_evaluation_never_leaves_a_half_written_card(project, monkeypat
     with pytest.raises(RuntimeError, match="boom"):
         card_main(["--checkpoint", str(checkpoint), "--out", str(card)])
     monkeypatch.undo()
-    monkeypatch.setattr("evaluation.card.DATA_DIR", root / "data")
+    monkeypatch.setattr("evaluation.card_markdown.DATA_DIR", root / "data")
 
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
