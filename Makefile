@@ -51,13 +51,17 @@ TRAIN_ARGS := $(strip $(if $(PRESET),--preset $(PRESET)) $(if $(call given,PRESE
 STAMP       := $(VENV)/.installed
 CHECKPOINT  := $(ART)/checkpoint.pt
 EXPORTS     := $(ART)/vocab.json $(ART)/charrnn.torchscript.pt $(ART)/charrnn.onnx $(ART)/charrnn_generate.onnx
+MODEL_CARD  := $(ART)/model_card.md
 SOURCES_DATA  := $(wildcard core/*.py data/*.py)
 CENSUS_DATA   := $(wildcard data/census/*.tsv)
 SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 SOURCES_RUNTIME := $(wildcard runtime/*.py)
+SOURCES_CARD := $(wildcard evaluation/*.py) tools/tables.py
+# A corpus of the project (under data/) is documented by the README.md beside it, which the card quotes.
+CORPUS_PROVENANCE := $(wildcard $(dir $(filter data/%,$(CORPUS)))README.md)
 
-.PHONY: all setup data train export verify generate names test lint clean distclean check-java FORCE
+.PHONY: all setup data train export card verify generate names test lint clean distclean check-java FORCE
 
 all: export archive
 
@@ -100,6 +104,14 @@ export: $(EXPORTS)
 
 $(EXPORTS) &: $(CHECKPOINT) $(SOURCES_EXPORT) | $(STAMP)
 	$(PY) -m export --checkpoint $(CHECKPOINT) --out-dir $(ART)
+
+# The model card (docs/training.md): built from the checkpoint and its evaluation on the validation
+# split (no sampling, no plots), so plain `make` writes it for the archives and the web page to
+# carry; `make eval` rewrites it from its full report (the same text for the same checkpoint).
+card: $(MODEL_CARD)
+
+$(MODEL_CARD): $(CHECKPOINT) $(CORPUS) $(CORPUS_PROVENANCE) $(SOURCES_CARD) $(SOURCES_DATA) $(SOURCES_MODEL) | $(STAMP)
+	$(PY) -m evaluation.card --checkpoint $(CHECKPOINT) --out $@
 
 # Do the artifacts in $(ART) load, and do they come from one training run?
 verify: $(EXPORTS)
@@ -144,9 +156,9 @@ SOURCES_SERVE   := serve/__init__.py serve/engine.py serve/validation.py serve/s
 
 archive: $(ARCHIVES)
 
-$(ARCHIVES) &: $(EXPORTS) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) $(SOURCES_RUNTIME) | $(STAMP)
+$(ARCHIVES) &: $(EXPORTS) $(MODEL_CARD) $(SOURCES_SERVE) $(SOURCES_DATA) $(SOURCES_MODEL) $(SOURCES_EXPORT) $(SOURCES_RUNTIME) | $(STAMP)
 	$(PY) -m serve.archive --torchscript $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
-		--greedy-graph $(ART)/charrnn_generate.onnx --out $(MODEL_STORE)
+		--greedy-graph $(ART)/charrnn_generate.onnx --card $(MODEL_CARD) --out $(MODEL_STORE)
 
 require-java: | $(STAMP)
 	@$(PY) -m serve.server check-java >/dev/null
@@ -209,8 +221,8 @@ $(WEB_DIR)/node_modules/.installed: $(WEB_DIR)/package.json $(WEB_DIR)/package-l
 # The page, its JavaScript, onnxruntime-web's files and the current models -> $(WEB_OUT)/
 web: $(WEB_OUT)/site.json
 
-$(WEB_OUT)/site.json: $(EXPORTS) $(SOURCES_WEB) $(WEB_DIR)/node_modules/.installed | $(STAMP)
-	$(PY) -m web.build --art-dir $(ART) --out $(WEB_OUT)
+$(WEB_OUT)/site.json: $(EXPORTS) $(MODEL_CARD) $(SOURCES_WEB) $(WEB_DIR)/node_modules/.installed | $(STAMP)
+	$(PY) -m web.build --art-dir $(ART) --card $(MODEL_CARD) --out $(WEB_OUT)
 
 # make web-serve [WEB_PORT=8000]: serves $(WEB_OUT) on 127.0.0.1 until Ctrl-C
 web-serve: web
@@ -232,13 +244,14 @@ bench-web: web node-setup | $(STAMP)
 # RESULTS_DIR=/tmp/results keeps docs/ clean.
 RESULTS_DIR ?= docs/results
 
-# Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/
+# Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/, and
+# the model card $(MODEL_CARD) from the same figures (rewritten only if its text changed)
 # make eval CORPUS=my_names.txt   (retrains $(ART) on that corpus)
 # make eval PRESET=ibge           (the default model trained 300 s, artifacts/ibge/)
 EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
-		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md
+		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md --card $(MODEL_CARD)
 
 # make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
 SECTIONS   ?= training,quality,generation,bulk,serving
@@ -268,7 +281,7 @@ sweep: $(CORPUS) | $(STAMP)
 # Every artifact is written atomically (temporary file + rename), so an interrupted recipe leaves
 # the previous file in place; make itself would delete it on SIGINT/SIGTERM (an interrupted
 # export would lose charrnn.torchscript.pt and both ONNX files). Keep them.
-.PRECIOUS: $(CORPUS) $(CHECKPOINT) $(EXPORTS) $(ARCHIVES)
+.PRECIOUS: $(CORPUS) $(CHECKPOINT) $(EXPORTS) $(MODEL_CARD) $(ARCHIVES)
 
 # Fuzzing, session cap and churn, a killed worker, a restart, corrupted artifacts and an
 # interrupted make, against a real TorchServe -> $(ART)/soak/summary.{json,md}

@@ -17,6 +17,7 @@ TORCHSCRIPT_SUFFIX = TORCHSCRIPT[TORCHSCRIPT.index("."):]  # ".torchscript.pt": 
 ONNX_STEP = "charrnn.onnx"  # the ONNX step
 ONNX_GENERATE = "charrnn_generate.onnx"  # the one-graph greedy decoder (in artifacts/ and in charrnn.mar)
 EXPORTS = (VOCAB, TORCHSCRIPT, ONNX_STEP, ONNX_GENERATE)  # what make export writes, in this order
+MODEL_CARD = "model_card.md"  # the model card (make card, make eval), shipped in the archives and on the web page
 
 MODEL_STORE = "model_store"  # the archives' folder under ART_DIR
 MODEL = "charrnn"  # the one-shot model's name in TorchServe's URLs

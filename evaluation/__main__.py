@@ -5,6 +5,8 @@ Usage: python -m evaluation --checkpoint artifacts/checkpoint.pt --out-dir artif
 
 --page also writes the report as a result page (tools.result_page: stamped with date, machine and
 command, its figures in a folder beside it); `make eval` passes $(RESULTS_DIR)/eval-<preset>.md.
+--card also writes the model card (evaluation.card) from the report's figures, once the report is
+written, and only when its text changed; `make eval` passes $(ART)/model_card.md.
 
 The corpus, title-casing and validation fraction come from the checkpoint's train_args (the
 split it was trained on); --corpus, --title-case/--no-title-case and --val-fraction override them.
@@ -23,6 +25,7 @@ from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import CorpusError
 from evaluation import figures, markdown
+from evaluation.card import build_card, write_card
 from evaluation.report import EvalError, build_report, load_inputs
 from model.checkpoint import CheckpointError
 
@@ -77,17 +80,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--page", default=None, help="also write the report as this result page (docs/results/...)")
+    p.add_argument("--card", default=None, help=f"also write the model card here ({contract.MODEL_CARD})")
     args = p.parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "report"
     try:
         inputs = load_inputs(args.checkpoint, args.corpus, args.title_case, args.val_fraction)
         rep = build_report(inputs, num_samples=args.samples, seed=args.seed, temperature=args.temperature)
+        card = build_card(inputs, rep) if args.card else None
     except (EvalError, CheckpointError, CorpusError) as exc:
         raise SystemExit(f"error: {exc}") from None
     command = "python -m evaluation " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     path = write_report(rep, out_dir, command=command.strip())
     if args.page:
         write_page(rep, out_dir, Path(args.page), command=command.strip())
+    if card is not None:
+        wrote = write_card(args.card, card, if_changed=True)
+        print(f"{'wrote' if wrote else 'unchanged:'} {args.card}")
     mv, bv = rep["likelihood"]["model"]["val"], rep["likelihood"]["bigram"]["val"]
     nov = rep["samples"]["novelty"]
     mp = rep["likelihood"]["model"]["val_per_person"]

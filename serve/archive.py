@@ -2,14 +2,16 @@
 
 Usage: python -m serve.archive --torchscript artifacts/charrnn.torchscript.pt \
            --vocab artifacts/vocab.json --greedy-graph artifacts/charrnn_generate.onnx \
-           --out artifacts/model_store
+           --card artifacts/model_card.md --out artifacts/model_store
 
 Each .mar holds the handler (serve/handler.py), the TorchScript step (serialized file), the
 vocabulary (vocab.json, checked against the copy inside the TorchScript file when the worker
 starts), charrnn.mar also the one-graph greedy decoder (charrnn_generate.onnx, checked against
 the same fingerprint; packed into every archive whose config declares it with
 `handler.one_graph: true`, and a build without it is refused, so the worker can treat a missing
-file as damage rather than fall back), its model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
+file as damage rather than fall back), the model card (model_card.md, evaluation.card: the model
+travels with its description; refused unless its fingerprint is the export's), its
+model-config.yaml (serve/config/<name>.yaml) and the project modules the handler
 imports, as packages (core/, model/, runtime/, serve/) so `import serve.engine` works inside the
 model directory. The module list is the engine's actual import closure, not a hand-kept list.
 checksums.json (serve/checksums.py) holds the SHA-256 of every one of those files; the worker
@@ -37,6 +39,9 @@ from pathlib import Path
 from core import contract
 from core.atomic import exit_on_sigterm, signals_deferred
 from core.errors import ArtifactError
+from core.manifest import parse as parse_vocab
+from core.model_card import check_card
+from core.vocab import VocabError
 from serve import checksums
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,13 +86,16 @@ def declares_one_graph(model: str) -> bool:
 
 
 def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str | Path,
-                   models: tuple[str, ...] = MODELS, greedy_graph: str | Path | None = None) -> list[Path]:
+                   models: tuple[str, ...] = MODELS, greedy_graph: str | Path | None = None,
+                   card: str | Path | None = None) -> list[Path]:
     """Write <out_dir>/<model>.mar for each model; returns their paths. `greedy_graph`
     (charrnn_generate.onnx) goes into each archive whose config declares it (handler.one_graph:
     true: the one-shot archive, whose handler decodes greedy names with it on CPU); it is
-    required when one does."""
+    required when one does. `card` (model_card.md) goes into every archive, listed in its
+    checksums.json like the rest; it must describe this export (its fingerprint)."""
     torchscript, vocab_json, out_dir = Path(torchscript), Path(vocab_json), Path(out_dir)
     greedy_graph = Path(greedy_graph) if greedy_graph is not None else None
+    card = Path(card) if card is not None else None
     declaring = [name for name in models if declares_one_graph(name)]
     if declaring and greedy_graph is None:
         raise SystemExit(f"error: {', '.join(f'serve/config/{n}.yaml' for n in declaring)} declares the one-graph "
@@ -96,6 +104,11 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
     for path in (torchscript, vocab_json, *([greedy_graph] if greedy_graph else [])):
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (run `make export` first)")
+    if card is not None:
+        try:
+            check_card(card, parse_vocab(vocab_json.read_bytes(), str(vocab_json))[1].get("fingerprint"))
+        except (ArtifactError, VocabError) as exc:
+            raise SystemExit(f"error: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     archiver = shutil.which("torch-model-archiver", path=str(Path(sys.executable).parent)) \
         or shutil.which("torch-model-archiver")
@@ -122,6 +135,8 @@ def build_archives(torchscript: str | Path, vocab_json: str | Path, out_dir: str
             sums = staging / "sums" / name
             sums.mkdir(parents=True)
             extra = [(contract.ONNX_GENERATE, greedy_graph)] if name in declaring else []
+            if card is not None:
+                extra.append((contract.MODEL_CARD, card))
             for rel, source in [("handler.py", handler), (torchscript.name, torchscript),
                                 (contract.VOCAB, vocab_copy), ("model-config.yaml", config), *extra,
                                 *[(str(rel), package / rel) for rel in shipped]]:
@@ -213,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vocab", default=contract.default_path(contract.VOCAB))
     p.add_argument("--greedy-graph", default=contract.default_path(contract.ONNX_GENERATE),
                    help=f"{contract.ONNX_GENERATE}, shipped in {contract.archive(contract.MODEL)} for greedy names on CPU")
+    p.add_argument("--card", default=contract.default_path(contract.MODEL_CARD),
+                   help="the model card, shipped in every archive (make card writes it; --card '' leaves it out)")
     p.add_argument("--out", default=contract.default_path(contract.MODEL_STORE))
     p.add_argument("--check", nargs="+", metavar="MAR", help="check these archives instead of building")
     args = p.parse_args(argv)
@@ -226,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"error: {exc}", file=sys.stderr)
                 failed = True
         raise SystemExit(1 if failed else 0)
-    for path in build_archives(args.torchscript, args.vocab, args.out, greedy_graph=args.greedy_graph):
+    for path in build_archives(args.torchscript, args.vocab, args.out, greedy_graph=args.greedy_graph,
+                               card=args.card or None):
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 

@@ -62,6 +62,26 @@ def tiny_artifacts(tmp_path_factory) -> Artifacts:
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """NAMES as a corpus file: the one the tiny model was trained on (read-only)."""
+    path = tmp_path_factory.mktemp("tiny-corpus") / "names.txt"
+    path.write_text("".join(f"{n}\n" for n in NAMES), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_card(tiny_artifacts, tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny model's model card (evaluation.card on its corpus), in a folder of its own (read-only)."""
+    from core import contract
+    from evaluation.card import build_card, write_card
+    from evaluation.report import load_inputs
+
+    card = tmp_path_factory.mktemp("tiny-card") / contract.MODEL_CARD
+    write_card(card, build_card(load_inputs(tiny_artifacts.checkpoint, tiny_corpus, val_fraction=0.15)))
+    return card
+
+
+@pytest.fixture(scope="session")
 def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
     """What TorchServe unpacks charrnn.mar into: the TorchScript step beside vocab.json and the
     one-graph greedy decoder (read-only: a test that alters it works on a copy)."""

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Public: extend, never rename (docs/design.md "The public contract"). Spelled out here on purpose.
 PUBLIC_FILES = {"corpus.txt", "checkpoint.pt", "vocab.json", "charrnn.torchscript.pt", "charrnn.onnx",
-                "charrnn_generate.onnx", "charrnn.mar", "charrnn_session.mar"}
+                "charrnn_generate.onnx", "charrnn.mar", "charrnn_session.mar", "model_card.md"}
 PUBLIC_FOLDERS = {"artifacts", "model_store"}  # ART_DIR and the archives' folder under it
-FILES = {contract.CORPUS, contract.CHECKPOINT, *contract.EXPORTS, *contract.ARCHIVES}
+FILES = {contract.CORPUS, contract.CHECKPOINT, *contract.EXPORTS, *contract.ARCHIVES, contract.MODEL_CARD}
 # a file name of the contract, alone or at the end of a path, a .mar or .torchscript.pt suffix
 # (f"{model}.mar"), or a path through one of the contract's folders ("artifacts/bench")
 LITERAL = re.compile(r"(?:.*/)?(?:" + "|".join(re.escape(n) for n in sorted(PUBLIC_FILES)) + r")|.*\.mar"
@@ -86,8 +86,9 @@ def test_the_makefile_agrees():
     assert variable("EXPORTS").split() == [f"$(ART)/{n}" for n in contract.EXPORTS]
     assert variable("MODEL_STORE") == f"$(ART)/{contract.MODEL_STORE}"
     assert variable("ARCHIVES").split() == [f"$(MODEL_STORE)/{n}" for n in contract.ARCHIVES]
+    assert variable("MODEL_CARD") == f"$(ART)/{contract.MODEL_CARD}"
     # every file name the recipes spell is one of the contract's
-    spelled = set(re.findall(r"\$\((?:ART|MODEL_STORE)\)/([\w.]+\.(?:pt|onnx|json|mar|txt))\b", text))
+    spelled = set(re.findall(r"\$\((?:ART|MODEL_STORE)\)/([\w.]+\.(?:pt|onnx|json|mar|txt|md))\b", text))
     assert spelled and spelled <= FILES, spelled - FILES
 
 
@@ -105,6 +106,9 @@ def test_the_javascript_readers_agree():
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("//", "*", "/*")))
         spelled = set(re.findall(r"[\"'`](?:[\w./]*/)?([\w.]+\.(?:onnx|pt|mar))[\"'`]", code))
         assert spelled and spelled <= FILES, spelled - FILES
+    # the page links the model card that web.build copies beside it
+    page = (ROOT / "web" / "site" / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r'href="([\w./-]+\.md)"', page) == [contract.MODEL_CARD]
 
 
 def test_the_one_vocabulary_check_names_both_files_and_what_differs():

@@ -599,8 +599,9 @@ def test_the_generate_engine_is_torchserve_free():
     assert not {n for n in names if n == "ts" or n.startswith("ts.")}
 
 
-def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path):
-    from serve.archive import build_archives, shipped_modules
+def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tiny_card, tmp_path):
+    from core.contract import MODEL_CARD
+    from serve.archive import build_archives, check_archive, shipped_modules
 
     shipped = {str(p) for p in shipped_modules()}
     assert {"serve/engine.py", "serve/__init__.py", "model/decode.py", "core/request.py",
@@ -612,7 +613,7 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert "runtime/greedy.py" in shipped and not any(p.startswith("export/") for p in shipped), sorted(shipped)
     assert not any(p.startswith("tests") or p == "serve/handler.py" for p in shipped)
     mars = build_archives(tiny_artifacts.torchscript, tiny_artifacts.vocab_json, tmp_path,
-                          greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
+                          greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx", card=tiny_card)
     with zipfile.ZipFile(mars[0]) as z:
         names = set(z.namelist())
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
@@ -623,6 +624,11 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert "charrnn_generate.onnx" in json.dumps(sums)
     with zipfile.ZipFile(mars[1]) as z:  # the session model has no use for it
         assert "charrnn_generate.onnx" not in z.namelist()
+    for mar in mars:  # the model card travels in both, checksummed like every other file
+        with zipfile.ZipFile(mar) as z:
+            assert z.read(MODEL_CARD) == tiny_card.read_bytes()
+            assert MODEL_CARD in json.loads(z.read("checksums.json"))["files"]
+        assert check_archive(mar)
     assert manifest["model"]["handler"] == "handler.py"
     assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
     assert manifest["model"]["configFile"] == "model-config.yaml"

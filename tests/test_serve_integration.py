@@ -69,13 +69,13 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def store(tiny_artifacts, tmp_path_factory) -> Path:
+def store(tiny_artifacts, tiny_card, tmp_path_factory) -> Path:
     """The model store as `make archive` writes it: its command line (Makefile), on the tiny model."""
     require_java("TorchServe integration tests")
     store = tmp_path_factory.mktemp("torchserve") / "model_store"
     subprocess.run([sys.executable, "-m", "serve.archive", "--torchscript", str(tiny_artifacts.torchscript),
                     "--vocab", str(tiny_artifacts.vocab_json), "--greedy-graph", str(tiny_artifacts.dir / GENERATE_FILE),
-                    "--out", str(store)], cwd=ROOT, check=True, capture_output=True)
+                    "--card", str(tiny_card), "--out", str(store)], cwd=ROOT, check=True, capture_output=True)
     return store
 
 

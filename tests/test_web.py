@@ -58,13 +58,13 @@ def ensure_web_setup() -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_site(tiny_artifacts, tmp_path_factory, browser):
+def tiny_site(tiny_artifacts, tiny_card, tmp_path_factory, browser):
     """The site of the tiny model, served from 127.0.0.1: (url, its NameGenerator)."""
     from web.build import build_site
     from web.serve import serve_in_thread
 
     ensure_web_setup()
-    site = build_site(tiny_artifacts.dir, tmp_path_factory.mktemp("site") / "web")
+    site = build_site(tiny_artifacts.dir, tmp_path_factory.mktemp("site") / "web", card=tiny_card)
     server, url = serve_in_thread(site)
     yield url, NameGenerator(tiny_artifacts.onnx, generate_model=tiny_artifacts.dir / "charrnn_generate.onnx")
     server.shutdown()
@@ -204,6 +204,50 @@ def test_footer_keyboard_and_phone_width(browser, tiny_site, tiny_artifacts):
     finally:
         errors = phone.close()
     assert not errors, errors
+
+
+def test_the_site_carries_the_model_card_and_refuses_another_models(tiny_artifacts, tiny_card, tmp_path):
+    """web.build copies the card beside the page (site.json names it, the page links it, web.serve
+    gives it with its charset); a card of another training run, or none, fails the build and leaves
+    the previous site in place."""
+    import json
+    import urllib.request
+
+    from core.contract import MODEL_CARD
+    from core.errors import ArtifactError
+    from web.build import build_site
+    from web.serve import serve_in_thread
+
+    ensure_web_setup()
+    site = build_site(tiny_artifacts.dir, tmp_path / "web", card=tiny_card)
+    assert (site / MODEL_CARD).read_bytes() == tiny_card.read_bytes()
+    assert json.loads((site / "site.json").read_text(encoding="utf-8"))["model_card"] == MODEL_CARD
+    assert f'<a id="model-card" href="{MODEL_CARD}">' in (site / "index.html").read_text(encoding="utf-8")
+    server, url = serve_in_thread(site)
+    try:
+        with urllib.request.urlopen(url + MODEL_CARD, timeout=10) as answer:
+            assert answer.headers["Content-Type"] == "text/markdown; charset=utf-8"
+            assert answer.read() == tiny_card.read_bytes()
+    finally:
+        server.shutdown()
+    fingerprint = NameGenerator(tiny_artifacts.onnx).step.meta["fingerprint"]
+    other = tmp_path / "other.md"
+    other.write_text(tiny_card.read_text(encoding="utf-8").replace(fingerprint, "0123456789abcdef"), encoding="utf-8")
+    for card, needle in ((other, "describes another model"), (tmp_path / "none.md", "no model card")):
+        with pytest.raises(ArtifactError, match=needle):
+            build_site(tiny_artifacts.dir, site, card=card)
+        assert (site / MODEL_CARD).read_bytes() == tiny_card.read_bytes()
+
+
+def test_the_page_links_its_model_card(page, tiny_site, tiny_card):
+    from core.contract import MODEL_CARD
+
+    url, _ = tiny_site
+    page.page.route("**/favicon.ico", lambda route: route.fulfill(status=204))  # a Markdown page has no icon link
+    page.open(url)
+    page.page.get_by_role("link", name="Model card").click()
+    page.page.wait_for_url(url + MODEL_CARD)
+    assert page.page.locator("body").inner_text().strip() == tiny_card.read_text(encoding="utf-8").strip()
 
 
 def test_screenshot(page, tiny_site):

@@ -19,7 +19,8 @@ from typing import ClassVar
 from core import contract
 
 TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-         ".onnx": "application/octet-stream", ".json": "application/json"}
+         ".onnx": "application/octet-stream", ".json": "application/json",
+         ".md": "text/markdown; charset=utf-8"}  # the model card: accented names shown as written
 
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
