@@ -58,8 +58,9 @@ SOURCES_MODEL := $(wildcard model/*.py)
 SOURCES_EXPORT := $(wildcard export/*.py)
 SOURCES_RUNTIME := $(wildcard runtime/*.py)
 SOURCES_CARD := $(wildcard evaluation/*.py) tools/tables.py
-# A corpus of the project (under data/) is documented by the README.md beside it, which the card quotes.
-CORPUS_PROVENANCE := $(wildcard $(dir $(filter data/%,$(CORPUS)))README.md)
+# A corpus of the project (under data/) is documented by the README.md beside it, which the card quotes;
+# the default corpus is built from data/census/ (its note $(ART)/corpus.txt.source says so).
+CORPUS_PROVENANCE := $(wildcard $(dir $(filter data/%,$(CORPUS)))README.md) $(if $(filter $(ART)/corpus.txt,$(CORPUS)),data/census/README.md)
 
 .PHONY: all setup data train export card verify generate names test lint clean distclean check-java FORCE
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 ART_DIR = "artifacts"  # where make writes everything
 
 CORPUS = "corpus.txt"  # the default training corpus (make data)
+# beside a corpus that make data built: which file of the project (under data/) it was built from,
+# so the model card can quote that file's provenance, licence and limits (its README.md)
+CORPUS_SOURCE_SUFFIX = ".source"
 CHECKPOINT = "checkpoint.pt"  # make train
 VOCAB = "vocab.json"  # beside the exports, and its name inside each (TorchScript extra file, ONNX metadata key)
 TORCHSCRIPT = "charrnn.torchscript.pt"  # the TorchScript step

@@ -14,7 +14,7 @@ from pathlib import Path
 from core.atomic import write_text_atomic
 from data.accents import AccentRule, default_rule
 from data.corpus import Entry, read_corpus, write_corpus
-from data.sources import CENSUS_NAMES
+from data.sources import CENSUS_NAMES, write_source_note
 
 
 def census_corpus(census: str | Path = CENSUS_NAMES, rule: AccentRule | None = None) -> list[Entry]:
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     rule = default_rule()
     entries = census_corpus(args.census, rule)
     write_corpus(args.out, entries)
+    write_source_note(args.out, args.census)  # the model card quotes the census README through it
     accented = sum(1 for e in entries if not e.name.isascii())
     print(f"wrote {len(entries):,} names ({accented:,} with accents restored; "
           f"{sum(e.count for e in entries):,} people) to {args.out}")

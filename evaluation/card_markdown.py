@@ -16,13 +16,12 @@ from core import contract
 from core.model_card import FENCE, FINGERPRINT
 from core.request import DEFAULT_MAX_LENGTH
 from core.vocab import BOUNDARY
+from data.sources import DATA_DIR, PROVENANCE, project_corpus
 from evaluation.report import Inputs
 from model.config import artifact_dir, known_presets
 from tools.tables import table
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / "data"  # the project's corpora live under here, each documented by a README.md beside it
-PROVENANCE = "README.md"
 LANGUAGE = "pt"  # the project's corpora: Brazilian first names (a user's own corpus: not stated)
 LIMIT_HEADING = re.compile(r"limit|caveat|known issue", re.IGNORECASE)
 HEADING = re.compile(r"^(#{1,6})(\s.*)$")
@@ -40,21 +39,24 @@ WEIGHTINGS = {"none": "every distinct spelling weighs the same in training",
 @dataclass(frozen=True)
 class Provenance:
     """The README.md that documents a corpus of the project: its path (relative to the
-    repository) and its text."""
+    repository) and its text; `source`, the project corpus the training corpus is or was built from."""
 
     path: Path
     text: str
+    source: Path
 
 
 def corpus_provenance(corpus: str | Path, data_dir: Path | None = None) -> Provenance | None:
-    """The corpus's README.md when the corpus lies under `data_dir` (default DATA_DIR: one of the
-    project's corpora), else None: a user's own corpus, whose source the project does not know."""
+    """The README.md of the project corpus (under `data_dir`, default DATA_DIR) that `corpus` is or
+    was built from (data.sources.project_corpus), else None: a user's own corpus, whose source the
+    project does not know."""
     data = (data_dir or DATA_DIR).resolve()
-    path = Path(corpus).resolve()
-    readme = path.parent / PROVENANCE
-    if not path.is_relative_to(data) or not readme.is_file():
+    source = project_corpus(corpus, data)
+    if source is None:
         return None
-    return Provenance(readme.relative_to(data.parent), readme.read_text(encoding="utf-8"))
+    readme = source.parent / PROVENANCE
+    return Provenance(readme.relative_to(data.parent), readme.read_text(encoding="utf-8"),
+                      source.relative_to(data.parent))
 
 
 def code_license() -> str | None:
@@ -142,7 +144,11 @@ def _preset(checkpoint: Path) -> str | None:
 def render_card(inputs: Inputs, numbers: dict) -> str:
     """model_card.md's text."""
     provenance = corpus_provenance(inputs.corpus)
-    corpus = str(provenance.path.parent / inputs.corpus.name) if provenance else str(inputs.corpus)
+    # the data set a card names: the project's own file when the corpus is, or was built from, one
+    corpus = str(provenance.source) if provenance else str(inputs.corpus)
+    corpus_md = f"`{corpus}`"
+    if provenance and Path(inputs.corpus).resolve() != (DATA_DIR.parent / provenance.source).resolve():
+        corpus_md = f"`{inputs.corpus}` (built by `make data` from `{corpus}`)"
     ckpt, cfg, vocab = inputs.ckpt, inputs.model.config, inputs.vocab
     args, metrics = ckpt.get("train_args") or {}, ckpt.get("metrics") or {}
     lik, fingerprint = numbers["likelihood"], ckpt.get("fingerprint")
@@ -161,14 +167,14 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
         quoted = _sections(provenance.text)
         limits = [(h, t) for h, t in quoted if h and LIMIT_HEADING.search(h)]
         about = [(h, t) for h, t in quoted if (h, t) not in limits]
-        data_text = [(f"The project's corpus `{corpus}`. Its provenance, licence and limits have one home, "
+        data_text = [(f"The project's corpus {corpus_md}. Its provenance, licence and limits have one home, "
                      f"`{provenance.path}` in the repository, quoted here as it stood when this card was written:"),
                      "", _nested("\n\n".join(t for _, t in about), 4), ""]
         data_limits = ([f"The corpus's own limits, from `{provenance.path}`:", "",
                         _nested("\n\n".join(t for _, t in limits), 3), ""] if limits else
                        [f"The corpus's own limits: see its provenance under Training data (`{provenance.path}`).", ""])
     else:
-        data_text = [(f"The user's own corpus `{corpus}`: not one of the project's corpora, so this card knows "
+        data_text = [(f"The user's own corpus {corpus_md}: not one of the project's corpora, so this card knows "
                      "nothing of its source, licence or limits. Whoever shares this model should state them "
                      "here, and make sure the names may be used this way."), ""]
         data_limits = ["The corpus's own limits are unknown to this card (the user's own corpus).", ""]
@@ -200,7 +206,7 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
         f"# Model card: CharRNN name generator, {shape} (`{fingerprint}`)",
         "",
         (f"A character-level recurrent network that writes first names one character at a time, trained on "
-         f"`{corpus}` ({len(inputs.entries):,} distinct names). This card is generated from its checkpoint and "
+         f"{corpus_md} ({len(inputs.entries):,} distinct names). This card is generated from its checkpoint and "
          "its evaluation (`make card`, `make eval`): regenerate it rather than edit it."),
         "",
         "## Model details",

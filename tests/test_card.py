@@ -265,3 +265,22 @@ def test_make_builds_the_card_for_what_ships_it_and_make_eval_rewrites_it(tmp_pa
     assert len(evaluation) == 1 and f"--card {card}" in evaluation[0] and "--page docs/results/" in evaluation[0]
     web = [line for line in make_dry_run("web", f"ART={art}") if "-m web.build" in line]
     assert len(web) == 1 and f"--card {card}" in web[0]
+
+
+def test_the_default_corpus_built_from_the_census_quotes_the_census_readme(tmp_path):
+    """`make data` builds artifacts/corpus.txt from data/census/ and leaves a note beside it, so the
+    default model's card quotes the census README (provenance, licence, limits) rather than calling
+    the built file a user's own corpus; a copy of the corpus without the note is a user's own."""
+    from data.build_default import main as build_default
+    from data.sources import CENSUS_NAMES
+
+    built = tmp_path / "corpus.txt"
+    build_default(["--out", str(built)])
+    provenance = corpus_provenance(built)
+    assert provenance is not None
+    assert provenance.source == CENSUS_NAMES.relative_to(CENSUS_NAMES.parents[2])
+    assert provenance.text == (CENSUS_NAMES.parent / "README.md").read_text(encoding="utf-8")
+    copy = tmp_path / "mine" / "corpus.txt"
+    copy.parent.mkdir()
+    copy.write_bytes(built.read_bytes())
+    assert corpus_provenance(copy) is None
