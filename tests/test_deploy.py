@@ -405,3 +405,52 @@ def test_answers_are_compared_exactly_except_for_numbers_and_the_session_id():
     assert differences({**want, "completion": "Luis"}, want)
     assert differences({**want, "next": []}, want)
     assert differences({k: v for k, v in want.items() if k != "completion"}, want)
+
+
+# ---------------------------------------------------------------- the client in front of a gateway
+
+
+def test_the_client_resends_once_a_request_whose_connection_closed_and_never_a_timed_out_one():
+    """A gateway reloading (a token rotation) may close a kept-alive connection as a request goes
+    out: serve.client sends it once more (every request is a function of its body alone)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serve.client import Client, ClientError
+
+    seen: list[str] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):  # http.server's name for it
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            if len(seen) % 2 == 1:  # every other request: the connection closes with no answer
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            body = b'{"names": ["Ana"], "logprobs": [-1.0]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_port}", token="t" * 43, management_url=None)
+        assert client.generate("A") == ["Ana"]
+        assert seen == [f"Bearer {'t' * 43}"] * 2  # the fixed token, sent twice: one resend
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as silent:  # accepts, never answers: a timeout, not resent
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        client = Client(f"http://127.0.0.1:{silent.getsockname()[1]}", token="t" * 43, management_url=None, timeout=0.5)
+        with pytest.raises(ClientError) as err:
+            client.generate("A")
+        assert err.value.status == 0 and "ReadTimeout" in err.value.message

@@ -359,8 +359,7 @@ SHELL_FENCES = {"bash", "sh", "shell", "console", ""}
 NEEDS_SERVER = ("curl", "TOKEN=", "H=", "U=", "SID=")
 RUN_MODULES = {"tools.generate", "export.runtime", "deploy.gateway"}  # quick: run against the tiny model
 NEEDS_CLUSTER = {"kubectl": "needs a Kubernetes cluster (tests/test_deploy.py renders and validates the manifests)",
-                 "docker": "needs a container engine (make -n image-cpu shows the commands)",
-                 "cat": "shapes files for kubectl (docs/deploy.md's rotation)"}
+                 "docker": "needs a container engine (make -n image-cpu shows the commands)"}
 SKIP_MODULES = {"serve.client": "needs a running TorchServe (make serve)",
                 "bench.sweep": "trains for minutes; tests/test_bench.py runs it with sub-second budgets",
                 "model.train": "trains for minutes; make train runs it (dry-run above), the training tests run it"}
