@@ -187,7 +187,7 @@ def run(args) -> Table:
     replicas = [Replica(f"replica{i + 1}", root / f"replica{i + 1}" / "run", store) for i in range(args.replicas)]
     victim = replicas[KILLED]
     gw = Gateway(root / "gateway", [r.server for r in replicas])
-    load, t = None, {}
+    load, reference, t = None, None, {}
     try:
         say(f"starting {len(replicas)} replicas through deploy/replica.sh (folders under {root})")
         for r in replicas:
@@ -253,6 +253,8 @@ def run(args) -> Table:
         gw.stop()
         for r in replicas:
             r.stop()
+        if reference is not None:
+            reference.close()
 
     lines = gateway_log(gw.log)
     results = load.results
