@@ -89,7 +89,7 @@ def serving_values() -> dict[str, int]:
 def _shipped_properties() -> str:
     from serve.config_properties import render_config
 
-    return render_config(Path("/model_store"), Ports(grpc_inference=1, grpc_management=2))
+    return render_config(Path("/store"), Ports(grpc_inference=1, grpc_management=2))  # any store: only the timeout is read
 
 
 def render(bind: str, servers: str, resolvers: str = "") -> str:
