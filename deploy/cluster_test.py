@@ -41,12 +41,12 @@ from core import contract
 from deploy.cluster import ClusterError, Gateway, Replica, new_token
 from deploy.gateway import CHECK
 from deploy.reference import Reference, differences
+from serve.standin import SEQUENCE_ID
 from soak.report import Table, log
 
 NAMES = ["Maria", "Ana Clara", "João", "Lucas", "Beatriz", "Gabriel", "Helena", "Pedro Henrique", "Júlia",
          "Rafael", "Larissa", "Thiago", "Valentina", "Davi", "Sofia", "Bruno"]
 PREFIXES = ["", "A", "Ma", "Jo", "Lu", "Be", "Ga", "He", "Pe", "Ra", "La", "Th", "Va", "Da", "So", "Br"]
-SEQUENCE_ID = "ts_request_sequence_id"
 KILLED = 1  # index of the replica that is killed (replica2)
 
 

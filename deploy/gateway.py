@@ -2,7 +2,8 @@
 routing rules of both the Kubernetes gateway and `make cluster-test`'s load balancer, rendered here
 with the values that come from the serving configuration rather than copied into it: the model
 paths (core.contract), the replicas' inference port (serve.config_properties.Ports), the body cap
-and response timeout (serve/config/*.yaml), the readiness path and port (deploy.replica.READY).
+and response timeout (serve/config/*.yaml), the readiness path and port (deploy.replica.READY),
+the session header (serve.standin.SEQUENCE_ID).
 
   python -m deploy.gateway render-k8s [--check]     rewrite (or check) deploy/k8s/base/gateway/haproxy.cfg
   python -m deploy.gateway render-local --port P --replica 127.0.0.1:8080,8083 ... --out FILE
@@ -31,6 +32,7 @@ from core import contract
 from core.atomic import write_text_atomic
 from deploy.replica import READY, READY_PORT
 from serve.config_properties import Ports
+from serve.standin import SEQUENCE_ID
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,6 +104,7 @@ def render(bind: str, servers: str, resolvers: str = "") -> str:
         "SERVER_OPTIONS": CHECK.server_options(),
         "DETECT_BOUND": f"{CHECK.detect_bound_s():g} s",
         "READY": READY,
+        "SESSION_HEADER": SEQUENCE_ID,
         "ONESHOT_PATH": f"/predictions/{contract.MODEL}",
         "SESSION_PATH": f"/predictions/{contract.SESSION_MODEL}",
         "MAX_BODY": str(values["max_body"]),

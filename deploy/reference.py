@@ -1,7 +1,8 @@
 """What every answer of a cluster must equal: the handler of each archive, unpacked and started
 in-process with the stand-in context (as `serve.archive --check` starts it), answering the same
-body alone. A session keystroke's reference is the text decoded from scratch by a session of its
-own, so an answer that a replica gave from a cached, moved or rebuilt state must equal it.
+body alone. A session keystroke's reference is its text decoded from scratch, under a session id
+of its own that the handler never saw (as a replica sees a session moved to it), so an answer that
+a replica gave from a cached, moved or rebuilt state must equal it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import yaml
 
 from core import contract
 from serve.handler import CharRNNHandler
-from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.standin import SEQUENCE_ID, StandInContext
 
 REL, ABS = 1e-4, 1e-6  # probabilities: relative tolerance with an absolute floor
 
@@ -58,9 +59,9 @@ class Reference:
             if key not in self._cache:
                 handler, context = self._handlers[model]
                 headers = {}
-                if model == contract.SESSION_MODEL:
+                if model == contract.SESSION_MODEL:  # a session id no replica ever saw: decoded from its text
                     self._n += 1
-                    headers = {SEQUENCE_ID: f"reference-{self._n}", SEQUENCE_START: "true"}
+                    headers = {SEQUENCE_ID: f"reference-{self._n}"}
                 response = context.run(handler, [json.dumps(body).encode()], [headers])[0]
                 self._cache[key] = (response.status, json.loads(response.body))
                 if headers:  # this session served its purpose: it must not count against any cap

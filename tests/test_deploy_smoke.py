@@ -20,6 +20,7 @@ from deploy.cluster import Gateway, Replica, new_token
 from deploy.reference import Reference, differences
 from deploy.replica import READY
 from serve.client import Client, ClientError
+from serve.standin import SEQUENCE_ID
 from tests.conftest import require_java
 from tests.test_deploy import need
 
@@ -96,9 +97,9 @@ def test_a_session_keystroke_is_answered_as_a_fresh_decoding_of_its_text(cluster
     sid = None
     for n in range(1, 5):
         body = {"text": "Luca"[:n]}
-        r = post(gw, SESSION, body, gw.tokens[0], {"ts_request_sequence_id": sid} if sid else {})
+        r = post(gw, SESSION, body, gw.tokens[0], {SEQUENCE_ID: sid} if sid else {})
         assert r.status_code == 200, r.text
-        sid = r.headers.get("ts_request_sequence_id", sid)
+        sid = r.headers.get(SEQUENCE_ID, sid)
         assert differences(r.json(), reference.answer(SESSION, body)[1]) == []
 
 
