@@ -290,6 +290,38 @@ SOAK_ARGS ?=
 soak: require-java $(ARCHIVES) | $(STAMP)
 	$(PY) -m soak --art-dir $(ART) --page $(RESULTS_DIR)/soak.md $(SOAK_ARGS)
 
+# ---- deployment: container images, Kubernetes, a cluster on this machine (docs/deploy.md) ----
+.PHONY: cluster-test deploy-render image-cpu image-gpu push-images require-haproxy
+
+# The images (deploy/Dockerfile.cpu, .gpu), built from the repository root with the archives of
+# $(MODEL_STORE) inside: make image-cpu IMAGE=registry.example.com/charrnn TAG=0.1.0
+IMAGE  ?= charrnn
+TAG    ?= 0.1.0
+DOCKER ?= docker
+image-cpu: $(ARCHIVES)
+	$(DOCKER) build -f deploy/Dockerfile.cpu --build-arg MODEL_STORE=$(MODEL_STORE) -t $(IMAGE):cpu-$(TAG) .
+
+image-gpu: $(ARCHIVES)
+	$(DOCKER) build -f deploy/Dockerfile.gpu --build-arg MODEL_STORE=$(MODEL_STORE) -t $(IMAGE):gpu-$(TAG) .
+
+push-images:
+	$(DOCKER) push $(IMAGE):cpu-$(TAG)
+	$(DOCKER) push $(IMAGE):gpu-$(TAG)
+
+# The Kubernetes gateway's haproxy.cfg, rendered from the template make cluster-test also uses
+deploy-render: | $(STAMP)
+	$(PY) -m deploy.gateway render-k8s
+
+require-haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy \
+	  || { echo "error: make cluster-test needs HAProxy (Debian: apt-get install -y haproxy)"; exit 1; }
+
+# Three TorchServe replicas behind HAProxy on loopback, under load, one SIGKILLed and restarted,
+# the token rotated -> $(RESULTS_DIR)/cluster-test.md. CLUSTER_ARGS: python -m deploy.cluster_test --help
+CLUSTER_ARGS ?=
+cluster-test: require-java require-haproxy $(ARCHIVES) | $(STAMP)
+	$(PY) -m deploy.cluster_test --model-store $(MODEL_STORE) --page $(RESULTS_DIR)/cluster-test.md $(CLUSTER_ARGS)
+
 # ---- quality ----
 test: $(STAMP) check-java
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -49,14 +49,19 @@ class SessionLost(ClientError):
 class Client:
     def __init__(self, url: str = "http://127.0.0.1:8080", key_file: str | Path = contract.DEFAULT_KEY_FILE,
                  management_url: str | None = "http://127.0.0.1:8081", model: str = contract.MODEL,
-                 session_model: str = contract.SESSION_MODEL, timeout: float = 30.0):
+                 session_model: str = contract.SESSION_MODEL, timeout: float = 30.0, token: str | None = None):
+        """`token`: a fixed client token, a cluster gateway's (docs/deploy.md), instead of the
+        key TorchServe writes into `key_file` (never renewed: the gateway's does not expire)."""
         self.url, self.key_file, self.management_url = url.rstrip("/"), Path(key_file), management_url
         self.model, self.session_model, self.timeout = model, session_model, timeout
         self.http = requests.Session()
-        self._key: str | None = None
+        self.token = token
+        self._key: str | None = token
 
     # -- token
     def _read_key(self) -> str:
+        if self.token is not None:
+            return self.token
         try:
             return json.loads(self.key_file.read_text())["inference"]["key"]
         except (OSError, ValueError, KeyError) as exc:
@@ -65,7 +70,9 @@ class Client:
 
     def _refresh_key(self) -> None:
         """Keys expire (60 min) and a restarted server has new ones: re-read the file; if
-        unchanged, ask for a new one with the API key."""
+        unchanged, ask for a new one with the API key. A fixed client token is never renewed."""
+        if self.token is not None:
+            return
         old, self._key = self._key, self._read_key()
         if self._key == old and self.management_url:
             try:
@@ -78,11 +85,20 @@ class Client:
                 self._key = self._read_key()
 
     def _send(self, model: str, data: bytes, headers: dict, stream: bool) -> requests.Response:
-        try:
-            return self.http.post(f"{self.url}/predictions/{model}", data=data, headers=headers,
-                                  timeout=self.timeout, stream=stream)
-        except requests.RequestException as exc:  # refused, reset, timed out: no HTTP answer
-            raise ClientError(0, f"cannot reach TorchServe at {self.url} ({type(exc).__name__}): is it "
+        for attempt in (0, 1):
+            try:
+                return self.http.post(f"{self.url}/predictions/{model}", data=data, headers=headers,
+                                      timeout=self.timeout, stream=stream)
+            except requests.ConnectionError as exc:
+                # a kept-alive connection the server closed as the request went out (a gateway
+                # reloading, a replica going): every request is a function of its body alone, so
+                # it is sent once more, on a new connection. A timeout is not retried.
+                if attempt == 0 and not isinstance(exc, requests.Timeout):
+                    continue
+                error = exc
+            except requests.RequestException as exc:  # timed out, or a malformed answer
+                error = exc
+            raise ClientError(0, f"cannot reach TorchServe at {self.url} ({type(error).__name__}): is it "
                                  "running (make serve)?") from None
 
     def _post(self, model: str, body: dict, headers: dict | None = None, stream: bool = False) -> requests.Response:

@@ -101,7 +101,9 @@ def check_java() -> str:
     return find_java().version
 
 
-def _instance_env(run_dir: Path) -> dict:
+def instance_env(run_dir: Path) -> dict:
+    """The environment TorchServe runs in from `run_dir`: its own TMPDIR (pid file, worker
+    sockets, unpacked archives), its logs folder, and the JAVA_HOME of the Java find_java chose."""
     tmp = run_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
@@ -136,11 +138,26 @@ def _get(url: str, key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def management_key(run_dir: Path) -> str | None:
+    """The management key of the instance run from `run_dir`; None when it runs with token
+    authorization off (a cluster replica, deploy/replica.py: no key file is written)."""
+    if not (Path(run_dir) / KEY_FILE).is_file() and _token_auth_off(run_dir):
+        return None
+    return read_keys(run_dir)["management"]
+
+
+def _token_auth_off(run_dir: Path) -> bool:
+    try:
+        text = (Path(run_dir) / "config.properties").read_text()
+    except OSError:
+        return False
+    return re.search(r"^disable_token_authorization=true\s*$", text, re.MULTILINE) is not None
+
+
 def ready_workers(run_dir: Path, ports: Ports, model: str) -> tuple[int, int]:
     """(READY workers, expected workers) of `model`, asked of the management API; (0, 0) when
     TorchServe answers that it has no such model."""
-    status, body = _get(f"http://127.0.0.1:{ports.management}/models/{model}",
-                        read_keys(run_dir)["management"])
+    status, body = _get(f"http://127.0.0.1:{ports.management}/models/{model}", management_key(run_dir))
     if status == 404:
         return 0, 0
     if status != 200:
@@ -188,14 +205,20 @@ def launch(run_dir: str | Path, model_store: str | Path, ports: Ports, models: t
     (run_dir / KEY_FILE).unlink(missing_ok=True)
     config = run_dir / "config.properties"
     config.write_text(render_config(model_store, ports, properties))
-    env = _instance_env(run_dir)
+    env = instance_env(run_dir)
     with open(run_dir / "logs" / "stdout.log", "ab") as log:  # Java inherits it: never a pipe
-        subprocess.run([_torchserve(), "--start", "--ncs", "--ts-config", str(config),
-                        "--model-store", str(model_store),
-                        *(["--models", *[f"{m}={contract.archive(m)}" for m in models]] if models else [])],
-                       cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=True,
-                       start_new_session=True)
+        subprocess.run(torchserve_command(config, model_store, models), cwd=run_dir, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True, start_new_session=True)
     return since
+
+
+def torchserve_command(config: Path, model_store: Path, models: tuple[str, ...] = MODELS,
+                       foreground: bool = False) -> list[str]:
+    """The `torchserve --start` command line for `config` (foreground: it returns only when the
+    Java frontend exits, what a container's supervisor runs: deploy/replica.py)."""
+    return [_torchserve(), "--start", *(["--foreground"] if foreground else []), "--ncs",
+            "--ts-config", str(config), "--model-store", str(model_store),
+            *(["--models", *[f"{m}={contract.archive(m)}" for m in models]] if models else [])]
 
 
 def start(run_dir: str | Path, model_store: str | Path, ports: Ports | None = None,
@@ -257,7 +280,7 @@ def stop(run_dir: str | Path, timeout: float = 30.0) -> bool:
     pid = instance_pid(run_dir)
     if not is_alive(pid):
         return False
-    subprocess.run([_torchserve(), "--stop"], check=False, cwd=run_dir, env=_instance_env(run_dir),
+    subprocess.run([_torchserve(), "--stop"], check=False, cwd=run_dir, env=instance_env(run_dir),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while is_alive(pid) and time.monotonic() < deadline:

@@ -351,7 +351,7 @@ def test_readme_headline_figures_appear_on_the_result_pages_they_link():
 
 MEASURING_TARGETS = {  # make target (and variables) -> the page it writes under RESULTS_DIR
     "eval": "eval-default.md", "eval PRESET=ibge": "eval-ibge.md", "bench-runtime": "bench-runtime.md",
-    "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md"}
+    "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md", "cluster-test": "cluster-test.md"}
 
 
 def make_dry_run(*args: str) -> str:
@@ -377,7 +377,9 @@ def test_bench_targets_write_a_page_per_section_under_results_dir(target, tmp_pa
 
 SHELL_FENCES = {"bash", "sh", "shell", "console", ""}
 NEEDS_SERVER = ("curl", "TOKEN=", "H=", "U=", "SID=")
-RUN_MODULES = {"tools.generate", "export.runtime"}  # quick: run against the tiny model
+RUN_MODULES = {"tools.generate", "export.runtime", "deploy.gateway"}  # quick: run against the tiny model
+NEEDS_CLUSTER = {"kubectl": "needs a Kubernetes cluster (tests/test_deploy.py renders and validates the manifests)",
+                 "docker": "needs a container engine (make -n image-cpu shows the commands)"}
 SKIP_MODULES = {"serve.client": "needs a running TorchServe (make serve)",
                 "bench.sweep": "trains for minutes; tests/test_bench.py runs it with sub-second budgets",
                 "model.train": "trains for minutes; make train runs it (dry-run above), the training tests run it"}
@@ -452,6 +454,8 @@ def test_fenced_command_runs_as_written(item, sandbox):
     if code.startswith(NEEDS_SERVER) or "--backend server" in code:
         pytest.skip("needs a running TorchServe (make serve)")
     words = shlex.split(code, comments=True)
+    if words[0] in NEEDS_CLUSTER:
+        pytest.skip(NEEDS_CLUSTER[words[0]])
     if words[0] == "make":
         out = run_in(sandbox, ["make", "-n", *words[1:]])
         assert out.returncode == 0, f"{page}: `{code}` does not resolve (make -n):\n{out.stderr[-2000:]}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.server import ServerError, _instance_env, check_java, find_java
+from serve.server import ServerError, check_java, find_java, instance_env
 from tests.conftest import require_java
 
 OUTCOMES = (pytest.fail.Exception, pytest.skip.Exception)
@@ -51,7 +51,7 @@ def test_a_stale_java_home_does_not_hide_java_17_on_path(javas, monkeypatch, tmp
     on_path(monkeypatch, javas["17.0.15"])
     assert find_java().home == str(javas["17.0.15"].resolve())
     # and TorchServe's launcher (which runs $JAVA_HOME/bin/java) is handed that one
-    assert _instance_env(tmp_path / "run")["JAVA_HOME"] == str(javas["17.0.15"].resolve())
+    assert instance_env(tmp_path / "run")["JAVA_HOME"] == str(javas["17.0.15"].resolve())
 
 
 def test_no_java_17_anywhere_is_a_clear_error_naming_what_was_tried(javas, monkeypatch):

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "data", "model", "export", "runtime", "serve", "evaluation", "bench", "soak", "web", "tools")
+PACKAGES = ("core", "data", "model", "export", "runtime", "serve", "evaluation", "bench", "soak", "web", "tools",
+            "deploy")
 # bottom to top; a module may import its own layer and those below
 LAYERS = {"core": 0, "data": 1, "model": 2, "export": 3, "runtime": 4, "serve": 5,
-          "evaluation": 6, "bench": 6, "soak": 6, "web": 6, "tools": 6}
+          "evaluation": 6, "bench": 6, "soak": 6, "web": 6, "tools": 6, "deploy": 6}
 # Old names kept so that documented commands and imports go on working (people have them in
 # scripts): module -> (the layer it is classed in, the one module above that layer it may import).
 # export.runtime re-exports the runtime and, in main() only, runs tools.generate; serve.client is
