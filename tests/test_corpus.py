@@ -4,7 +4,15 @@ import unicodedata
 
 import pytest
 
-from data.corpus import CorpusError, Entry, parse_corpus, read_corpus, split, write_corpus
+from data.corpus import (
+    CorpusError,
+    Entry,
+    is_validation,
+    parse_corpus,
+    read_corpus,
+    split,
+    write_corpus,
+)
 from data.sources import CENSUS_DIR, CENSUS_NAMES
 
 
@@ -61,6 +69,20 @@ def test_split_is_deterministic_and_stable_when_names_are_added():
     _train2, val2 = split(more, 0.1)
     assert {e.name for e in val} == {e.name for e in val2 if e.name.startswith("Name")}
     assert split(list(reversed(names)), 0.1)[1] == list(reversed(val))
+
+
+def test_the_commonest_names_of_a_counted_corpus_always_train():
+    """A name carried by HEAD_SHARE of the people or more trains whatever its hash says (the census's
+    Antônio and Luiz hash into validation); the rest keep their hash's side; without counts, only the hash."""
+    names = [Entry(f"Name{i}", 1 + i % 7) for i in range(3000)]
+    hashed_val = [e for e in names if is_validation(e.name, 0.1)]
+    heavy = {hashed_val[0].name, hashed_val[1].name}
+    counted = [Entry(e.name, 10**6) if e.name in heavy else e for e in names]
+    train, val = split(counted, 0.1)
+    assert heavy <= {e.name for e in train} and not heavy & {e.name for e in val}
+    assert {e.name for e in val} == {e.name for e in hashed_val} - heavy
+    uncounted = [Entry(e.name) for e in names]
+    assert split(uncounted, 0.1)[1] == [Entry(e.name) for e in hashed_val]
 
 
 def test_split_rejects_a_fraction_out_of_range():
