@@ -106,18 +106,19 @@ def is_validation(name: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
-# In a corpus with counts, a name carried by at least this share of all people always trains: a
-# generator that never saw Antônio or Luiz (both hash into validation) misses what users type
-# first. Validation then measures the other names, the head's likelihood being the training loss's.
-HEAD_SHARE = 1e-3
+# In a corpus with counts, a name carried by at least this many times the mean count per name always
+# trains: a generator that never saw Antônio or Luiz (both hash into validation) misses what users
+# type first. Validation then measures the other names, the head's likelihood being the training
+# loss's. Relative to the mean, so a small corpus with modest counts keeps its hash split whole.
+HEAD_FACTOR = 50
 
 
 def split(entries: list[Entry], val_fraction: float) -> tuple[list[Entry], list[Entry]]:
     """Training and validation names: by a hash of the name (is_validation), except that the
-    commonest names of a counted corpus (HEAD_SHARE of the people or more) always train."""
+    commonest names of a counted corpus (HEAD_FACTOR times the mean count or more) always train."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    head = HEAD_SHARE * sum(e.count for e in entries) if any(e.count != 1 for e in entries) else float("inf")
+    head = HEAD_FACTOR * sum(e.count for e in entries) / max(len(entries), 1)
     side = [e.count < head and is_validation(e.name, val_fraction) for e in entries]
     train = [e for e, v in zip(entries, side) if not v]
     val = [e for e, v in zip(entries, side) if v]

@@ -72,8 +72,9 @@ def test_split_is_deterministic_and_stable_when_names_are_added():
 
 
 def test_the_commonest_names_of_a_counted_corpus_always_train():
-    """A name carried by HEAD_SHARE of the people or more trains whatever its hash says (the census's
-    Antônio and Luiz hash into validation); the rest keep their hash's side; without counts, only the hash."""
+    """A name carried by HEAD_FACTOR times the mean count or more trains whatever its hash says (the
+    census's Antônio and Luiz hash into validation); the rest keep their hash's side; without counts
+    (or with modest ones), only the hash."""
     names = [Entry(f"Name{i}", 1 + i % 7) for i in range(3000)]
     hashed_val = [e for e in names if is_validation(e.name, 0.1)]
     heavy = {hashed_val[0].name, hashed_val[1].name}
