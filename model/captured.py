@@ -92,10 +92,21 @@ class Captured:
         self.d = d
         self.slots: dict[int, _Slot] = {}
         self.eager_chunks = 0  # chunks run without a graph (not warmed up)
+        self._step_table: torch.Tensor | None = None
+
+    @property
+    def step_table(self) -> torch.Tensor:
+        """The noise's (step, symbol) hashes of every position this decoder reaches, held here for
+        as long as the decoder and its graphs: a graph reads the address it captured, and
+        model.choose replaces its cached table when a later decoder needs more steps."""
+        if self._step_table is None:
+            d = self.d
+            self._step_table = step_hashes(0, d.max_chunks * d.chunk, d.vocab_size, d.device)
+        return self._step_table
 
     def warm_up(self, sizes: Sequence[int] | None, modes: Sequence[str], record: bool) -> int:
         d = self.d
-        step_hashes(0, d.max_chunks * d.chunk, d.vocab_size, d.device)  # hashed before any capture
+        self.step_table  # noqa: B018 (hashed before any capture)
         buckets = sorted({d.bucket(n) for n in sizes} if sizes is not None else d.buckets)
         variants = [(m, False) for m in modes] + ([(GREEDY, True)] if record else [])
         captured = 0
@@ -185,8 +196,7 @@ class Captured:
         rows = DecodingRows(token=s.token, hidden=s.hidden, done=s.done, first_eos=s.first_eos, prefix=s.prefix,
                             forced=s.forced, max_len=s.max_len)
         kth = s.kth_index if mode == TOP_K else None
-        noise = None if mode == GREEDY else gumbel_noise(
-            s.seed_hash, step_hashes(first, d.chunk, d.vocab_size, d.device), d.dtype)
+        noise = None if mode == GREEDY else gumbel_noise(s.seed_hash, self.step_table[first:first + d.chunk], d.dtype)
         for j in range(d.chunk):
             t = first + j
             choose = row_argmax if mode == GREEDY else \

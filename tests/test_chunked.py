@@ -251,6 +251,30 @@ def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
     assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
 
 
+def test_earlier_captures_still_decode_after_a_larger_decoder_grows_the_step_table(loaded, monkeypatch):
+    """model.choose caches one step-hash table per vocabulary and device and replaces it with a
+    larger one when a later decoder needs more steps. Graphs captured earlier read the old
+    table's address: it must stay alive for them (ReplayingGraphs raises when a replay would
+    read freed memory, or memory other than its capture's), and they give the same names."""
+    from model import choose
+
+    monkeypatch.setattr(choose, "_STEP_HASHES", {})  # this test's own cache: it must see the table grow
+    _, vocab = loaded
+    rows = [r for r in mixed_rows(vocab, n=60, seed=3) if r.max_length <= 16 and r.temperature > 0]
+    small = chunked(loaded, True, buckets=(64,), max_steps=16, chunk=4)
+    small.warm_up()
+    want = small.decode(rows)
+    assert want == reference(loaded, rows) and len(rows) > 20
+    (first_table,) = choose._STEP_HASHES.values()
+    large = chunked(loaded, True, buckets=(8,), max_steps=first_table.shape[0] + 8, chunk=4)
+    large.warm_up()
+    (grown,) = choose._STEP_HASHES.values()
+    assert grown.shape[0] > first_table.shape[0]  # replaced, not grown in place
+    del first_table  # only the captures may still hold it
+    assert small.decode(rows) == want and small.eager_chunks == 0
+    assert large.decode(rows) == want
+
+
 def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):
     """2-layer RNN and GRU steps too (their hidden state has more than one layer)."""
     model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
