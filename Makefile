@@ -172,13 +172,15 @@ serve: require-java $(ARCHIVES)
 stop: | $(STAMP)
 	$(PY) -m serve.server stop --dir $(SERVE_DIR)
 
-# On a CUDA machine: GPU vs CPU names and batched names/s (needs only PyTorch; skips without CUDA).
-# A GPU machine may have its own Python and torch and no network to build the venv: without the
-# venv this runs $(PYTHON_BOOT) as it is (and a random-weight model of the default size when
-# $(ART) holds no export). GPU_CHECK_ARGS: more options (`python -m tools.gpu_check --help`).
+# On a CUDA machine: GPU vs CPU names on every route and batched names/s (needs only PyTorch; skips
+# without CUDA, writing no page) -> $(RESULTS_DIR)/gpu-check.md. A GPU machine may have its own
+# Python and torch and no network to build the venv: without the venv this runs $(PYTHON_BOOT) as
+# it is (and a random-weight model of the default size when $(ART) holds no export); tools/gpu_run.sh
+# is the whole GPU run in one command. GPU_CHECK_ARGS: more options (`python -m tools.gpu_check --help`).
 GPU_CHECK_ARGS ?=
 gpu-check:
-	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m tools.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json $(GPU_CHECK_ARGS)
+	$(if $(wildcard $(STAMP)),$(PY),$(PYTHON_BOOT)) -m tools.gpu_check --model $(ART)/charrnn.torchscript.pt --vocab $(ART)/vocab.json \
+		--page $(RESULTS_DIR)/gpu-check.md $(GPU_CHECK_ARGS)
 
 # ---- embedding: torch-free ONNX Runtime, the Node.js example, the runtime benchmark (docs/embedding.md) ----
 NODE_DIR := export/node

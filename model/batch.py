@@ -122,6 +122,7 @@ class Decoded:
     syncs: int  # host reads of the "all done?" flag
     logits: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    scores: torch.Tensor | None = None  # float64 [B]: each row's log p(name) (a scoring decoder, model.chunked)
 
 
 class DecodingRows:
@@ -129,19 +130,23 @@ class DecodingRows:
     token's column masked at step 0; eager runs build it from first_position, None: every row
     starts a name), prefix/forced [P, B] (forced characters), max_len (each row's length cap;
     None: one cap for all), and for eager runs rule (temperature, top_k, seed) and the Chooser
-    made of it (choose), and index (each row's column in the output; None: row i is column i)."""
+    made of it (choose), and index (each row's column in the output; None: row i is column i);
+    score/scoring (a scoring run: each row's sum so far, float64, and whether it still adds)."""
 
     def __init__(self, **fields):
         self.max_len = self.choose = self.index = self.done = self.first_eos = self.first_position = None
+        self.score = self.scoring = None
         self.__dict__.update(fields)
 
     def take(self, keep: torch.Tensor, prefix_left: bool) -> DecodingRows:
-        """Rows `keep` only (indices), none of them ended."""
+        """Rows `keep` only (indices): none of them ended, or (scoring) none scored its end token."""
         new = DecodingRows(token=self.token[keep], hidden=self.hidden[:, keep], choose=self.choose.take(keep),
                     index=keep if self.index is None else self.index[keep])
         new.prefix, new.forced = (self.prefix[:, keep], self.forced[:, keep]) if prefix_left else (None, None)
         if self.max_len is not None:
             new.max_len = self.max_len[keep]
+        if self.score is not None:  # a row cut at its cap has ended and still scores its end token
+            new.score, new.scoring, new.done = self.score[keep], self.scoring[keep], self.done[keep]
         return new
 
 

@@ -68,6 +68,9 @@ class _Slot:
         self.done = torch.zeros(size, dtype=torch.bool, device=dev)
         self.all_done = torch.zeros((), dtype=torch.bool, device=dev)
         self.out = torch.zeros(T, size, dtype=torch.long, device=dev)
+        # a scoring decoder's sums (model.chunked): float64 per row, and whether each still adds
+        self.score = torch.zeros(size, dtype=torch.float64, device=dev) if d.score else None
+        self.scoring = torch.zeros(size, dtype=torch.bool, device=dev) if d.score else None
         self.rec_logits = self.rec_hidden = None
         self.graphs: dict = {}
         # the last host-to-device copy of `host`: wait for it before packing the next rows there
@@ -75,7 +78,7 @@ class _Slot:
 
     def recording(self, d: ChunkedDecoder) -> None:
         if self.rec_logits is None:
-            T, (L, H) = d.max_chunks * d.chunk, d.hidden_shape
+            T, (L, H) = d.chunks_for(True) * d.chunk, d.hidden_shape
             self.rec_logits = torch.zeros(T, self.size, d.vocab_size, dtype=d.dtype, device=d.device)
             self.rec_hidden = torch.zeros(T, L, self.size, H, dtype=d.dtype, device=d.device)
 
@@ -92,10 +95,21 @@ class Captured:
         self.d = d
         self.slots: dict[int, _Slot] = {}
         self.eager_chunks = 0  # chunks run without a graph (not warmed up)
+        self._step_table: torch.Tensor | None = None
+
+    @property
+    def step_table(self) -> torch.Tensor:
+        """The noise's (step, symbol) hashes of every position this decoder reaches, held here for
+        as long as the decoder and its graphs: a graph reads the address it captured, and
+        model.choose replaces its cached table when a later decoder needs more steps."""
+        if self._step_table is None:
+            d = self.d
+            self._step_table = step_hashes(0, d.max_chunks * d.chunk, d.vocab_size, d.device)
+        return self._step_table
 
     def warm_up(self, sizes: Sequence[int] | None, modes: Sequence[str], record: bool) -> int:
         d = self.d
-        step_hashes(0, d.max_chunks * d.chunk, d.vocab_size, d.device)  # hashed before any capture
+        self.step_table  # noqa: B018 (hashed before any capture)
         buckets = sorted({d.bucket(n) for n in sizes} if sizes is not None else d.buckets)
         variants = [(m, False) for m in modes] + ([(GREEDY, True)] if record else [])
         captured = 0
@@ -126,7 +140,9 @@ class Captured:
         if start is not None:
             slot.token[:n].copy_(start.token)
             slot.hidden[:, :n].copy_(start.hidden)
-        chunks_needed, chunks, syncs = math.ceil(steps / d.chunk), 0, 0
+        scoring = d.score and not record
+        last = steps + scoring  # a scoring run's extra step scores the end token of rows cut at their cap
+        chunks_needed, chunks, syncs = math.ceil(last / d.chunk), 0, 0
         for k in range(chunks_needed):
             self._replay(slot, (mode, record, k), lambda k=k: self._chunk(slot, k, mode, record))
             chunks += 1
@@ -138,7 +154,8 @@ class Captured:
         ids = slot.out[:ran, :n].t().contiguous()
         logits = slot.rec_logits[:ran, :n] if record else None
         hidden = slot.rec_hidden[:ran, :, :n] if record else None
-        return Decoded(ids, ran, chunks, syncs, logits, hidden)
+        scores = slot.score[:n].clone() if scoring else None
+        return Decoded(ids, ran, chunks, syncs, logits, hidden, scores)
 
     def _slot(self, size: int) -> _Slot:
         if size not in self.slots:
@@ -175,6 +192,9 @@ class Captured:
         s.token.fill_(d.bos_id)
         s.hidden.zero_()
         s.done.zero_()
+        if s.score is not None:
+            s.score.zero_()
+            s.scoring.fill_(True)
 
     def _chunk(self, s: _Slot, k: int, mode: str, record: bool) -> None:
         """Steps k*chunk .. k*chunk + chunk - 1 of a slot's rows: the loop's step body (choice,
@@ -184,9 +204,11 @@ class Captured:
         first = k * d.chunk
         rows = DecodingRows(token=s.token, hidden=s.hidden, done=s.done, first_eos=s.first_eos, prefix=s.prefix,
                             forced=s.forced, max_len=s.max_len)
+        scoring = s.score is not None and not record
+        if scoring:
+            rows.score, rows.scoring = s.score, s.scoring
         kth = s.kth_index if mode == TOP_K else None
-        noise = None if mode == GREEDY else gumbel_noise(
-            s.seed_hash, step_hashes(first, d.chunk, d.vocab_size, d.device), d.dtype)
+        noise = None if mode == GREEDY else gumbel_noise(s.seed_hash, self.step_table[first:first + d.chunk], d.dtype)
         for j in range(d.chunk):
             t = first + j
             choose = row_argmax if mode == GREEDY else \
@@ -196,7 +218,10 @@ class Captured:
         s.token.copy_(rows.token)
         s.hidden.copy_(rows.hidden)
         s.done.copy_(rows.done)
-        s.all_done.copy_(rows.done.all())
+        if scoring:
+            s.score.copy_(rows.score)
+            s.scoring.copy_(rows.scoring)
+        s.all_done.copy_(~rows.scoring.any() if scoring else rows.done.all())
 
     def _replay(self, slot: _Slot, key: tuple, work: Callable[[], None]) -> None:
         graph = slot.graphs.get(key)
@@ -214,11 +239,12 @@ class Captured:
         steps = max(p.steps for p in parts)
         pad = self.d.eos_id
         ids = torch.cat([torch.nn.functional.pad(p.ids, (0, steps - p.steps), value=pad) for p in parts])
-        return Decoded(ids, steps, sum(p.chunks for p in parts), sum(p.syncs for p in parts))
+        scores = torch.cat([p.scores for p in parts]) if self.d.score else None
+        return Decoded(ids, steps, sum(p.chunks for p in parts), sum(p.syncs for p in parts), scores=scores)
 
     def _capture(self, slot: _Slot, variants: Sequence[tuple[str, bool]]) -> int:
         """Capture slot's load graph and every chunk of `variants` (once each)."""
-        todo = [(m, r, k) for m, r in variants for k in range(self.d.max_chunks) if (m, r, k) not in slot.graphs]
+        todo = [(m, r, k) for m, r in variants for k in range(self.d.chunks_for(r)) if (m, r, k) not in slot.graphs]
         if "load" not in slot.graphs:
             todo.insert(0, ("load",))
 

@@ -50,7 +50,9 @@ _STEP_HASHES: dict[tuple[int, torch.device], torch.Tensor] = {}
 def step_hashes(first: int, steps: int, vocab: int, device: torch.device) -> torch.Tensor:
     """The (step, symbol) half of the noise hash, mix32(symbol + step * 65536 + 1), as int32
     [steps, 1, vocab]: it does not depend on the rows, so it is hashed once per vocabulary and
-    device (grown as longer names need it) instead of once per decoding step."""
+    device (grown as longer names need it) instead of once per decoding step. Growing replaces
+    the cached table: whoever captures graphs reading it holds the tensor returned for as long
+    as the graphs (model.captured does), or a replay would read freed memory."""
     key = (vocab, torch.device(device))
     table = _STEP_HASHES.get(key)
     if table is None or table.shape[0] < first + steps:

@@ -10,6 +10,11 @@ cap). Both paths run that one body; only the bookkeeping around it differs. Rows
 a row gets the same name alone, in any batch, bucket or device, except at a near-tie: its values
 may round differently with the batch's shape (docs/numerics.md).
 
+A decoder made with `score=True` also sums, in the same body, each row's log-probability of its
+name (model.nbest's definition, from the logits the step already computed) and returns them in
+`Decoded.scores`: a one-shot answer needs no second pass over its names. A row cut at its length
+cap gets its end token's term from one more step, which the run takes when such a row exists.
+
 - **Eager** (capture off: CPU; and streamed requests, whose per-step reads are the point): steps
   run one at a time; every `check` steps (each step on CPU, where reading a flag is free) the
   loop stops if every row has ended and, once an eighth of more than SMALL live rows have ended
@@ -45,12 +50,13 @@ class ChunkedDecoder:
     max_prefix: the longest prefix (forced characters). capture: CUDA graphs (default: on a CUDA
     device; `graphs` substitutes the capturer). Call `warm_up` at load: on CUDA it captures the
     graphs; a chunk without a graph (not warmed up) runs eagerly, counted in `eager_chunks`, and
-    is never captured on the request path. compact: eager runs drop ended rows."""
+    is never captured on the request path. compact: eager runs drop ended rows. score: runs that
+    do not record also return each row's log-probability (`Decoded.scores`)."""
 
     def __init__(self, step: Step, *, bos_id: int, eos_id: int, hidden_shape: tuple[int, int],
                  device: torch.device | str = "cpu", buckets: Sequence[int] = BUCKETS, max_steps: int = 64,
                  max_prefix: int = 32, chunk: int = NOISE_CHUNK, capture: bool | None = None,
-                 compact: bool = True, graphs: CudaGraphs | None = None):
+                 compact: bool = True, graphs: CudaGraphs | None = None, score: bool = False):
         self.step, self.bos_id, self.eos_id = step, bos_id, eos_id
         self.hidden_shape = tuple(hidden_shape)
         self.device = torch.device(device)
@@ -61,8 +67,10 @@ class ChunkedDecoder:
             raise ValueError(f"buckets must be sizes >= 1, got {buckets}")
         if max_steps < 1 or max_prefix < 0 or chunk < 1:
             raise ValueError("max_steps and chunk must be >= 1 and max_prefix >= 0")
-        self.chunk, self.compact, self.max_steps = chunk, compact, max_steps
-        self.max_chunks = math.ceil(max_steps / chunk)
+        self.chunk, self.compact, self.max_steps, self.score = chunk, compact, max_steps, bool(score)
+        # the positions a run can reach: max_steps, and one more where a capped row's end token is
+        # scored (runs that record never score: `chunks_for`)
+        self.max_chunks = math.ceil((max_steps + self.score) / chunk)
         self.max_prefix = 8 * math.ceil(max(1, min(max_prefix, max_steps)) / 8)  # keeps int64 fields aligned
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         if self.capture and self.device.type != "cuda" and graphs is None:
@@ -97,6 +105,10 @@ class ChunkedDecoder:
         """Chunks run without a graph while capture is on (buckets not warmed up)."""
         return self._captured.eager_chunks if self._captured is not None else 0
 
+    def chunks_for(self, record: bool) -> int:
+        """The chunks a run can reach: recording runs (sessions) do not take the scoring step."""
+        return math.ceil(self.max_steps / self.chunk) if record else self.max_chunks
+
     def bucket(self, rows: int) -> int:
         """The bucket a batch of `rows` is padded to (larger batches are cut in largest buckets)."""
         return next((b for b in self.buckets if b >= rows), self.buckets[-1])
@@ -117,7 +129,8 @@ class ChunkedDecoder:
         """Decode `batch`. start: token/hidden per row on the device (a session continuing a name;
         its name_length goes in batch.name_length). record: keep each step's logits and hidden
         state. on_step(t, ids [B], active [B]) after each step: the symbols just chosen and which
-        of them extend a name (streaming: a host read per step, so those runs are eager)."""
+        of them extend a name (streaming: a host read per step, so those runs are eager).
+        A scoring decoder's runs without `record` also return each row's log-probability."""
         n = len(batch)
         if n == 0:
             return Decoded(torch.zeros(0, 0, dtype=torch.long, device=self.device), 0, 0, 0)
@@ -158,9 +171,12 @@ class ChunkedDecoder:
         """Step t of the rows in s: updates s.token, s.hidden and s.done, returns the chosen ids
         (an ended row's are end tokens, so `ids != eos` are the rows that extend a name).
         choose(logits) -> ids (None: the rows' own Chooser, s.choose). cap_from: no row's length
-        cap is below it (the cap test is skipped before; 0: unknown). No host reads, no data-
-        dependent Python branches, s.done replaced (never written in place): the captured chunks
-        run this very body."""
+        cap is below it (the cap test is skipped before; 0: unknown). With s.score (float64 [B]):
+        adds log_softmax(logits)[token] in float64 for the rows still s.scoring, the logits as
+        chosen from (the end token masked at a name's first position), so the sum is model.nbest's
+        log p(name); a row cut at its cap is scored on until its end token, one step later. No
+        host reads, no data-dependent Python branches, s.done replaced (never written in place):
+        the captured chunks run this very body."""
         logits, s.hidden = self.step(s.token, s.hidden)
         if record is not None:
             record(logits, s.hidden)
@@ -173,6 +189,10 @@ class ChunkedDecoder:
             token = torch.where(s.forced[t], s.prefix[t], token)
         if t > 0 and s.done is not None:
             token = token.masked_fill(s.done, self.eos_id)
+        if s.score is not None:  # the chosen symbol's log-probability, while the row's name lasts
+            term = torch.log_softmax(logits.double(), dim=1).gather(1, token.unsqueeze(1)).squeeze(1)
+            s.score = s.score + torch.where(s.scoring, term, 0.0)
+            s.scoring = s.scoring & (token != self.eos_id)  # its end token was the last term
         s.token = token
         # the end test: a row ends with the end token or at its length cap (max_len None: one
         # cap for all rows, the run's number of steps)
@@ -197,10 +217,17 @@ class ChunkedDecoder:
         else:
             token, hidden = start.token.to(dev), start.hidden.to(dev)
         first = batch.name_length.to(dev) == 0
+        scoring = self.score and not record
         rows = DecodingRows(token=token, hidden=hidden, prefix=prefix, forced=forced,
-                     max_len=None if bool((caps == steps).all()) else caps,
+                     # one cap for all rows is the run's end; a scoring run goes a step past it
+                     max_len=None if bool((caps == steps).all()) and not scoring else caps,
                      first_position=None if bool(first.all()) else first,
                      rule=(batch.temperature.to(dev), batch.top_k.to(dev), batch.seed.to(dev)))
+        scores = None
+        if scoring:
+            rows.score = torch.zeros(n, dtype=torch.float64, device=dev)
+            rows.scoring = torch.ones(n, dtype=torch.bool, device=dev)
+            scores = torch.zeros(n, dtype=torch.float64, device=dev)
         chosen: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per step: ids and their rows' columns
         logits_seen, hidden_seen = [], []
         keep_step = (lambda lg, h: (logits_seen.append(lg), hidden_seen.append(h))) if record else None
@@ -208,22 +235,29 @@ class ChunkedDecoder:
         check = 1 if dev.type == "cpu" else self.chunk
         shortest = int(caps.min())
         syncs = 0
-        for t in range(steps):
+        last = steps + scoring  # a scoring run's extra step scores the end token of rows cut at their cap
+        for t in range(last):
             token = self._step_rows(rows, t, prefix_steps, None, keep_step, cap_from=shortest)
-            chosen.append((token, rows.index))
-            if on_step is not None:
-                on_step(t, token, token != eos)
-            if t + 1 < steps and (t + 1) % check == 0:
+            if t < steps:
+                chosen.append((token, rows.index))
+                if on_step is not None:
+                    on_step(t, token, token != eos)
+            if t + 1 < last and ((t + 1) % check == 0 or t + 1 == steps):
                 syncs += 1
+                ongoing = rows.scoring if scoring else ~rows.done
                 if not compact:
-                    if bool(rows.done.all()):
+                    if not bool(ongoing.any()):
                         break
                     continue
-                live, finished = rows.token.shape[0], int(rows.done.sum())
+                live, finished = rows.token.shape[0], int((~ongoing).sum())
                 if finished == live:
                     break
                 if finished * GATHER_SHARE >= live > SMALL:
-                    rows = rows.take((~rows.done).nonzero().squeeze(1), t + 1 < prefix_steps)
+                    if scoring:  # the rows dropped keep their sums
+                        scores.index_copy_(0, _columns(rows, dev), rows.score)
+                    rows = rows.take(ongoing.nonzero().squeeze(1), t + 1 < prefix_steps)
+        if scoring:
+            scores.index_copy_(0, _columns(rows, dev), rows.score)
         ran = len(chosen)
         if all(index is None for _, index in chosen):  # no row was ever gathered out
             ids = torch.stack([token for token, _ in chosen], dim=1)
@@ -236,7 +270,7 @@ class ChunkedDecoder:
                     out[t].index_copy_(0, index, token)
             ids = out.t().contiguous()
         rec = (torch.stack(logits_seen), torch.stack(hidden_seen)) if record else (None, None)
-        return Decoded(ids, ran, math.ceil(ran / self.chunk), syncs, *rec)
+        return Decoded(ids, ran, math.ceil(ran / self.chunk), syncs, *rec, scores=scores)
 
     def _first_step(self, s: DecodingRows, logits: torch.Tensor) -> None:
         """At step 0 of an eager run: the end token's column masked for rows at a name's first
@@ -252,3 +286,7 @@ class ChunkedDecoder:
                 raise ValueError(f"a vocabulary of {logits.shape[1]} symbols does not fit the int16 prefix")
             self._vocab = (logits.shape[1], logits.dtype)
 
+
+def _columns(rows: DecodingRows, device: torch.device) -> torch.Tensor:
+    """Each live row's column in the run's output."""
+    return rows.index if rows.index is not None else torch.arange(rows.token.shape[0], device=device)

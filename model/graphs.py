@@ -21,6 +21,10 @@ class CudaGraphs:
     def capture(self, works: dict) -> dict:
         if not works:
             return {}
+        with torch.cuda.device(self.device):  # the pool, streams and graphs of this decoder's device
+            return self._capture(works)
+
+    def _capture(self, works: dict) -> dict:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graphs = {}

@@ -185,6 +185,21 @@ def worker_texts(pool, spec: BulkSpec, batch_size: int) -> Iterator[str]:
     return pool.imap(_worker_batch, batches(spec, batch_size))
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def progress_bar(total: int, disabled: bool):
+    """tqdm's bar of names written, on stderr; none where tqdm is not installed (a GPU machine
+    with PyTorch alone runs `make names DEVICE=cuda` as it is)."""
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:
+        return contextlib.nullcontext(_NoBar())
+    return tqdm(total=total, unit=" names", unit_scale=True, disable=disabled, file=sys.stderr, smoothing=0.1)
+
+
 def load_step(model: str, device: str):
     """(step, vocab, hidden_shape) from a TorchScript export or a training checkpoint; the step
     is model.table_step.TableStep where the cell allows (the same values, fewer operators)."""
@@ -249,15 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             args.workers = min(len(os.sched_getaffinity(0)), -(-args.num // batch_size)) if cpu else 1
         if args.workers < 1 or (args.workers > 1 and not cpu):
             raise ValueError(f"--workers must be >= 1 (and 1 with --device {args.device}), got {args.workers}")
-        from tqdm import tqdm
-
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
             # the workers first: forked before the progress bar starts its monitor thread
             pool = stack.enter_context(worker_pool(args.workers, args.model, spec, batch_size)) \
                 if args.workers > 1 else None
-            bar = stack.enter_context(tqdm(total=args.num, unit=" names", unit_scale=True, disable=args.no_progress,
-                                           file=sys.stderr, smoothing=0.1))
+            bar = stack.enter_context(progress_bar(args.num, args.no_progress))
             if pool is not None:
                 drawn = write_names(args.out, None, vocab, spec, batch_size=batch_size, progress=bar.update,
                                     texts=worker_texts(pool, spec, batch_size))

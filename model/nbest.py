@@ -1,5 +1,5 @@
 """The N most probable names: an exact best-first search over prefixes, and the log-probability
-of any name under the model (torch-free: numpy only).
+of any name under the model (torch-free; numpy is imported only when a search or a score runs on it).
 
 One home for the search loop, shared by every runtime: the torch backends (eager, TorchScript,
 the server, via model.nbest_torch.TorchStepper) and ONNX Runtime (runtime.generator, via
@@ -8,6 +8,12 @@ NumpyStepper). A runtime supplies only a batched step over opaque states:
     stepper.root() -> state                      # the state before the first input token
     stepper(tokens, states) -> (logits, states)  # logits: float array [B, V]; states: B new states
     stepper.zeros(B), stepper.run(tokens, state) # the same step on one batched state (scoring)
+    stepper.ops (optional)                       # the array operations on its logits (ArrayOps;
+                                                 # default: numpy's)
+
+The search and scoring loops are plain Python over the few array operations of `ArrayOps`, so
+the torch stepper can run them with torch's own (model.nbest_torch: a GPU machine with PyTorch
+alone, no numpy) and get the same names.
 
 A node's state is the hidden state before its last symbol is fed; a step feeds that symbol to
 many nodes at once (the frontier's best prefixes) and its new states are shared by the nodes'
@@ -35,10 +41,9 @@ top `num` (extensions only lower it) and is dropped.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from core.request import make_rows
 
@@ -85,14 +90,101 @@ def choose_search(search: str | None, num: int, temperature: float, stream: bool
     return "nbest" if num > 1 and not stream else "greedy"
 
 
-def log_softmax(logits: np.ndarray, first: np.ndarray | None, eos_id: int) -> np.ndarray:
+class ArrayOps:
+    """The array operations the search and scoring run on a stepper's logits, one backend each
+    (numpy here, torch in model.nbest_torch); every rule lives in the loops below, these only
+    compute. Arrays are 2-D [B, V] float64 unless said otherwise."""
+
+    def array(self, values: Sequence, dtype: str):
+        """A 1-D array of Python values; dtype "float" (float64), "bool" or "int" (int64)."""
+        raise NotImplementedError
+
+    def log_softmax(self, logits, first: Sequence[bool], eos_id: int):
+        """float64 log-softmax of `logits` [B, V]; rows where `first` holds exclude the end token
+        (see the module docstring)."""
+        raise NotImplementedError
+
+    def where(self, condition, a, b):
+        raise NotImplementedError
+
+    def argsort_stable(self, x):
+        """Each row's ascending order (equal values keep their column order)."""
+        raise NotImplementedError
+
+    def take(self, x, index):
+        """x[i, index[i, j]] for each i, j (index int64 [B, K])."""
+        raise NotImplementedError
+
+
+class NumpyOps(ArrayOps):
+    def __init__(self):
+        import numpy  # here, not at import: the torch stepper works without it
+
+        self.np = numpy
+
+    def array(self, values, dtype):
+        return self.np.array(values, dtype={"float": self.np.float64, "bool": bool, "int": self.np.int64}[dtype])
+
+    def log_softmax(self, logits, first, eos_id):
+        np = self.np
+        x = np.array(logits, dtype=np.float64)  # a copy: the end token's column may be masked
+        first = np.asarray(first, dtype=bool)
+        if first.any():
+            x[first, eos_id] = -np.inf
+        top = x.max(axis=1, keepdims=True)
+        return x - (top + np.log(np.exp(x - top).sum(axis=1, keepdims=True)))
+
+    def where(self, condition, a, b):
+        return self.np.where(condition, a, b)
+
+    def argsort_stable(self, x):
+        return self.np.argsort(x, axis=1, kind="stable")
+
+    def take(self, x, index):
+        return self.np.take_along_axis(x, index, axis=1)
+
+
+_NUMPY: list[NumpyOps] = []
+
+
+def numpy_ops() -> NumpyOps:
+    """The numpy backend (created once, when first needed)."""
+    if not _NUMPY:
+        _NUMPY.append(NumpyOps())
+    return _NUMPY[0]
+
+
+def ops_of(stepper) -> ArrayOps:
+    ops = getattr(stepper, "ops", None)
+    return ops if ops is not None else numpy_ops()
+
+
+def log_softmax(logits, first: Sequence[bool] | None, eos_id: int, ops: ArrayOps | None = None):
     """float64 log-softmax of `logits` [B, V]; rows where `first` is True exclude the end token."""
-    x = np.asarray(logits, dtype=np.float64)
-    if first is not None and first.any():
-        x = x.copy()
-        x[first, eos_id] = -np.inf
-    top = x.max(axis=1, keepdims=True)
-    return x - (top + np.log(np.exp(x - top).sum(axis=1, keepdims=True)))
+    ops = ops or numpy_ops()
+    return ops.log_softmax(logits, [False] * len(logits) if first is None else list(first), eos_id)
+
+
+def ranked_children(ops: ArrayOps, lp, parent_logps: Sequence[float], lengths: Sequence[int], max_length: int,
+                    bos_id: int, eos_id: int) -> tuple[list[int], list[list[int]], list[list[float]]]:
+    """Every expanded row's children at once: each row's log-probabilities [B, V] (float64,
+    summed in the same order as `score`), the symbols allowed, then each row sorted in the
+    frontier's order among siblings: log-prob descending, then the end token (a proper prefix
+    sorts first), then id. Returns (allowed count, symbols, log-probs) per row, best first."""
+    vocab = lp.shape[1]
+    # the columns in the tie order (end token first, then ids ascending): a stable sort of the
+    # log-probs over them breaks ties that way
+    tie_order = [eos_id] + [v for v in range(vocab) if v != eos_id]
+    characters = ops.array([v not in (bos_id, eos_id) for v in tie_order], "bool")
+    allowed = ops.array([n < max_length for n in lengths], "bool")[:, None] & characters[None, :]
+    allowed[:, 0] = ops.array([n > 0 for n in lengths], "bool")  # column 0 is the end token: a name has >= 1 character
+    child = (ops.array(list(parent_logps), "float")[:, None] + lp)[:, tie_order]
+    child = ops.where(allowed, child, -math.inf)
+    order = ops.argsort_stable(-child)
+    ranked = ops.take(child, order)
+    counts = (ranked > -math.inf).sum(1).tolist()
+    symbols = ops.array(tie_order, "int")[order]
+    return counts, symbols.tolist(), ranked.tolist()
 
 
 def search(stepper, prefix: Sequence[int], num: int, *, max_length: int, bos_id: int, eos_id: int,
@@ -109,8 +201,9 @@ def search_many(stepper, queries: Sequence[tuple[Sequence[int], int, int]], *, b
     carries every unfinished search's rows (their prefixes fed side by side, then their frontier
     batches), so a batch of requests costs about as many step calls as its hardest search. Each
     search's answer is the one it gives alone; `step_calls` counts the calls it took part in."""
+    ops = ops_of(stepper)
     searches = [_search(tuple(int(i) for i in prefix), num, max_length, stepper.root(), bos_id, eos_id,
-                        max_expansions, width) for prefix, num, max_length in queries]
+                        max_expansions, width, ops) for prefix, num, max_length in queries]
     return _drive(stepper, searches)
 
 
@@ -142,7 +235,7 @@ def _drive(stepper, searches: list) -> list:
 
 
 def _search(prefix: tuple[int, ...], num: int, max_length: int, root, bos_id: int, eos_id: int,
-            max_expansions: int, width: int):
+            max_expansions: int, width: int, ops: ArrayOps):
     """The search as a generator (see _drive). Children enter the frontier lazily: an expanded
     prefix's children (its end token, giving a complete name, and its characters) are sorted
     once in the frontier's order and only the first is pushed; popping one pushes the next. So
@@ -155,10 +248,9 @@ def _search(prefix: tuple[int, ...], num: int, max_length: int, root, bos_id: in
     state, token, logp = root, bos_id, 0.0  # feed the prefix, one symbol per step call
     for t, symbol in enumerate(prefix):
         logits, states = yield [token], [state]
-        logp += float(log_softmax(logits, np.array([t == 0]), eos_id)[0, symbol])
+        logp += float(ops.log_softmax(logits, [t == 0], eos_id)[0, symbol])
         state, token = states[0], symbol
     calls = len(prefix)
-    characters = np.ones(0, dtype=bool)  # which symbols may extend a name (known at the first step)
     # entries: (-logp, ids, kind, link); kind 0 = a complete name, 1 = a prefix to expand.
     # (ids, kind) is unique, so links are never compared. link: (siblings, position) or None.
     frontier: list = [(-logp, prefix, 1, None)]
@@ -185,7 +277,7 @@ def _search(prefix: tuple[int, ...], num: int, max_length: int, root, bos_id: in
             heapq.heappush(frontier, (-lp, sib.parent + (v,), 1, (sib, i)))
 
     while frontier and len(results) < num:
-        floor = known[0] if len(known) == num else -np.inf
+        floor = known[0] if len(known) == num else -math.inf
         if -frontier[0][0] < floor:  # nothing left can reach the top `num` (extensions only lower)
             break
         if frontier[0][2] == 0:  # the best entry is a complete name: proven
@@ -202,23 +294,9 @@ def _search(prefix: tuple[int, ...], num: int, max_length: int, root, bos_id: in
         logits, states = yield tokens, [_state_of(entry, state) for entry in batch]
         calls += 1
         expansions += len(batch)
-        lp = log_softmax(logits, np.array([not ids for _, ids, _, _ in batch]), eos_id)
-        if not characters.size:
-            characters = np.ones(lp.shape[1], dtype=bool)
-            characters[[bos_id, eos_id]] = False
-            rank = np.where(np.arange(lp.shape[1]) == eos_id, -1, np.arange(lp.shape[1]))
-        # every row's children at once: log-probs [B, V] (float64, summed in the same order as
-        # `score`), the symbols allowed, then each row sorted in the frontier's order among
-        # siblings: log-prob descending, then the end token (a proper prefix sorts first), then id
-        lengths = np.array([len(ids) for _, ids, _, _ in batch])
-        child = np.array([-neg for neg, *_ in batch])[:, None] + lp
-        allowed = (lengths < max_length)[:, None] & characters[None, :]
-        allowed[:, eos_id] = lengths > 0  # a name has at least one character
-        child = np.where(allowed, child, -np.inf)
-        order = np.lexsort((np.broadcast_to(rank, child.shape), -child), axis=-1)
-        ranked_lp = np.take_along_axis(child, order, axis=1)
-        counts = np.count_nonzero(ranked_lp > -np.inf, axis=1).tolist()
-        ranked_lp, order = ranked_lp.tolist(), order.tolist()
+        lp = ops.log_softmax(logits, [not ids for _, ids, _, _ in batch], eos_id)
+        counts, order, ranked_lp = ranked_children(ops, lp, [-neg for neg, *_ in batch],
+                                                   [len(ids) for _, ids, _, _ in batch], max_length, bos_id, eos_id)
         for row, (_, ids, _, _) in enumerate(batch):
             if counts[row]:
                 n = counts[row]
@@ -252,21 +330,20 @@ def score(stepper, names: Sequence[Sequence[int]], *, bos_id: int, eos_id: int) 
     totals = [0.0] * len(names)
     if not names:
         return totals
+    ops = ops_of(stepper)
     width = max(len(n) for n in names) + 1
-    inputs = np.full((len(names), width), eos_id, dtype=np.int64)
-    targets = np.full((len(names), width), eos_id, dtype=np.int64)
-    for i, n in enumerate(names):
-        inputs[i, 0] = bos_id
-        inputs[i, 1:len(n) + 1] = n
-        targets[i, :len(n)] = n
-    lengths = np.array([len(n) for n in names])
-    rows = np.arange(len(names))
+    # position t feeds the name's symbol t - 1 (the start token at 0) and targets symbol t (the end
+    # token after the last); rows past their end feed and target the end token
+    inputs = [[bos_id, *n] + [eos_id] * (width - 1 - len(n)) for n in names]
+    targets = [[*n] + [eos_id] * (width - len(n)) for n in names]
     state = stepper.zeros(len(names))
     for t in range(width):
-        logits, state = stepper.run(inputs[:, t], state)
-        picked = log_softmax(logits, np.full(len(names), t == 0), eos_id)[rows, targets[:, t]]
-        for i in np.flatnonzero(lengths >= t).tolist():  # in position order, float64, as `search` sums
-            totals[i] += float(picked[i])
+        logits, state = stepper.run([row[t] for row in inputs], state)
+        lp = ops.log_softmax(logits, [t == 0] * len(names), eos_id)
+        picked = ops.take(lp, ops.array([[row[t]] for row in targets], "int")).tolist()
+        for i, n in enumerate(names):  # in position order, float64, as `search` sums
+            if len(n) >= t:
+                totals[i] += float(picked[i][0])
     return totals
 
 
@@ -276,19 +353,23 @@ class NumpyStepper:
 
     def __init__(self, step: Callable, hidden_shape: tuple[int, int]):
         self.step, self.hidden_shape = step, tuple(hidden_shape)
+        self.ops = numpy_ops()
+        self.np = self.ops.np
 
-    def root(self) -> np.ndarray:
-        return np.zeros(self.hidden_shape, dtype=np.float32)
+    def root(self):
+        return self.np.zeros(self.hidden_shape, dtype=self.np.float32)
 
-    def zeros(self, batch: int) -> np.ndarray:
-        return np.zeros((self.hidden_shape[0], batch, self.hidden_shape[1]), dtype=np.float32)
+    def zeros(self, batch: int):
+        return self.np.zeros((self.hidden_shape[0], batch, self.hidden_shape[1]), dtype=self.np.float32)
 
-    def run(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, tokens, hidden):
         """The step itself on a batched state: (logits [B, V], hidden [L, B, H])."""
+        np = self.np
         logits, hidden = self.step(np.asarray(tokens, dtype=np.int64), hidden)
         return np.asarray(logits), np.asarray(hidden)
 
-    def __call__(self, tokens: Sequence[int], states: Sequence[np.ndarray]) -> tuple[np.ndarray, list]:
+    def __call__(self, tokens: Sequence[int], states: Sequence):
+        np = self.np
         logits, hidden = self.step(np.asarray(tokens, dtype=np.int64), np.stack(states, axis=1))
         return np.asarray(logits), list(np.moveaxis(np.asarray(hidden), 1, 0))
 

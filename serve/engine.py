@@ -69,6 +69,15 @@ TORCH_CHUNKED = "torch-chunked"  # model.chunked over the TorchScript step, capt
 NBEST = "nbest"  # the n-best search (model.nbest) over the TorchScript step
 
 
+def reachable_steps(limits: Limits) -> int:
+    """The most steps one run of the torch loop takes for requests within `limits`, so that the
+    GPU captures no position a request cannot reach: a one-shot name has at most max_length
+    characters, prefix included; a session row feeds its new characters (at most its whole
+    text, max_prefix) and then completes the name up to its max_length, at least one step
+    (`Engine._session_wave`)."""
+    return max(limits.max_length, limits.max_prefix + 1)
+
+
 # ---------------------------------------------------------------- the engine
 
 
@@ -92,11 +101,12 @@ class Engine:
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
         # the one torch loop for one-shot names, streams and session waves: on a GPU it replays
-        # chunks of steps captured at warm-up; on CPU it steps eagerly (capture needs CUDA)
+        # chunks of steps captured at warm-up; on CPU it steps eagerly (capture needs CUDA). It
+        # scores the names it decodes (each one-shot answer's log-probabilities).
         self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                                       hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,
-                                      max_steps=self.limits.max_prefix + self.limits.max_length,
-                                      max_prefix=self.limits.max_prefix)
+                                      max_steps=reachable_steps(self.limits), max_prefix=self.limits.max_prefix,
+                                      score=True)
         self._name_text = NameText(vocab)
 
     @classmethod
@@ -136,19 +146,24 @@ class Engine:
                on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
                scores: bool = True) -> list[Answer]:
         """Names and their log-probabilities per request: the n-best requests by the search
-        (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
+        (serve.answers), the others decoded (`_decode_names`): the torch loop's names scored as
+        they are decoded, the one-graph decoder's then scored in one batch."""
         searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
-        names = self._decode_names(requests, on_chars, skip=set(searched))
+        names, decoded_scores = self._decode_names(requests, on_chars, skip=set(searched), scores=scores)
         stepper = TorchStepper(self.step, self.hidden_shape, self.device)
         found = dict(zip(searched, answers.searched_answers(
             stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
             max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
-        flat = [n for i, got in enumerate(names) if i not in found for n in got]
+        # the torch loop scored its names as it decoded them; the others are scored here
+        flat = [n for i, got in enumerate(names) if i not in found and decoded_scores[i] is None for n in got]
         logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
-        return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
+        return [found[i] if i in found else
+                Answer(got, (decoded_scores[i] if decoded_scores[i] is not None else [next(logprobs) for _ in got])
+                       if scores else [])
                 for i, got in enumerate(names)]
 
-    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
+    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int],
+                      scores: bool = False) -> tuple[list[list[str]], list[list[float] | None]]:
         """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
         requests that do not stream are decoded in one run of it; all other requests in one run of
         the torch loop.
@@ -156,16 +171,20 @@ class Engine:
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
         step, so it is only installed when a request streams).
+
+        Also returns, with `scores`, the log-probabilities of the names the torch loop decoded
+        (it sums them as it decodes), None for the other requests.
         """
         names: list[list[str]] = [[] for _ in requests]
+        logprobs: list[list[float] | None] = [None] * len(requests)
         by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
             indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
-                for i, got in zip(indices, self._decode_requests([requests[i] for i in indices], indices,
-                                                                 graph, on_chars)):
-                    names[i] = got
-        return names
+                got, lps = self._decode_requests([requests[i] for i in indices], indices, graph, on_chars, scores)
+                for j, i in enumerate(indices):
+                    names[i], logprobs[i] = got[j], (lps[j] if lps is not None else None)
+        return names, logprobs
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
@@ -178,10 +197,11 @@ class Engine:
         return TORCH_CHUNKED if self.chunked.capture else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
-                         on_chars) -> list[list[str]]:
+                         on_chars, scores: bool = False) -> tuple[list[list[str]], list[list[float]] | None]:
         """The names of `requests` (their indices in the whole batch: `indices`) by the one-graph
         decoder (`graph`) or the torch loop: the rows `make_rows` gives per request, each request's
-        seed drawn once (`request_seed`) when it has none."""
+        seed drawn once (`request_seed`) when it has none. With `scores`, the torch loop's names come
+        with their log-probabilities (None: not scored here)."""
         seeds = [request_seed(r.seed) for r in requests]
         starts = [0]
         for r in requests:
@@ -191,6 +211,7 @@ class Engine:
                     for row in make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
                                          temperature=r.temperature, top_k=r.top_k, seed=seed)]
             names = [self.vocab.decode(row) for row in self.greedy.decode(rows)]
+            logprobs = None
         else:  # the rows built per request, not per row, and the names turned into text in one go
             batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
                                          [r.max_length for r in requests], [r.temperature for r in requests],
@@ -200,8 +221,11 @@ class Engine:
                 streamed = [(indices[j], starts[j], r.num) for j, r in enumerate(requests) if r.stream]
                 if streamed:
                     on_step = self._streamer(streamed, on_chars)
-            names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
-        return [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
+            out = self.chunked.run(batch, on_step=on_step)
+            names = self._name_text.names(out.ids)
+            logprobs = out.scores.tolist() if scores else None  # one copy to the host
+        split = [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
+        return split, None if logprobs is None else [logprobs[starts[j]:starts[j + 1]] for j in range(len(requests))]
 
     def _streamer(self, streamed, on_chars):
         symbols = self._symbols

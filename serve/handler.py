@@ -82,11 +82,7 @@ class CharRNNHandler:
             raise ValueError(f"handler.mode must be 'generate' or 'session', got {self.mode!r}")
         # one worker per core: one intra-op thread each (more only adds hand-off latency)
         torch.set_num_threads(int(config.get("threads", 1)))
-        gpu_id = props.get("gpu_id")
-        if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
-            device = torch.device(f"cuda:{int(gpu_id)}")
-        else:
-            device = torch.device("cpu")
+        device = self._device(props.get("gpu_id"))
         manifest = getattr(context, "manifest", None) or {}
         serialized = (manifest.get("model") or {}).get("serializedFile") or DEFAULT_SERIALIZED
         started = time.perf_counter()
@@ -106,6 +102,16 @@ class CharRNNHandler:
         logger.info("charrnn %s handler ready on %s%s (fingerprint %s, %d archive files checked) in %.2f s",
                     self.mode, device, ", greedy names by the one-graph ONNX decoder" if self.engine.greedy else "",
                     self.engine.fingerprint, checked, time.perf_counter() - started)
+
+    @staticmethod
+    def _device(gpu_id) -> torch.device:
+        """The worker's device: TorchServe's gpu_id as the current CUDA device (on a multi-GPU host
+        the CUDA graphs, their memory pool and streams are the current device's), else the CPU."""
+        if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
+            device = torch.device("cuda", int(gpu_id))
+            torch.cuda.set_device(device)
+            return device
+        return torch.device("cpu")
 
     def _greedy_graph(self, model_dir: str, one_graph, label: str) -> str | None:
         """charrnn_generate.onnx for greedy one-shot names on CPU (Engine.from_artifacts), or None.

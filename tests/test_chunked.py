@@ -6,6 +6,7 @@ of row, whatever the buckets, the chunk size, the padding and the gathering of l
 vectorised host work (model.batch) must equal the per-row code it replaces.
 """
 
+import math
 import random
 
 import pytest
@@ -13,10 +14,12 @@ import torch
 
 from core.request import Row, make_rows
 from core.vocab import Vocab
+from model import nbest
 from model.batch import NameText, RowBatch
 from model.checkpoint import load_checkpoint
 from model.chunked import GREEDY, SAMPLE, TOP_K, ChunkedDecoder
 from model.decode import Start, decode
+from model.nbest_torch import TorchStepper
 from tests.conftest import assert_close
 from tests.conftest import reference_loaded as reference
 from tests.replaying_graphs import ReplayingGraphs
@@ -257,6 +260,58 @@ def test_the_captured_protocol_gives_decodes_names_and_replays_only(loaded):
     assert_close(out.hidden[:steps], torch.stack(recorder.hidden), "recorded hidden states")
     # a bucket that was not warmed up still decodes, eagerly, and says so
     assert decoder.decode(rows[:1]) == reference(loaded, rows[:1]) and decoder.eager_chunks > 0
+
+
+@pytest.mark.parametrize("captured,buckets,chunk,compact", [
+    (False, (64,), 8, True), (False, (64,), 8, False), (True, (8, 64), 8, True), (True, (16,), 3, True),
+    (True, (128,), 1, False), (True, (7, 64), 4, True)])
+def test_a_scoring_decoder_returns_each_names_log_probability(loaded, captured, buckets, chunk, compact):
+    """score=True: each row's log p(name) as model.nbest.score computes it (a second pass over
+    the names), for every kind of row, names cut at their length cap included (their end token
+    is scored one step later, also when the cap is the run's last step), eager (gathering live
+    rows or not) or captured (padded, or cut into pieces); the names are those of a decoder
+    that does not score."""
+    model, vocab = loaded
+    rows = mixed_rows(vocab, n=70, seed=4) + [Row((), 1), Row(tuple(vocab.encode("Ma")), 2, 1.0, 0, 9)]
+    longest = max(r.max_length for r in rows)
+    rows.append(Row(tuple(vocab.encode("J" * 3)), longest, 2.0, 0, 1))  # likely capped at the run's last step
+    plain = chunked(loaded, captured, buckets=buckets, chunk=chunk, compact=compact, max_steps=longest)
+    scoring = chunked(loaded, captured, buckets=buckets, chunk=chunk, compact=compact, max_steps=longest, score=True)
+    out = scoring.run(RowBatch.from_rows(rows))
+    ids = scoring.id_lists(out.ids, rows)
+    assert ids == plain.decode(rows) == reference(loaded, rows) and out.ids.shape[1] <= longest
+    want = nbest.score(TorchStepper(model.step, (model.num_layers, model.hidden_size)), ids,
+                       bos_id=vocab.bos_id, eos_id=vocab.eos_id)
+    got = out.scores.tolist()
+    assert out.scores.dtype == torch.float64 and len(got) == len(rows)
+    assert all(math.isclose(g, w, rel_tol=1e-5, abs_tol=1e-6) for g, w in zip(got, want)), (got, want)
+    capped = [len(i) == r.max_length for i, r in zip(ids, rows)]
+    assert 0 < sum(capped) < len(rows) and capped[-1]
+    assert plain.run(RowBatch.from_rows(rows)).scores is None
+
+
+def test_earlier_captures_still_decode_after_a_larger_decoder_grows_the_step_table(loaded, monkeypatch):
+    """model.choose caches one step-hash table per vocabulary and device and replaces it with a
+    larger one when a later decoder needs more steps. Graphs captured earlier read the old
+    table's address: it must stay alive for them (ReplayingGraphs raises when a replay would
+    read freed memory, or memory other than its capture's), and they give the same names."""
+    from model import choose
+
+    monkeypatch.setattr(choose, "_STEP_HASHES", {})  # this test's own cache: it must see the table grow
+    _, vocab = loaded
+    rows = [r for r in mixed_rows(vocab, n=60, seed=3) if r.max_length <= 16 and r.temperature > 0]
+    small = chunked(loaded, True, buckets=(64,), max_steps=16, chunk=4)
+    small.warm_up()
+    want = small.decode(rows)
+    assert want == reference(loaded, rows) and len(rows) > 20
+    (first_table,) = choose._STEP_HASHES.values()
+    large = chunked(loaded, True, buckets=(8,), max_steps=first_table.shape[0] + 8, chunk=4)
+    large.warm_up()
+    (grown,) = choose._STEP_HASHES.values()
+    assert grown.shape[0] > first_table.shape[0]  # replaced, not grown in place
+    del first_table  # only the captures may still hold it
+    assert small.decode(rows) == want and small.eager_chunks == 0
+    assert large.decode(rows) == want
 
 
 def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):

@@ -351,7 +351,8 @@ def test_readme_headline_figures_appear_on_the_result_pages_they_link():
 
 MEASURING_TARGETS = {  # make target (and variables) -> the page it writes under RESULTS_DIR
     "eval": "eval-default.md", "eval PRESET=ibge": "eval-ibge.md", "bench-runtime": "bench-runtime.md",
-    "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md", "cluster-test": "cluster-test.md"}
+    "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md", "cluster-test": "cluster-test.md",
+    "gpu-check": "gpu-check.md"}
 
 
 def make_dry_run(*args: str) -> str:
@@ -453,6 +454,8 @@ def test_fenced_command_runs_as_written(item, sandbox):
         return
     if code.startswith(NEEDS_SERVER) or "--backend server" in code:
         pytest.skip("needs a running TorchServe (make serve)")
+    if "tools/gpu_run.sh" in code:
+        pytest.skip("the GPU run: tests/test_gpu_check.py runs the script here (PyTorch alone, and GPU_RUN_DRY=1)")
     words = shlex.split(code, comments=True)
     if words[0] in NEEDS_CLUSTER:
         pytest.skip(NEEDS_CLUSTER[words[0]])

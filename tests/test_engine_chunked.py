@@ -6,16 +6,19 @@ model.decode.decode, then Vocab.decode), and as each other."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from core.request import make_rows
 from model.chunked import ChunkedDecoder
 from model.decode import decode
-from serve.engine import NBEST, Engine
+from model.nbest_torch import TorchStepper
+from serve import answers
+from serve.engine import NBEST, TORCH, TORCH_CHUNKED, Engine, reachable_steps
 from serve.handler import CharRNNHandler
 from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
-from serve.validation import GenerateRequest, SessionRequest
+from serve.validation import GenerateRequest, Limits, SessionRequest
 from serve.wire import DIGITS
 from tests.conftest import assert_close
 from tests.replaying_graphs import ReplayingGraphs
@@ -27,7 +30,7 @@ def with_captured_loop(engine: Engine, sizes=(1, 8, 64, 256)) -> Engine:
     d = engine.chunked
     engine.chunked = ChunkedDecoder(d.step, bos_id=d.bos_id, eos_id=d.eos_id, hidden_shape=d.hidden_shape,
                                     buckets=d.buckets, max_steps=d.max_steps, max_prefix=d.max_prefix, chunk=d.chunk,
-                                    capture=True, graphs=ReplayingGraphs())
+                                    capture=True, graphs=ReplayingGraphs(), score=d.score)
     engine.chunked.warm_up(sizes=sizes, record=True)
     return engine
 
@@ -165,3 +168,64 @@ def test_the_decoder_header_names_the_route(engines, tiny_artifacts):
     with_graph = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
                                        greedy_graph=tiny_artifacts.dir / "charrnn_generate.onnx")
     assert with_graph.decoder(greedy) == ONNX_GRAPH and with_graph.decoder(sampled) == TORCH
+
+
+class CountingStep:
+    """The engine's step, counting its calls (both the decoding loop's and any scoring pass's)."""
+
+    def __init__(self, step):
+        self.step, self.calls = step, 0
+
+    def __call__(self, char, hidden):
+        self.calls += 1
+        return self.step(char, hidden)
+
+
+def test_the_torch_route_scores_its_names_as_it_decodes_them(engines):
+    """Each answer's log-probabilities are model.nbest.score's of its names (serve.answers), on
+    both paths, streamed requests included, and the engine calls its step no more often for
+    `answer` than for the names alone (`generate`): no second pass over the names."""
+    reqs = [r for r in requests(40) if r.num == 1 or r.temperature > 0]
+    reqs.append(GenerateRequest(prefix="Lu", stream=True, temperature=1.0, seed=5, num=2))
+    for engine in engines:
+        assert all(engine.decoder(r) in (TORCH, TORCH_CHUNKED) for r in reqs)
+        got = engine.answer(reqs, on_chars=lambda i, chars: None)
+        stepper = TorchStepper(engine.step, engine.hidden_shape)
+        for a in got:
+            want = answers.scores(stepper, engine.vocab, a.names)
+            assert len(a.logprobs) == len(a.names) == len(want) > 0
+            assert all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(a.logprobs, want)), (a, want)
+        counting = CountingStep(engine.chunked.step)
+        engine.step = engine.chunked.step = counting
+        try:
+            assert [a.names for a in engine.answer(reqs)] == engine.generate(reqs) == [a.names for a in got]
+            calls = counting.calls
+            counting.calls = 0
+            engine.generate(reqs)
+            assert calls == 2 * counting.calls > 0
+        finally:
+            engine.step = engine.chunked.step = counting.step
+
+
+def test_the_gpu_captures_only_the_positions_a_request_can_reach(tiny_artifacts):
+    """A one-shot name has at most max_length characters; a session row feeds at most its whole
+    text (max_prefix) and then completes at least one step: the captured chunks cover exactly
+    that (plus the scoring step of one-shot runs), and requests at the limits run on them."""
+    limits = Limits(max_length=6, max_prefix=10, max_nbest=2)
+    engine = with_captured_loop(Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json,
+                                                      limits=limits), sizes=(1, 8))
+    d = engine.chunked
+    assert reachable_steps(limits) == d.max_steps == 11 and reachable_steps(Limits()) == 64
+    captured = d.graphs.captured
+    assert max(k for key in captured if key != ("load",) and not key[1] for k in key[2:]) == (11 + 1 - 1) // d.chunk
+    assert max(k for key in captured if key != ("load",) and key[1] for k in key[2:]) == (11 - 1) // d.chunk
+    letters = "".join(c for c in engine.vocab.characters if c.isalpha())
+    text = (letters * 4)[:10]
+    one_shot = [GenerateRequest(prefix=text[:6], max_length=6), GenerateRequest(max_length=6, temperature=10.0, seed=1)]
+    (full,), (sampled,) = engine.generate(one_shot)
+    assert full == text[:6] and 1 <= len(sampled) <= 6
+    for max_length in (1, 6):
+        got = engine.session([("s", SessionRequest(text=text, max_length=max_length), True)])
+        assert got[0]["text"] == text
+        engine.session([("s", SessionRequest(close=True), False)])
+    assert d.eager_chunks == 0

@@ -21,7 +21,7 @@ from model import nbest
 from model.charrnn import CharRNN, ModelConfig
 from model.checkpoint import load_checkpoint
 from model.generate import TorchGenerator
-from model.nbest_torch import TorchStepper
+from model.nbest_torch import TorchOps, TorchStepper
 from runtime.generator import NameGenerator
 from serve.engine import Engine
 from serve.validation import GenerateRequest
@@ -66,13 +66,18 @@ def small_model() -> CharRNN:
     return model
 
 
+OPS = {"numpy": nbest.numpy_ops, "torch": TorchOps}  # the search's array operations (model.nbest.ArrayOps)
+
+
+@pytest.mark.parametrize("ops", OPS)
 @pytest.mark.parametrize("prefix,num,max_length", [
     ("", 10, 4), ("", 200, 4), ("a", 7, 4), ("ab", 5, 4), ("abc", 6, 4), ("abca", 3, 4), ("c", 1, 5), ("", 1, 3),
 ])
-def test_the_search_is_brute_force_enumeration(small_model, prefix, num, max_length):
+def test_the_search_is_brute_force_enumeration(small_model, prefix, num, max_length, ops):
+    """On numpy's operations and on torch's (a GPU machine may have PyTorch alone)."""
     ids = tuple(TINY.encode(prefix))
     want = brute_force(small_model, ids, max_length, [1, 2, 3])[:num]
-    stepper = TorchStepper(small_model.step, (1, 8))
+    stepper = TorchStepper(small_model.step, (1, 8), ops=OPS[ops]())
     for width in (1, 3, 32):  # batching changes the work, never the answer
         got = nbest.search(stepper, ids, num, max_length=max_length, bos_id=0, eos_id=0, width=width)
         assert got.ids == [w[1] for w in want], (prefix, width)
@@ -82,18 +87,33 @@ def test_the_search_is_brute_force_enumeration(small_model, prefix, num, max_len
         assert len(got.ids) == len(brute_force(small_model, ids, max_length, [1, 2, 3]))
 
 
-def test_ties_break_by_ids_a_proper_prefix_first():
+@pytest.mark.parametrize("ops", OPS)
+def test_ties_break_by_ids_a_proper_prefix_first(ops):
     """Uniform logits: every name of a length has the same log-probability exactly."""
     def uniform(char, hidden):
         return np.zeros((len(char), len(TINY)), dtype=np.float32), hidden
 
     stepper = nbest.NumpyStepper(uniform, (1, 2))
+    if ops == "torch":
+        stepper = TorchStepper(lambda char, hidden: (torch.zeros(len(char), len(TINY)), hidden), (1, 2), ops=TorchOps())
     got = nbest.search(stepper, (), 13, max_length=3, bos_id=0, eos_id=0)
     assert [TINY.decode(i) for i in got.ids] == ["a", "b", "c", "aa", "ab", "ac", "ba", "bb", "bc", "ca", "cb",
                                                  "cc", "aaa"]
     # exactly equal: the same float64 sums of the same values; their value by the parity rule
     # (numpy's log and Python's may differ in the last bit)
     assert got.logprobs[0] == got.logprobs[2] and close(got.logprobs[0], math.log(1 / 3) + math.log(1 / 4))
+
+
+def test_torch_operations_score_as_numpys(tiny_artifacts):
+    """score() on the trained model: torch's operations (PyTorch alone) give numpy's values."""
+    model, vocab, _ = load_checkpoint(tiny_artifacts.checkpoint)
+    names = [vocab.encode(n) for n in ("Ana", "Maria", "J", "Lucas", "Zz")]
+    kw = {"bos_id": vocab.bos_id, "eos_id": vocab.eos_id}
+    got = nbest.score(TorchStepper(model.step, (model.num_layers, model.hidden_size), ops=TorchOps()), names, **kw)
+    want = nbest.score(TorchStepper(model.step, (model.num_layers, model.hidden_size), ops=nbest.numpy_ops()), names, **kw)
+    assert all(close(a, b) for a, b in zip(got, want)) and len(got) == len(names)
+    for ids, lp in zip(names, got):
+        assert close(lp, sequence_logprob(model, ids, vocab.eos_id, vocab.bos_id))
 
 
 def test_the_bound_returns_a_flagged_proven_prefix_of_the_answer(small_model):

@@ -550,6 +550,18 @@ def test_limits_and_mode_come_from_the_model_config(model_dir):
         make_handler(model_dir, "stream")
 
 
+def test_the_worker_runs_on_its_gpu_id_made_the_current_device(monkeypatch):
+    """On a multi-GPU host each TorchServe worker gets its gpu_id: the handler decodes there and
+    makes it the current CUDA device (the graphs' pool and streams are the current device's)."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert CharRNNHandler._device("3") == torch.device("cuda", 3) and made_current == [torch.device("cuda", 3)]
+    assert CharRNNHandler._device(None) == CharRNNHandler._device(-1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert CharRNNHandler._device(0) == torch.device("cpu") and len(made_current) == 1
+
+
 def test_request_error_carries_its_status():
     assert RequestError("x").status == 400 and RequestError("y", 404).status == 404
 

@@ -10,15 +10,9 @@ import platform
 
 def machine_info() -> dict:
     """What the figures were measured on: cores, CPU model, load, library versions."""
-    import numpy
     import torch
 
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - pinned in pyproject.toml
-        ort = "not installed"
+    ort, np = (_version(name) for name in ("onnxruntime", "numpy"))  # pinned here; a GPU machine may lack them
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -41,8 +35,15 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": ort,
-        "numpy": numpy.__version__,
+        "numpy": np,
     }
+
+
+def _version(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
 
 
 def machine_line(m: dict) -> str:
