@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             if pool is not None:
                 drawn = write_names(args.out, None, vocab, spec, batch_size=batch_size, progress=bar.update,
                                     texts=worker_texts(pool, spec, batch_size))
+                # workers end on the pool's sentinels; Pool.__exit__'s terminate (SIGTERM to workers
+                # waiting on the task queue's lock, which the pool's teardown takes) is left for errors
+                pool.close()
+                pool.join()
             else:
                 decoder = bulk_decoder(step, vocab, hidden_shape, spec, args.device, batch_size)
                 drawn = write_names(args.out, decoder, vocab, spec, batch_size=batch_size, progress=bar.update)
