@@ -135,36 +135,43 @@ class Engine:
                on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
                scores: bool = True) -> list[Answer]:
         """Names and their log-probabilities per request: the n-best requests by the search
-        (serve.answers), the others decoded (`_decode_names`) and then scored in one batch."""
+        (serve.answers); the one-graph decoder's with the log-probabilities of its own run (its
+        `logprob` output); the others decoded (`_decode_names`) and then scored in one batch."""
         searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
-        names = self._decode_names(requests, on_chars, skip=set(searched))
+        names, known = self._decode_names(requests, on_chars, skip=set(searched))
         stepper = TorchStepper(self.step, self.hidden_shape, self.device)
         found = dict(zip(searched, answers.searched_answers(
             stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
             max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
+        found.update((i, Answer(names[i], lp if scores else [])) for i, lp in known.items())
         flat = [n for i, got in enumerate(names) if i not in found for n in got]
         logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
         return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
                 for i, got in enumerate(names)]
 
-    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars, skip: set[int]) -> list[list[str]]:
-        """Names per request but those in `skip`. With the one-graph decoder (`greedy`), the greedy
-        requests that do not stream are decoded in one run of it; all other requests in one run of
-        the torch loop.
+    def _decode_names(self, requests: Sequence[GenerateRequest], on_chars,
+                      skip: set[int]) -> tuple[list[list[str]], dict[int, list[float]]]:
+        """Names per request but those in `skip`, and the log-probabilities the decoder gave with
+        them (request index -> one per name). With the one-graph decoder (`greedy`), the greedy
+        requests that do not stream are decoded in one run of it, which scores them too; all
+        other requests in one run of the torch loop.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
         step, so it is only installed when a request streams).
         """
         names: list[list[str]] = [[] for _ in requests]
+        known: dict[int, list[float]] = {}
         by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
             indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
             if indices:
-                for i, got in zip(indices, self._decode_requests([requests[i] for i in indices], indices,
-                                                                 graph, on_chars)):
-                    names[i] = got
-        return names
+                got, logprobs = self._decode_requests([requests[i] for i in indices], indices, graph, on_chars)
+                for j, i in enumerate(indices):
+                    names[i] = got[j]
+                    if logprobs is not None:
+                        known[i] = logprobs[j]
+        return names, known
 
     def decoder(self, request: GenerateRequest) -> str:
         """Which decoder `generate` runs for `request` (the one home of that choice; the handler
@@ -177,19 +184,23 @@ class Engine:
         return TORCH_CHUNKED if self.chunked.capture else TORCH
 
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
-                         on_chars) -> list[list[str]]:
+                         on_chars) -> tuple[list[list[str]], list[list[float]] | None]:
         """The names of `requests` (their indices in the whole batch: `indices`) by the one-graph
-        decoder (`graph`) or the torch loop: the rows `make_rows` gives per request, each request's
-        seed drawn once (`request_seed`) when it has none."""
+        decoder (`graph`, with their log-probabilities) or the torch loop (None: not scored): the
+        rows `make_rows` gives per request, each request's seed drawn once (`request_seed`) when
+        it has none."""
         seeds = [request_seed(r.seed) for r in requests]
         starts = [0]
         for r in requests:
             starts.append(starts[-1] + r.num)
+        logprobs = None
         if graph:
             rows = [row for r, seed in zip(requests, seeds)
                     for row in make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
                                          temperature=r.temperature, top_k=r.top_k, seed=seed)]
-            names = [self.vocab.decode(row) for row in self.greedy.decode(rows)]
+            ids, scored = self.greedy.decode_scored(rows)
+            names = [self.vocab.decode(row) for row in ids]
+            logprobs = [scored[starts[j]:starts[j + 1]] for j in range(len(requests))]
         else:  # the rows built per request, not per row, and the names turned into text in one go
             batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
                                          [r.max_length for r in requests], [r.temperature for r in requests],
@@ -200,7 +211,7 @@ class Engine:
                 if streamed:
                     on_step = self._streamer(streamed, on_chars)
             names = self._name_text.names(self.chunked.run(batch, on_step=on_step).ids)
-        return [names[starts[j]:starts[j + 1]] for j in range(len(requests))]
+        return [names[starts[j]:starts[j + 1]] for j in range(len(requests))], logprobs
 
     def _streamer(self, streamed, on_chars):
         symbols = self._symbols
