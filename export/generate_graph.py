@@ -4,7 +4,7 @@ Built from the exported step model (charrnn.onnx), not from the weights: the ste
 the body of an ONNX `Loop`, so RNN, GRU and multi-layer models work alike, and one `session.run`
 decodes a whole batch of names. ONNX Runtime's cost on a model this small is per node, and the
 Loop pays it every character, so the inlined step is simplified (export.simplify) and rewritten
-for the loop (_Body: 8 nodes per character for the default RNN after ORT's own fusions, 17
+for the loop (_Body: 9 nodes per character for the default RNN after ORT's own fusions, 17
 before). Every rewrite is exact; export checks the result against the step loop (verify) and
 writes nothing on a mismatch.
 
@@ -21,8 +21,9 @@ Contract (extend, never rename):
            logprob        float32 [batch]            log p(name): model.nbest's definition (natural
                                                      log of each character's probability, then of
                                                      the end token, even after a name cut at
-                                                     max_length; the end token excluded at t = 0;
-                                                     log-softmax and sum in float64)
+                                                     max_length; the end token excluded at t = 0),
+                                                     to float32 rounding: the log-softmax runs in
+                                                     float32, the sum in float64
   metadata_props "vocab.json": the same JSON as charrnn.onnx's (symbols, bos_id, eos_id, ...);
                  "charrnn.sha256": the content checksum, the file's last entry (core.integrity).
 
@@ -31,11 +32,11 @@ prefix's when t < prefix_length, else the argmax of the logits (first index on t
 end token masked at t = 0 (a name has at least one character); a row stops at eos_id or at
 max_length characters.
 
-The log-probability costs nothing per character: the loop emits what the head reads (the top
-layer's state) as a scan output, and after the loop one batched head product, log-softmax and
-gather score every step of every row at once. A name cut at max_length still needs the end
-token's probability after its last character, so the loop may run one step more than
-max_length (that step forces the end token; `ids` never shows it).
+The log-probability costs no node per character: the loop emits each step's logits as a scan
+output, and after the loop one log-softmax and gather score every step of every row at once. A
+name cut at max_length still needs the end token's probability after its last character, so the
+loop may run one step more than max_length (that step forces the end token; `ids` never shows
+it).
 
 CLI: python -m export.generate_graph --step artifacts/charrnn.onnx --out artifacts/charrnn_generate.onnx
 """
@@ -66,8 +67,8 @@ def _const(name: str, value, dtype) -> onnx.NodeProto:
 
 
 # A forced prefix character's logit gets FORCE added, so it wins the argmax whatever the model
-# scores; finite, so no inf - inf. Every other entry of a bias row is the head's own bias, so the
-# logits the argmax compares are the step model's, bit for bit.
+# scores; finite, so no inf - inf. Every other entry of a bias row is 0, so the logits the argmax
+# compares are the step model's, bit for bit.
 FORCE = 1e30
 
 
@@ -79,17 +80,17 @@ class _Body:
     """The inlined step, rewritten as the Loop body.
 
     ONNX Runtime's cost on this model is per node, and the Loop pays it every character, so
-    three exact rewrites cut the nodes per character:
+    exact rewrites cut the nodes per character:
     - the char lookups (tabulate_char_inputs) move to the end of the step and index the chosen
       token: the loop carries the looked-up rows, not the character;
     - each layer's state is carried as its own [batch, size] tensor instead of being sliced out
       of, and stacked back into, [layers, batch, size];
-    - the head's bias becomes row t of a table built once per run (`bias_t`), which also forces
-      prefix characters and masks the end token on step 0: no per-step Less/Where/Add.
-    Where a pattern is not there the step is kept as it is (carry `char` or the whole `hidden`,
-    add the bias row), so any step graph works, with more nodes. The body emits the token and
-    `alive` (1 until the row's end token, then 0) per step, and `scored`: what the scores after
-    the loop start from (the head's input, or the step's logits when the head is not a Gemm)."""
+    - one Add of row t of a table built once per run (`bias_t`) forces prefix characters and
+      masks the end token on step 0: no per-step Less/Where.
+    Where a pattern is not there the step is kept as it is (carry `char` or the whole `hidden`),
+    so any step graph works, with more nodes. Per step the body emits the token, `alive` before
+    and after it (1 until the row's end token, then 0) and the step's own logits (what the
+    log-probability after the loop is computed from: one more output costs a copy, not a node)."""
 
     def __init__(self, step: onnx.ModelProto, layers: int, size: int):
         graph = onnx.compose.add_prefix_graph(step.graph, STEP)
@@ -103,22 +104,9 @@ class _Body:
         head_nodes = [helper.make_node("Gather", ["ctable", "t"], ["bias_t"], axis=1)]
         tail: list[onnx.NodeProto] = []
 
-        # the head: Gemm(h, W, b) -> Gemm(h, W, bias_t), bias_t being b plus forcing and masking
-        head = producer[logits]
-        self.head: onnx.NodeProto | None = None  # the head, recomputed after the loop (outer_head)
-        if (head.op_type == "Gemm" and len(head.input) == 3 and head.input[2] in self.constants
-                and _attr(head, "beta", 1.0) == 1.0 and _attr(head, "transA", 0) == 0):
-            self.head_bias = numpy_helper.to_array(self.constants[head.input[2]]).reshape(-1)
-            self.head = onnx.NodeProto()
-            self.head.CopyFrom(head)
-            head.input[2] = "bias_t"
-            scores = logits
-            self.scored = head.input[0]  # [batch, size]: the head's input, emitted per step
-        else:
-            self.head_bias = None
-            tail.append(helper.make_node("Add", [logits, "bias_t"], ["scores"]))
-            scores = "scores"
-            self.scored = logits  # the step's own logits, emitted per step
+        # the head as exported; the argmax compares its logits plus bias_t (0, or forcing and masking)
+        tail.append(helper.make_node("Add", [logits, "bias_t"], ["scores"]))
+        scores = "scores"
         tail.append(helper.make_node("ArgMax", [scores], ["token"], axis=1, keepdims=0))
 
         # the input: carry what Gather(table, char) looked up, or else char itself
@@ -203,32 +191,14 @@ class _Body:
             outputs=[helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), *self.outputs,
                      helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
                      helper.make_tensor_value_info("alive_out", TensorProto.INT64, ["batch"]),
-                     helper.make_tensor_value_info(self.scored, TensorProto.FLOAT, ["batch", None])],
+                     helper.make_tensor_value_info(STEP + contract.STEP_OUTPUTS[0], TensorProto.FLOAT, ["batch", None]),
+                     helper.make_tensor_value_info("alive", TensorProto.INT64, ["batch"])],
             initializer=[t for name, t in self.constants.items() if name in used and name not in outer],
         )
 
     def outer_tables(self) -> set[str]:
-        """Lookup tables the outer graph needs too (for the first step's rows) and the head's
-        weights (the scores after the loop): the body reads them from the outer scope."""
-        head = set(self.head.input[1:]) if self.head is not None else set()
-        return {table for how, table in self.initial if how == "rows"} | head
-
-    def outer_head(self, scored: str) -> tuple[list[onnx.NodeProto], str]:
-        """(nodes, name) from the per-step `scored` values [steps, batch, ...] to the step model's
-        logits [steps, batch, V]: the head over all steps at once (or they are the logits)."""
-        if self.head is None:
-            return [], scored
-        out = "step_logits"
-        head = onnx.NodeProto()
-        head.CopyFrom(self.head)
-        head.ClearField("output")
-        head.name = "head_after_loop"
-        head.input[0] = "scored_flat"
-        head.output.append("logits_flat")
-        return [helper.make_node("Flatten", [scored], ["scored_flat"], axis=2), head,
-                helper.make_node("Shape", ["steps"], ["steps_shape"]),
-                helper.make_node("Concat", ["steps_shape", "minus_one_1d"], ["logits_shape"], axis=0),
-                helper.make_node("Reshape", ["logits_flat", "logits_shape"], [out])], out
+        """Lookup tables the outer graph needs too (for the first step's rows)."""
+        return {table for how, table in self.initial if how == "rows"}
 
 
 def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
@@ -248,11 +218,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
     bos, eos, layers, size, symbols = vocab.bos_id, vocab.eos_id, meta["num_layers"], meta["hidden_size"], len(vocab)
     body = _Body(simplify_step(step, symbols), layers, size)
 
-    # bias_table row i < V: force symbol i; row V: the plain bias; row V + 1: the end token
-    # masked (step 0 without a prefix character: a name has at least one character)
-    plain = body.head_bias if body.head_bias is not None else np.zeros(symbols, np.float32)
-    bias_table = np.tile(plain.astype(np.float32), (symbols + 2, 1))
-    bias_table[np.arange(symbols), np.arange(symbols)] += FORCE
+    # bias_table row i < V: force symbol i; row V: nothing; row V + 1: the end token masked
+    # (step 0 without a prefix character: a name has at least one character)
+    bias_table = np.zeros((symbols + 2, symbols), np.float32)
+    bias_table[np.arange(symbols), np.arange(symbols)] = FORCE
     bias_table[symbols + 1, eos] = -np.inf
 
     initial, inits = [], [numpy_helper.from_array(bias_table, "bias_table")]
@@ -262,10 +231,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
             inits.append(numpy_helper.from_array(row, f"{table}.bos"))
             initial.append(f"{table}.bos")
         else:
-            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "one_1d"}[how])
+            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "alive_init"}[how])
     prefix, prefix_length, max_length = INPUTS  # the graph's wiring reads the contract's names
     ids, length, logprob = OUTPUTS
-    first_mask = np.zeros((1, 1, symbols), np.float64)  # step 0's scores exclude the end token
+    first_mask = np.zeros((1, 1, symbols), np.float32)  # step 0's scores exclude the end token
     first_mask[..., eos] = -np.inf
     inits.append(numpy_helper.from_array(first_mask, "first_mask"))
     nodes = [
@@ -275,7 +244,6 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         _const("zero_1d", [0], np.int64),
         _const("one_1d", [1], np.int64),
         _const("two_1d", [2], np.int64),
-        _const("minus_one_1d", [-1], np.int64),
         _const("zeros_3", [0, 0, 0], np.int64),
         _const("no_force", symbols, np.int64),
         _const("first_fallback", symbols + 1, np.int64),
@@ -283,7 +251,7 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         _const("cond_init", True, np.bool_),
         _const("size_1d", [size], np.int64),
         _const("layers_1d", [layers], np.int64),
-        _const("zero_f64", 0.0, np.float64),
+        _const("zero_f32", 0.0, np.float32),
         helper.make_node("Shape", [prefix_length], ["batch_dim"]),
         # the loop's steps: max_length characters, and one more that forces the end token, so a
         # name cut at max_length gets the end token's probability too (it stops earlier when
@@ -315,6 +283,8 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
                                    value=numpy_helper.from_array(np.zeros(1, np.float32)))]
     if "bos_init" in initial:
         nodes.append(helper.make_node("Expand", ["bos_1d", "batch_dim"], ["bos_init"]))
+    # alive is emitted per step (before each step): [batch] from the first step on
+    nodes.append(helper.make_node("Expand", ["one_1d", "batch_dim"], ["alive_init"]))
     finals = [f"final_{i}" for i in range(len(initial))]
     if eos == 0:  # alive is 0 or 1: the ids after a row's end become eos_id by a product
         masking = [helper.make_node("Mul", ["steps", "alive_steps"], ["masked_steps"])]
@@ -323,34 +293,29 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
                    helper.make_node("Mul", ["steps_rel", "alive_steps"], ["masked_rel"]),
                    helper.make_node("Add", ["masked_rel", "eos_value"], ["masked_steps"])]
     loop_body = body.graph(eos)
-    head_nodes, step_logits = body.outer_head("scored_steps")
     nodes += [
-        helper.make_node("Loop", ["cap", "cond_init", *initial], [*finals, "steps", "alive_steps", "scored_steps"],
-                         body=loop_body),
+        helper.make_node("Loop", ["cap", "cond_init", *initial],
+                         [*finals, "steps", "alive_steps", "step_logits", "alive_before"], body=loop_body),
         *masking,
         # the forced end token's step, when it ran, is not part of the names
         helper.make_node("Slice", ["masked_steps", "zero_1d", "max_1d", "zero_1d"], ["shown_steps"]),
         helper.make_node("Transpose", ["shown_steps"], [ids], perm=[1, 0]),
         helper.make_node("ReduceSum", ["alive_steps", "zero_1d"], [length], keepdims=0),
-        # log p(name), model.nbest's definition: float64 log-softmax of every step's logits (the
-        # end token excluded at step 0), the chosen symbol's entry, summed over steps 0..length
-        *head_nodes,
-        helper.make_node("Cast", [step_logits], ["logits64"], to=TensorProto.DOUBLE),
-        helper.make_node("Slice", ["logits64", "zero_1d", "one_1d", "zero_1d"], ["first_logits"]),
+        # log p(name), model.nbest's definition: the log-softmax of every step's logits (the end
+        # token excluded at step 0), the chosen symbol's entry, summed over the steps a row was
+        # alive before (its characters, then its end token); the sum in float64
+        helper.make_node("Slice", ["step_logits", "zero_1d", "one_1d", "zero_1d"], ["first_logits"]),
         helper.make_node("Add", ["first_logits", "first_mask"], ["first_masked"]),
-        helper.make_node("Slice", ["logits64", "one_1d", "cap_1d", "zero_1d"], ["later_logits"]),
+        helper.make_node("Slice", ["step_logits", "one_1d", "cap_1d", "zero_1d"], ["later_logits"]),
         helper.make_node("Concat", ["first_masked", "later_logits"], ["scored_logits"], axis=0),
         helper.make_node("LogSoftmax", ["scored_logits"], ["log_probs"], axis=-1),
         helper.make_node("Unsqueeze", ["steps", "two_1d"], ["chosen"]),
         helper.make_node("GatherElements", ["log_probs", "chosen"], ["chosen_log_probs"], axis=2),
         helper.make_node("Squeeze", ["chosen_log_probs", "two_1d"], ["step_log_probs"]),
-        helper.make_node("Shape", ["steps"], ["steps_run"], end=1),
-        helper.make_node("Squeeze", ["steps_run", "zero_1d"], ["steps_run_scalar"]),
-        helper.make_node("Range", ["zero", "steps_run_scalar", "one"], ["step_index"]),
-        helper.make_node("Unsqueeze", ["step_index", "one_1d"], ["step_col"]),
-        helper.make_node("LessOrEqual", ["step_col", length], ["counted"]),  # the characters, then the end
-        helper.make_node("Where", ["counted", "step_log_probs", "zero_f64"], ["counted_log_probs"]),
-        helper.make_node("ReduceSum", ["counted_log_probs", "zero_1d"], ["logprob64"], keepdims=0),
+        helper.make_node("Cast", ["alive_before"], ["counted"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["counted", "step_log_probs", "zero_f32"], ["counted_log_probs"]),
+        helper.make_node("Cast", ["counted_log_probs"], ["counted64"], to=TensorProto.DOUBLE),
+        helper.make_node("ReduceSum", ["counted64", "zero_1d"], ["logprob64"], keepdims=0),
         helper.make_node("Cast", ["logprob64"], [logprob], to=TensorProto.FLOAT),
     ]
     # constants this variant does not read would make ONNX Runtime warn at every load

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from core.request import Row, make_rows, request_seed
+from core.request import Row, request_seed
 from core.vocab import Vocab
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
@@ -137,24 +137,30 @@ class Engine:
         """Names and their log-probabilities per request: the n-best requests by the search
         (serve.answers); the one-graph decoder's with the log-probabilities of its own run (its
         `logprob` output); the others decoded (`_decode_names`) and then scored in one batch."""
-        searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
-        names, known = self._decode_names(requests, on_chars, skip=set(searched))
-        stepper = TorchStepper(self.step, self.hidden_shape, self.device)
-        found = dict(zip(searched, answers.searched_answers(
-            stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
-            max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
+        decoders = [self.decoder(r) for r in requests]
+        searched = [i for i, d in enumerate(decoders) if d == NBEST]
+        names, known = self._decode_names(requests, on_chars, decoders)
+        found = {}
+        if searched:
+            found = dict(zip(searched, answers.searched_answers(
+                self._stepper(), self.vocab,
+                [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
+                max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
         found.update((i, Answer(names[i], lp if scores else [])) for i, lp in known.items())
         flat = [n for i, got in enumerate(names) if i not in found for n in got]
-        logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
+        logprobs = iter(answers.scores(self._stepper(), self.vocab, flat) if scores and flat else [])
         return [found[i] if i in found else Answer(got, [next(logprobs) for _ in got] if scores and flat else [])
                 for i, got in enumerate(names)]
 
+    def _stepper(self) -> TorchStepper:
+        return TorchStepper(self.step, self.hidden_shape, self.device)
+
     def _decode_names(self, requests: Sequence[GenerateRequest], on_chars,
-                      skip: set[int]) -> tuple[list[list[str]], dict[int, list[float]]]:
-        """Names per request but those in `skip`, and the log-probabilities the decoder gave with
-        them (request index -> one per name). With the one-graph decoder (`greedy`), the greedy
-        requests that do not stream are decoded in one run of it, which scores them too; all
-        other requests in one run of the torch loop.
+                      decoders: Sequence[str]) -> tuple[list[list[str]], dict[int, list[float]]]:
+        """Names per request but the n-best ones (`decoders`: each request's `decoder`), and the
+        log-probabilities the decoder gave with them (request index -> one per name). With the
+        one-graph decoder (`greedy`), the greedy requests that do not stream are decoded in one
+        run of it, which scores them too; all other requests in one run of the torch loop.
 
         on_chars(request_index, [(name_index, character), ...]) is called after every step for
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
@@ -162,9 +168,8 @@ class Engine:
         """
         names: list[list[str]] = [[] for _ in requests]
         known: dict[int, list[float]] = {}
-        by_graph = [self.decoder(r) == ONNX_GRAPH for r in requests]
         for graph in (True, False):
-            indices = [i for i, g in enumerate(by_graph) if g == graph and i not in skip]
+            indices = [i for i, d in enumerate(decoders) if d != NBEST and (d == ONNX_GRAPH) == graph]
             if indices:
                 got, logprobs = self._decode_requests([requests[i] for i in indices], indices, graph, on_chars)
                 for j, i in enumerate(indices):
@@ -187,21 +192,21 @@ class Engine:
                          on_chars) -> tuple[list[list[str]], list[list[float]] | None]:
         """The names of `requests` (their indices in the whole batch: `indices`) by the one-graph
         decoder (`graph`, with their log-probabilities) or the torch loop (None: not scored): the
-        rows `make_rows` gives per request, each request's seed drawn once (`request_seed`) when
-        it has none."""
-        seeds = [request_seed(r.seed) for r in requests]
+        rows `core.request.make_rows` gives per request (greedy rows need no seed; a sampled
+        request's seed is drawn once, `request_seed`, when it has none)."""
         starts = [0]
         for r in requests:
             starts.append(starts[-1] + r.num)
         logprobs = None
-        if graph:
-            rows = [row for r, seed in zip(requests, seeds)
-                    for row in make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
-                                         temperature=r.temperature, top_k=r.top_k, seed=seed)]
+        if graph:  # greedy: no seed to draw; the prefix is NFC already (serve.validation)
+            rows = []
+            for r in requests:
+                rows += [Row(tuple(self.vocab.encode(r.prefix)), r.max_length)] * r.num
             ids, scored = self.greedy.decode_scored(rows)
             names = [self.vocab.decode(row) for row in ids]
             logprobs = [scored[starts[j]:starts[j + 1]] for j in range(len(requests))]
         else:  # the rows built per request, not per row, and the names turned into text in one go
+            seeds = [request_seed(r.seed) for r in requests]
             batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
                                          [r.max_length for r in requests], [r.temperature for r in requests],
                                          [r.top_k for r in requests], seeds)

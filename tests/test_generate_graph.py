@@ -132,8 +132,9 @@ def test_the_saved_step_is_already_simplified(artifacts):
 
 def test_the_loop_body_carries_rows_and_layers_and_biases_the_head(artifacts):
     """The per-character rewrites apply to every variant (RNN, 2-layer RNN, GRU): the body reads
-    neither `char` nor the stacked `hidden`, forces the prefix through the head's bias row (no
-    per-step Less/Where), and each layer's state is its own carried tensor."""
+    neither `char` nor the stacked `hidden`, forces the prefix by adding a bias row to the
+    step's own logits (no per-step Less/Where), and each layer's state is its own carried
+    tensor; the logits themselves are emitted per step (the log-probability after the loop)."""
     model = build_generate_model(onnx.load(str(artifacts.onnx)))
     loop = next(n for n in model.graph.node if n.op_type == "Loop")
     body = loop.attribute[0].g
@@ -144,8 +145,10 @@ def test_the_loop_body_carries_rows_and_layers_and_biases_the_head(artifacts):
                meta["hidden_size"] for i in body.input) >= meta["num_layers"] + 1
     ops = [n.op_type for n in body.node]
     assert "Where" not in ops and "Less" not in ops and "Unsqueeze" not in ops
-    head = next(n for n in body.node if "step/logits" in n.output)
-    assert head.op_type == "Gemm" and head.input[2] == "bias_t"
+    biased = next(n for n in body.node if "step/logits" in n.input)
+    assert biased.op_type == "Add" and set(biased.input) == {"step/logits", "bias_t"}
+    assert next(n for n in body.node if biased.output[0] in n.input).op_type == "ArgMax"
+    assert "step/logits" in [o.name for o in body.output]
 
 
 def test_export_refuses_a_one_graph_model_that_disagrees(tiny_artifacts, tmp_path, monkeypatch):
