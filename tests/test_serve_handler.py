@@ -630,7 +630,7 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tmp_path)
     assert manifest["model"]["handler"] == "handler.py"
     assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
     assert manifest["model"]["configFile"] == "model-config.yaml"
-    assert "batchSize: 8" in config and "maxBatchDelay: 5" in config
+    assert config == (Path(__file__).resolve().parents[1] / "serve" / "config" / "charrnn.yaml").read_text()
     assert yaml.safe_load(config)["handler"]["one_graph"] is True  # the declaration the worker enforces
 
 
