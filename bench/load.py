@@ -335,7 +335,7 @@ class _OpenConnection(asyncio.Protocol):
     the server): one request at a time, its answer parsed from the bytes as they arrive
     (Content-Length bodies, as TorchServe sends them; `connection: close` ends the connection)."""
 
-    def __init__(self, pool: "_Pool"):
+    def __init__(self, pool: _Pool):
         self.pool, self.transport, self.buffer = pool, None, b""
         self.current: tuple[float, float] | None = None  # (scheduled, sent) of the request in flight
         self.ready = asyncio.get_running_loop().create_future()
@@ -442,7 +442,7 @@ class _Pool:
 async def _open_phase(pool: _Pool, raws: Sequence[bytes], rate: float, seconds: float, sample: OpenSample | None,
                       timeout: float) -> None:
     loop = asyncio.get_running_loop()
-    count = max(1, int(round(rate * seconds)))
+    count = max(1, round(rate * seconds))
     pool.sample = sample
     start = loop.time() + 0.01
     for k in range(count):
@@ -457,7 +457,7 @@ async def _open_phase(pool: _Pool, raws: Sequence[bytes], rate: float, seconds: 
     if pool.in_flight:
         try:
             await asyncio.wait_for(pool.done.wait(), timeout)
-        except asyncio.TimeoutError:  # the server stopped answering
+        except TimeoutError:  # the server stopped answering
             raise RuntimeError(f"open loop: {pool.in_flight} requests still unanswered {timeout:.0f} s after the "
                                "last was sent") from None
     if sample is not None:

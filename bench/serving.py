@@ -43,7 +43,14 @@ from pathlib import Path
 from bench import wrk
 from bench.serving_report import markdown, targets
 from bench.serving_runs import SHIPPED_MODEL, TARGET, measure_main
-from bench.serving_sweep import DEFAULT_SWEEP, Point, choose_best, measure_sweep, parse_points, read_model_config
+from bench.serving_sweep import (
+    DEFAULT_SWEEP,
+    Point,
+    choose_best,
+    measure_sweep,
+    parse_points,
+    read_model_config,
+)
 from core import contract
 
 SESSIONS_MODULE = "bench.serving_sessions"  # the session benchmark's module (its own helper's)

@@ -18,9 +18,10 @@ bodies), serve/answers.py (the n-best search and scores).
   text by `model.batch.NameText`), then splits the names back per request. Rows never influence
   each other, so a request gets the same names alone or in any batch. Streaming uses the loop's
   `on_step` hook (a host read per step).
-- `answer` is `generate` with each name's log-probability; requests with temperature 0 and
-  num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
-  model.nbest, docs/nbest.md).
+- `answer` is `generate` with each name's log-probability (the one-graph decoder's from the same
+  run, its `logprob` output; the torch loop's by a scoring pass after it); requests with
+  temperature 0 and num > 1 (or "search": "nbest") run the exact n-best search instead
+  (serve.answers over model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (serve.sessions: an LRU with idle
   expiry), feeds the newly typed characters and returns the next-character distribution and the
   greedy completion, again in one run of the torch loop per batch (continuing from a `Start`,

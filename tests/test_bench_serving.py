@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import threading
 import time
@@ -432,9 +433,11 @@ def test_the_ceiling_store_holds_the_shipped_archive_and_a_do_nothing_one_with_i
     with zipfile.ZipFile(store / "ceiling.mar") as z:
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         assert manifest["model"]["handler"] == "ceiling_handler.py"
-        namespace: dict = {}
-        exec(z.read("ceiling_handler.py").decode(), namespace)
-    handler = namespace["CeilingHandler"]()
+        (tmp_path / "unpacked.py").write_bytes(z.read("ceiling_handler.py"))
+    spec = importlib.util.spec_from_file_location("unpacked_ceiling_handler", tmp_path / "unpacked.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.CeilingHandler()
     context = StandInContext(tmp_path)
     handler.initialize(context)
     out = context.run(handler, [b'{"prefix": "A"}', b"not even JSON", b""])

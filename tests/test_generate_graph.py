@@ -15,9 +15,9 @@ from export import onnx_check
 from export.generate_graph import INPUTS, OUTPUTS, ScaledScorer, build_generate_model
 from export.onnx_step import exported_graph
 from export.parity import ExportMismatch
-from export.tolerance import allowed
 from export.pipeline import export_all
 from export.simplify import drop_squeeze_pairs, tabulate_char_inputs
+from export.tolerance import allowed
 from model.checkpoint import load_checkpoint
 from model.decode_numpy import decode
 from model.generate import TorchGenerator
