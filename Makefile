@@ -263,11 +263,17 @@ comma      := ,
 bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
-# The Serving section alone, with its batching sweep (needs Java 17): a TorchServe of its own
-# on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
-# make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
+# The Serving section alone, with its batching sweep (needs Java 17 and wrk): a TorchServe of its
+# own on free loopback ports with $(MODEL_STORE)'s charrnn.mar beside a do-nothing handler
+# -> $(ART)/bench/bench.{json,md} and $(RESULTS_DIR)/bench-serving.md
+# make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-seconds 10 --serving-sweep none"
 SERVING_ARGS ?=
-bench-serving: require-java $(ARCHIVES) | $(STAMP)
+.PHONY: require-wrk
+require-wrk:
+	@command -v wrk >/dev/null || { echo "error: make bench-serving drives TorchServe with wrk:" \
+	  "install it (Debian/Ubuntu: apt-get install -y wrk)"; exit 1; }
+
+bench-serving: require-java require-wrk $(ARCHIVES) | $(STAMP)
 	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
 		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)

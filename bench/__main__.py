@@ -100,8 +100,8 @@ def run_bulk(args) -> dict:
 
 
 def run_serving(args) -> dict:
-    # bench/serving.py (`make bench-serving`): a real TorchServe driven on loopback with 1, 8 and 32
-    # concurrent clients (one-shot greedy and session endpoints), then the batching sweep.
+    # bench/serving.py (`make bench-serving`): a real TorchServe, the shipped handler beside a
+    # do-nothing one, closed and open loop; the session benchmark; the batching sweep.
     from bench import serving
 
     try:
@@ -165,19 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bulk-loop-num", type=int, default=20_000, help="names per run of the per-step loop")
     g.add_argument("--bulk-workers", type=int, default=None, help="processes of the parallel figure (default: usable cores)")
     g = p.add_argument_group("serving (bench/serving.py)")
-    g.add_argument("--serving-model-store", default=None, help=f"archives to serve (default: ART_DIR/{contract.MODEL_STORE})")
-    g.add_argument("--serving-repeats", type=int, default=3, help="runs per point (figures: median, min, max)")
-    g.add_argument("--serving-requests", type=int, default=2000, help="measured requests per run")
-    g.add_argument("--serving-warmup", type=int, default=200, help="unrecorded requests before each run")
-    g.add_argument("--serving-max-seconds", type=float, default=8.0, help="cap on each run's measured phase")
-    g.add_argument("--serving-jvm-warmup", type=int, default=12000,
-                   help="unrecorded requests after each TorchServe start (until the JVM's JIT settles)")
-    g.add_argument("--serving-jvm-warmup-seconds", type=float, default=30.0, help="cap on that warm-up")
-    g.add_argument("--serving-clients", default="1,8,32", help="concurrent clients of the main table")
-    g.add_argument("--serving-endpoints", default="greedy,session", help="greedy (one-shot) and/or session")
-    g.add_argument("--serving-sweep", default=None,
-                   help="workers:batchSize:maxBatchDelay[:quiet],... at 8 clients ('none': no sweep; "
-                        "default: bench.serving_sweep.DEFAULT_SWEEP)")
+    from bench import serving
+
+    serving.add_arguments(g)
     return p
 
 

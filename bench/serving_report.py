@@ -1,16 +1,17 @@
-"""`make bench-serving`'s Markdown: the main table, where the time goes, and the sweep with its
-choice (bench/serving.py describes the whole section)."""
+"""`make bench-serving`'s Markdown and targets: the closed- and open-loop tables (the shipped
+handler beside the do-nothing one), issue 23's targets with met or missed, where the time goes,
+the session benchmark's section and the sweep (bench/serving.py describes the whole section)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.common import fmt
-from bench.serving_runs import TARGET
+from bench.serving_runs import HANDLERS, SHIPPED, TARGET, TARGETS
 from bench.serving_sweep import choose_best
 from tools.tables import table
 
-ENDPOINT_LABELS = {"greedy": "one-shot greedy", "session": "session (type a name, then close)"}
+CEILING_LABEL = next(label for label in HANDLERS if label != SHIPPED)
 
 
 def shipped_point(config: dict) -> str:
@@ -18,93 +19,195 @@ def shipped_point(config: dict) -> str:
 
 
 def errors_cell(a: dict) -> str:
-    bad = {k: v for k, v in a["statuses"].items() if k != "200"}
+    bad = {k: v for k, v in a["statuses"].items() if k != "200" and v}
     text = f"{a['errors']} of {a['requests']:,}"
-    return text + (" (" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + ")" if bad else "")
+    return text + (" (" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + ")" if bad and a["errors"] else "")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def targets(result: dict) -> list[dict]:
+    """Issue 23's targets, each {"target", "measured", "met"} from this run's medians (`met`
+    None: measured elsewhere). The session benchmark adds its own (its data's "targets")."""
+    closed = result["main"]["closed"]
+    delay = result["archive"]["model_config"].get("maxBatchDelay")
+    out = []
+    c = str(TARGETS["idle_clients"])
+    if c in closed.get(SHIPPED, {}):
+        ratio = _ratio(closed[SHIPPED][c]["p50_ms"]["median"], closed[CEILING_LABEL][c]["p50_ms"]["median"])
+        out.append({"target": f"one client, greedy one-shot: p50 ≤ {TARGETS['idle_p50_ratio']}× the do-nothing "
+                              "handler's, with a 1 ms batch window",
+                    "measured": f"{ratio:.2f}× ({closed[SHIPPED][c]['p50_ms']['median']:.2f} ms against "
+                                f"{closed[CEILING_LABEL][c]['p50_ms']['median']:.2f} ms; maxBatchDelay {delay} ms)",
+                    "met": ratio <= TARGETS["idle_p50_ratio"] and delay is not None and delay <= 1})
+    for n in TARGETS["loaded_clients"]:
+        c = str(n)
+        if c not in closed.get(SHIPPED, {}):
+            continue
+        mine, ceiling = closed[SHIPPED][c], closed[CEILING_LABEL][c]
+        ratio = _ratio(mine["req_per_s"]["median"], ceiling["req_per_s"]["median"])
+        p99 = mine["p99_ms"]["median"]
+        out.append({"target": f"{n} clients: ≥ {TARGETS['throughput_ratio']}× the do-nothing handler's req/s, "
+                              f"p99 ≤ {TARGETS['p99_ms']:.0f} ms, zero errors",
+                    "measured": f"{ratio:.2f}× ({mine['req_per_s']['median']:,.0f} against "
+                                f"{ceiling['req_per_s']['median']:,.0f} req/s), p99 {p99:.1f} ms, {mine['errors']} errors",
+                    "met": ratio >= TARGETS["throughput_ratio"] and p99 <= TARGETS["p99_ms"] and mine["errors"] == 0})
+    shipped = result.get("shipped_config")
+    if shipped is not None:
+        out.append({"target": "the shipped config is the one measured (serve/config/charrnn.yaml = the archive's "
+                              "model-config.yaml = what TorchServe serves, for both handlers)",
+                    "measured": "the same" if shipped["same"] else "; ".join(shipped["differences"]),
+                    "met": shipped["same"]})
+    return out
+
+
+def targets_markdown(items: list[dict]) -> list[str]:
+    word = {True: "**met**", False: "**missed**", None: "not measured here"}
+    return [f"- {t['target']}: {t['measured']} — {word[t['met']]}" for t in items]
+
+
+def _closed_table(result: dict) -> str:
+    closed = result["main"]["closed"]
+    rows = []
+    for c in result["settings"]["clients"]:
+        for label in HANDLERS:
+            a = closed[label][str(c)]
+            versus = ""
+            if label == SHIPPED:
+                b = closed[CEILING_LABEL][str(c)]
+                versus = (f"{_ratio(a['req_per_s']['median'], b['req_per_s']['median']):.2f}× req/s, "
+                          f"{_ratio(a['p50_ms']['median'], b['p50_ms']['median']):.2f}× p50")
+            rows.append([c, label, fmt(a["req_per_s"]), fmt(a["p50_ms"], ".2f"), fmt(a["p99_ms"], ".1f"),
+                         errors_cell(a), versus])
+    return table(["clients", "handler", "req/s", "p50 ms", "p99 ms", "errors", "charrnn ÷ do-nothing"], rows)
+
+
+def _open_table(result: dict) -> str:
+    opened = result["main"]["open"]
+    rows = []
+    for pct in result["settings"]["rates_percent"]:
+        for label in HANDLERS:
+            a = opened[label][f"{pct:g}"]
+            rows.append([f"{pct:g} % ({a['offered_req_per_s']:,.0f})", label, fmt(a["req_per_s"]),
+                         fmt(a["p50_ms"], ".2f"), fmt(a["p99_ms"], ".1f"), fmt(a["max_ms"], ".1f"), errors_cell(a),
+                         f"{a['lag_p99_ms']['median']:.2f}"])
+    return table(["arrival rate (req/s)", "handler", "answered req/s", "p50 ms", "p99 ms", "max ms", "errors",
+                  "generator lag p99 ms"], rows)
+
+
+def _cpu_table(result: dict) -> str:
+    closed = result["main"]["closed"]
+    head = ["handler", "clients", "req/s", "capacity", "machine busy", "frontend (Java)", "of which JIT", "workers",
+            "load generator", "other processes", "CPU-bound req/s", "mean batch", "handler ms/batch",
+            "handler ms/request"]
+    rows = []
+    for c in result["settings"]["clients"]:
+        for label in HANDLERS:
+            a = closed[label][str(c)]
+            cpu = a["cpu_ms_per_request"]
+            workers = cpu.get(f"workers {HANDLERS[label]}", float("nan"))
+            h = a.get("handler", {})
+            rows.append([label, c, f"{a['req_per_s']['median']:,.0f}", f"{cpu['capacity']:.3f}",
+                         f"{cpu['machine busy']:.3f}", f"{cpu['frontend (Java)']:.3f}",
+                         f"{cpu.get('of which JIT', float('nan')):.3f}", f"{workers:.3f}",
+                         f"{cpu['load generator']:.3f}", f"{cpu['other processes']:.3f}",
+                         f"{a['cpu_bound_req_per_s']['median']:,.0f}",
+                         f"{h['mean_batch']:.1f}" if h else "–", f"{h['handler_ms_per_batch']:.3f}" if h else "–",
+                         f"{h['handler_ms_per_request']:.3f}" if h else "–"])
+    return table(head, rows)
+
+
+def _sweep_lines(result: dict) -> list[str]:
+    sweep = result.get("sweep")
+    if not sweep:
+        return []
+    lines = ["", "### Batching sweep", "",
+             (f"The shipped handler alone, {sweep['clients']} clients (closed loop), charrnn.mar's model-config.yaml "
+              f"rewritten per point; rule: {sweep['rule']}; {sweep['seconds']:.0f} s."), ""]
+    rows = []
+    for i, r in enumerate(sweep["rows"]):
+        p = r["point"]
+        cpu = r["cpu_ms_per_request"]
+        h = r.get("handler", {})
+        note = "**best**" if i == sweep["best"] else ("bench-only quiet log4j2" if p["quiet_logs"] else "")
+        rows.append([p["workers"], p["batch_size"], p["max_batch_delay_ms"], fmt(r["req_per_s"]),
+                     fmt(r["p50_ms"], ".2f"), fmt(r["p99_ms"], ".1f"), errors_cell(r),
+                     f"{cpu['frontend (Java)']:.3f}", f"{sum(v for k, v in cpu.items() if k.startswith('workers ')):.3f}",
+                     f"{r['cpu_bound_req_per_s']['median']:,.0f}", f"{h['mean_batch']:.1f}" if h else "–", note])
+    lines.append(table(["workers", "batchSize", "maxBatchDelay ms", "req/s", "p50 ms", "p99 ms", "errors",
+                        "Java CPU ms/req", "workers CPU ms/req", "CPU-bound req/s", "mean batch", ""], rows))
+    if sweep["best"] is None:
+        fallback = choose_best(sweep["rows"], float("inf"))
+        lines += ["", f"No point met p99 ≤ {TARGET['p99_ms']:.0f} ms with zero errors in this run."]
+        if fallback is not None:
+            p = sweep["rows"][fallback]["point"]
+            lines[-1] += (f" Highest req/s without errors: {p['workers']} workers, batchSize {p['batch_size']}, "
+                          f"maxBatchDelay {p['max_batch_delay_ms']} ms.")
+    else:
+        p = sweep["rows"][sweep["best"]]["point"]
+        lines += ["", (f"Best: {p['workers']} workers, batchSize {p['batch_size']}, maxBatchDelay "
+                      f"{p['max_batch_delay_ms']} ms (shipped: {shipped_point(result['archive']['model_config'])}).")]
+    return lines
 
 
 def markdown(result: dict) -> str:
     s = result["settings"]
     main = result["main"]
+    config = result["archive"]["model_config"]
     lines = [
-        f"Server: {result['server']}; archives "
-        + ", ".join(f"`{Path(a['path']).name}` (built {a['built']}, workers:batchSize:maxBatchDelay "
-                    f"{shipped_point(a['model_config'])})" for a in result["archives"].values())
-        + f". Load: {result['load_generator']}. After each start, {s['jvm_warmup_requests']:,} unrecorded "
-          f"requests (at most {s['jvm_warmup_max_seconds']:.0f} s) let the JVM's JIT settle. Each figure: median "
-          f"(min–max, n) of {s['repeats']} runs of {s['requests_per_run']:,} requests (at most "
-          f"{s['max_seconds_per_run']:.0f} s) after {s['warmup_per_run']} warm-up requests; req/s counts "
-          "successful answers; errors are all other answers (status: count).",
+        (f"Server: {result['server']}, serving two models side by side: the shipped "
+         f"`{Path(result['archive']['path']).name}` (built {result['archive']['built']}; workers:batchSize:"
+         f"maxBatchDelay {shipped_point(config)}) and a do-nothing handler (bench/ceiling.py: it returns a fixed "
+         "JSON answer) with the same settings: TorchServe's own ceiling on this machine. Request: "
+         '`{"prefix": <a capital letter>}` (a greedy name). After the start, '
+         f"{s['jvm_warmup_seconds']:.0f} s of unrecorded load let the JVM's JIT settle; each run is "
+         f"{s['seconds_per_run']:.0f} s after {s['warmup_seconds_per_run']:.0f} s of the same load, and each figure "
+         f"the median (min–max, n) of {s['repeats']} runs in interleaved rounds. req/s counts successful answers; "
+         "errors are all other answers."),
+        "",
+        "### Closed loop",
+        "",
+        (f"Load: {result['load_generators']['closed']}: each client sends its next request when the last is "
+         "answered. Latency from a request's write to its answer."),
+        "",
+        _closed_table(result),
+        "",
+        "### Open loop",
+        "",
+        (f"Load: {result['load_generators']['open']}. Requests arrive at a fixed rate, a share of the shipped "
+         f"handler's capacity ({main['capacity_req_per_s']:,.0f} req/s: its best closed-loop median above), "
+         "whether or not earlier ones were answered; both handlers get the same rates. Latency from each "
+         "request's scheduled send time, so a stall is charged to every request behind it; the generator's own "
+         "lateness (its p99 in the last column) is part of it."),
+        "",
+        _open_table(result),
+        "",
+        "### Targets",
+        "",
+        *targets_markdown(result.get("targets") or targets(result)),
+        "",
+        "### Where the time goes",
+        "",
+        ("CPU ms per request in the closed loop (/proc, median of the runs): the Java frontend (of which its JIT "
+         "compiler threads), the handler's own Python workers, the load generator (wrk) and every other process; "
+         "capacity = cores × wall time per request, so capacity − machine busy is idle CPU. CPU-bound req/s = "
+         "cores ÷ (frontend + all workers + load generator CPU per request): what these cores would answer with no "
+         "other process. Batches and handler time (wall clock) from the workers' PredictionTime metric."),
+        "",
+        _cpu_table(result),
+        "",
+        "### Sessions",
         "",
     ]
-    rows = []
-    for e in s["endpoints"]:
-        for c in s["clients"]:
-            a = main[e][str(c)]
-            rows.append([ENDPOINT_LABELS[e], c, fmt(a["req_per_s"]), fmt(a["p50_ms"], ".1f"), fmt(a["p99_ms"], ".1f"),
-                         errors_cell(a)])
-    lines.append(table(["endpoint", "clients", "req/s", "p50 ms", "p99 ms", "errors"], rows))
-    if any("429" in main[e][str(c)]["statuses"] for e in s["endpoints"] for c in s["clients"]):
-        lines += ["", ("429: a session refused by the handler's admission limit (`sessions.open_max` in "
-                       "serve/config/charrnn_session.yaml: more simultaneous sessions than it admits).")]
-    t = main.get("greedy", {}).get(str(TARGET["clients"]))
-    if t:
-        met = (t["req_per_s"]["median"] >= TARGET["req_per_s"] and t["p99_ms"]["median"] <= TARGET["p99_ms"]
-               and t["errors"] == 0)
-        lines += ["", (f"Target (one-shot greedy, {TARGET['clients']} clients): ≥ {TARGET['req_per_s']:,.0f} req/s "
-                       f"with p99 ≤ {TARGET['p99_ms']:.0f} ms and zero errors: {t['req_per_s']['median']:,.0f} req/s, "
-                       f"p99 {t['p99_ms']['median']:.1f} ms, {t['errors']} errors — "
-                       f"**{'met' if met else 'NOT met'}** in this run.")]
-    lines += ["", ("Where the time goes: CPU ms per request (/proc, median of the runs) of the Java frontend (of "
-                   "which its JIT compiler threads), the model's Python workers, the load generator and every other "
-                   "process; capacity = cores × wall time per request, so capacity − machine busy is idle CPU. "
-                   "CPU-bound req/s = cores ÷ (frontend + workers + load generator CPU per request): what these "
-                   "cores would answer with no other process. Batches and handler time (wall clock) from the "
-                   "workers' PredictionTime metric."), ""]
-    head = ["endpoint", "clients", "req/s", "capacity", "machine busy", "frontend (Java)", "of which JIT", "workers",
-            "load generator", "other processes", "CPU-bound req/s", "mean batch", "handler ms/batch",
-            "handler ms/request"]
-    rows = []
-    for e in s["endpoints"]:
-        for c in s["clients"]:
-            a = main[e][str(c)]
-            cpu = a["cpu_ms_per_request"]
-            workers = sum(v for k, v in cpu.items() if k.startswith("workers "))
-            h = a.get("handler", {})
-            rows.append([ENDPOINT_LABELS[e].split(" (")[0], c, f"{a['req_per_s']['median']:,.0f}",
-                         f"{cpu['capacity']:.2f}", f"{cpu['machine busy']:.2f}", f"{cpu['frontend (Java)']:.2f}",
-                         f"{cpu.get('of which JIT', float('nan')):.2f}",
-                         f"{workers:.2f}", f"{cpu['load generator']:.2f}", f"{cpu['other processes']:.2f}",
-                         f"{a['cpu_bound_req_per_s']['median']:,.0f}",
-                         f"{h['mean_batch']:.1f}" if h else "–", f"{h['handler_ms_per_batch']:.2f}" if h else "–",
-                         f"{h['handler_ms_per_request']:.2f}" if h else "–"])
-    lines.append(table(head, rows))
-    sweep = result.get("sweep")
-    if sweep:
-        lines += ["", (f"Sweep (one-shot greedy, {sweep['clients']} clients, charrnn.mar's model-config.yaml "
-                      f"rewritten per point; rule: {sweep['rule']}; {sweep['seconds']:.0f} s):"), ""]
-        rows = []
-        for i, r in enumerate(sweep["rows"]):
-            p = r["point"]
-            cpu = r["cpu_ms_per_request"]
-            h = r.get("handler", {})
-            note = "**best**" if i == sweep["best"] else ("bench-only quiet log4j2" if p["quiet_logs"] else "")
-            rows.append([p["workers"], p["batch_size"], p["max_batch_delay_ms"], fmt(r["req_per_s"]),
-                         fmt(r["p50_ms"], ".1f"), fmt(r["p99_ms"], ".1f"), errors_cell(r),
-                         f"{cpu['frontend (Java)']:.2f}", f"{sum(v for k, v in cpu.items() if k.startswith('workers ')):.2f}",
-                         f"{r['cpu_bound_req_per_s']['median']:,.0f}", f"{h['mean_batch']:.1f}" if h else "–", note])
-        lines.append(table(["workers", "batchSize", "maxBatchDelay ms", "req/s", "p50 ms", "p99 ms", "errors",
-                            "Java CPU ms/req", "workers CPU ms/req", "CPU-bound req/s", "mean batch", ""], rows))
-        if sweep["best"] is None:
-            fallback = choose_best(sweep["rows"], float("inf"))
-            lines += ["", f"No point met p99 ≤ {TARGET['p99_ms']:.0f} ms with zero errors in this run."]
-            if fallback is not None:
-                p = sweep["rows"][fallback]["point"]
-                lines[-1] += (f" Highest req/s without errors: {p['workers']} workers, batchSize {p['batch_size']}, "
-                              f"maxBatchDelay {p['max_batch_delay_ms']} ms.")
-        else:
-            p = sweep["rows"][sweep["best"]]["point"]
-            lines += ["", (f"Best: {p['workers']} workers, batchSize {p['batch_size']}, maxBatchDelay "
-                          f"{p['max_batch_delay_ms']} ms (shipped in the measured archive: "
-                          f"{shipped_point(result['archives']['greedy']['model_config'])}).")]
+    sessions = result.get("sessions")
+    if sessions is None:
+        lines.append("Not run (--no-serving-sessions; the session benchmark: bench/serving_sessions.py).")
+    elif sessions["status"] == "ok":
+        lines.append(sessions["markdown"].strip())
+    else:
+        lines.append(f"{sessions['status']}: {sessions.get('note', '')} (the session benchmark: thousands of "
+                     "simulated typists, bench/serving_sessions.py).")
+    lines += _sweep_lines(result)
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""`make bench-serving`'s sweep: the one-shot model at 8 clients under several (workers,
-batchSize, maxBatchDelay) points, each from a copy of charrnn.mar whose model-config.yaml
-carries that point, and the rule that chooses the point serve/config/charrnn.yaml should ship.
-bench/serving.py describes the whole section."""
+"""`make bench-serving`'s sweep: the one-shot model at 8 clients (closed loop, wrk) under several
+(workers, batchSize, maxBatchDelay) points, each from a copy of charrnn.mar whose
+model-config.yaml carries that point, and the rule that chooses the point
+serve/config/charrnn.yaml should ship. bench/serving.py describes the whole section."""
 
 from __future__ import annotations
 
@@ -16,27 +16,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.serving_runs import (
-    MODELS,
+    SHIPPED_MODEL,
     TARGET,
-    Window,
     aggregate,
     bench_server,
+    closed_run,
+    greedy_bodies,
     handler_stats,
-    one_run,
     parse_prediction_lines,
     vocabulary,
     warm_jvm,
-    workloads,
 )
 from core import contract
-from serve.procfs import process_ticks
+from serve.procfs import Window, process_ticks
 
 if TYPE_CHECKING:
     from serve.instance import Instance
 
 # workers:batchSize:maxBatchDelay(ms)[:quiet], and best:quiet (the best point so far, again with the
 # quiet log4j2 file). At 8 clients at most 8 requests are in flight, so a batchSize over 8 acts as 8.
-DEFAULT_SWEEP = "1:1:1,2:1:1,1:8:2,2:4:1,2:4:2,2:8:1,2:8:2,2:8:5,3:4:2,best:quiet"
+DEFAULT_SWEEP = "1:1:1,2:1:1,2:4:1,2:8:1,3:8:1,4:8:1,2:8:2,2:8:5,best:quiet"
 
 
 @dataclass(frozen=True)
@@ -128,18 +127,18 @@ def _serve_point(server: Instance, archive: str, point: Point) -> None:
     """Replace the served charrnn by `archive` (bench-only: the model API is on in this
     instance) and check that TorchServe took the point's settings."""
     old = [p for m in server.models for p in server.worker_pids(m)]
-    status, body = server.manage("DELETE", f"/models/{MODELS['greedy']}")
+    status, body = server.manage("DELETE", f"/models/{SHIPPED_MODEL}")
     if status != 200:
-        raise RuntimeError(f"unregistering {MODELS['greedy']}: HTTP {status} {body}")
+        raise RuntimeError(f"unregistering {SHIPPED_MODEL}: HTTP {status} {body}")
     _wait_gone(old)
-    status, body = server.manage("POST", f"/models?url={archive}&model_name={MODELS['greedy']}"
+    status, body = server.manage("POST", f"/models?url={archive}&model_name={SHIPPED_MODEL}"
                                      "&synchronous=true", timeout=server.timeout)
     if status != 200:
         raise RuntimeError(f"registering {archive}: HTTP {status} {body}")
 
 
 def _check_point(server: Instance, point: Point) -> None:
-    info = server.model_info(MODELS["greedy"])
+    info = server.model_info(SHIPPED_MODEL)
     got = (info.get("minWorkers"), info.get("batchSize"), info.get("maxBatchDelay"),
            sum(w.get("status") == "READY" for w in info.get("workers", [])))
     want = (point.workers, point.batch_size, point.max_batch_delay, point.workers)
@@ -148,17 +147,16 @@ def _check_point(server: Instance, point: Point) -> None:
                            f"READY) = {got}, expected {want}")
 
 
-def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats: int, requests: int, warmup: int,
-                  max_seconds: float, jvm_warmup: int, jvm_warmup_seconds: float,
-                  log: Callable[[str], None] = print) -> list[dict]:
+def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats: int, seconds: float,
+                  warmup_seconds: float, jvm_warmup_seconds: float, log: Callable[[str], None] = print) -> list[dict]:
     """One TorchServe per run of consecutive points with the same logging (bench-only config:
     the model API on so that each point is registered in a warm JVM, the quiet log4j2 file for
     quiet points), started with the archive as built and warmed with it (so that
     no point pays for the JIT); each point from a copy of charrnn.mar with its settings. The
     repetitions go in rounds over the points (each point registered anew per round), so a drift
     of the background load hits every point alike."""
-    source = store / contract.archive(MODELS["greedy"])
-    vocab = vocabulary(source)
+    source = store / contract.archive(SHIPPED_MODEL)
+    bodies = greedy_bodies(vocabulary(source))
     groups: list[list[Point]] = []
     for point in points:
         if groups and groups[-1][0].quiet_logs == point.quiet_logs:
@@ -187,12 +185,11 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                 patch_archive(source, scratch / name, point)
                 archives.append(name)
             runs: list[list[tuple[dict, Window]]] = [[] for _ in group]
-            with bench_server(scratch, [MODELS["greedy"]], quiet_logs=group[0].quiet_logs,
+            with bench_server(scratch, [SHIPPED_MODEL], quiet_logs=group[0].quiet_logs,
                               properties={"enable_model_api": "true"}) as server:
                 log(f"TorchServe for the sweep READY in {server.started_s:.1f} s "
                     f"(model API on, {'quiet' if group[0].quiet_logs else 'shipped'} logging)")
-                workload = workloads(server, vocab)["greedy"]
-                warm_jvm(server, {"greedy": workload}, ["greedy"], jvm_warmup, jvm_warmup_seconds, log)
+                warm_jvm(server, bodies, [SHIPPED_MODEL], jvm_warmup_seconds, log)
                 serving_now = None
                 for rep in range(repeats):
                     for i, (point, archive) in enumerate(zip(group, archives)):
@@ -200,13 +197,13 @@ def measure_sweep(store: Path, points: Sequence[Point], *, clients: int, repeats
                             _serve_point(server, archive, point)
                             serving_now = archive
                         _check_point(server, point)
-                        result, window = one_run(server, workload, "greedy", clients, requests, warmup, max_seconds)
+                        result, window = closed_run(server, SHIPPED_MODEL, bodies, clients, seconds, warmup_seconds)
                         runs[i].append((result, window))
                         log(f"  sweep round {rep + 1}/{repeats} {point.label:12s}: {result['req_per_s']:7.0f} req/s  "
                             f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
                             f"errors {result['errors']}")
                 lines = server.log_lines("model_metrics.log")
-            batches = parse_prediction_lines(lines, MODELS["greedy"])
+            batches = parse_prediction_lines(lines, SHIPPED_MODEL)
             for point, items in zip(group, runs):
                 for result, window in items:
                     result["handler"] = handler_stats(batches, window)

@@ -45,7 +45,7 @@ STEP_INPUTS = ("char", "hidden")
 STEP_OUTPUTS = ("logits", "hidden_out")
 # The one-graph greedy decoder (export.generate_graph documents the shapes)
 GENERATE_INPUTS = ("prefix", "prefix_length", "max_length")
-GENERATE_OUTPUTS = ("ids", "length")
+GENERATE_OUTPUTS = ("ids", "length", "logprob")
 
 
 def default_path(name: str) -> str:

@@ -4,7 +4,7 @@ Built from the exported step model (charrnn.onnx), not from the weights: the ste
 the body of an ONNX `Loop`, so RNN, GRU and multi-layer models work alike, and one `session.run`
 decodes a whole batch of names. ONNX Runtime's cost on a model this small is per node, and the
 Loop pays it every character, so the inlined step is simplified (export.simplify) and rewritten
-for the loop (_Body: 8 nodes per character for the default RNN after ORT's own fusions, 17
+for the loop (_Body: 9 nodes per character for the default RNN after ORT's own fusions, 17
 before). Every rewrite is exact; export checks the result against the step loop (verify) and
 writes nothing on a mismatch.
 
@@ -18,6 +18,12 @@ Contract (extend, never rename):
                                                      eos_id; steps <= max_length (the loop stops
                                                      when every name has ended)
            length         int64 [batch]              characters per name (ids before the eos_id)
+           logprob        float32 [batch]            log p(name): model.nbest's definition (natural
+                                                     log of each character's probability, then of
+                                                     the end token, even after a name cut at
+                                                     max_length; the end token excluded at t = 0),
+                                                     to float32 rounding: the log-softmax runs in
+                                                     float32, the sum in float64
   metadata_props "vocab.json": the same JSON as charrnn.onnx's (symbols, bos_id, eos_id, ...);
                  "charrnn.sha256": the content checksum, the file's last entry (core.integrity).
 
@@ -25,6 +31,12 @@ The greedy rule is model.decode's: input bos_id first; at step t the name's char
 prefix's when t < prefix_length, else the argmax of the logits (first index on ties), with the
 end token masked at t = 0 (a name has at least one character); a row stops at eos_id or at
 max_length characters.
+
+The log-probability costs no node per character: the loop emits each step's logits as a scan
+output, and after the loop one log-softmax and gather score every step of every row at once. A
+name cut at max_length still needs the end token's probability after its last character, so the
+loop may run one step more than max_length (that step forces the end token; `ids` never shows
+it).
 
 CLI: python -m export.generate_graph --step artifacts/charrnn.onnx --out artifacts/charrnn_generate.onnx
 """
@@ -44,6 +56,7 @@ from core.errors import ArtifactError
 from core.vocab import VocabError
 from export import onnx_check
 from export.simplify import simplify_step
+from export.tolerance import ATOL, RTOL, allowed
 
 INPUTS, OUTPUTS = contract.GENERATE_INPUTS, contract.GENERATE_OUTPUTS
 STEP = "step/"  # prefix of every name inlined from the step graph
@@ -54,8 +67,8 @@ def _const(name: str, value, dtype) -> onnx.NodeProto:
 
 
 # A forced prefix character's logit gets FORCE added, so it wins the argmax whatever the model
-# scores; finite, so no inf - inf. Every other entry of a bias row is the head's own bias, so the
-# logits the argmax compares are the step model's, bit for bit.
+# scores; finite, so no inf - inf. Every other entry of a bias row is 0, so the logits the argmax
+# compares are the step model's, bit for bit.
 FORCE = 1e30
 
 
@@ -67,16 +80,17 @@ class _Body:
     """The inlined step, rewritten as the Loop body.
 
     ONNX Runtime's cost on this model is per node, and the Loop pays it every character, so
-    three exact rewrites cut the nodes per character:
+    exact rewrites cut the nodes per character:
     - the char lookups (tabulate_char_inputs) move to the end of the step and index the chosen
       token: the loop carries the looked-up rows, not the character;
     - each layer's state is carried as its own [batch, size] tensor instead of being sliced out
       of, and stacked back into, [layers, batch, size];
-    - the head's bias becomes row t of a table built once per run (`bias_t`), which also forces
-      prefix characters and masks the end token on step 0: no per-step Less/Where/Add.
-    Where a pattern is not there the step is kept as it is (carry `char` or the whole `hidden`,
-    add the bias row), so any step graph works, with more nodes. The body emits the token and
-    `alive` (1 until the row's end token, then 0) per step."""
+    - one Add of row t of a table built once per run (`bias_t`) forces prefix characters and
+      masks the end token on step 0: no per-step Less/Where.
+    Where a pattern is not there the step is kept as it is (carry `char` or the whole `hidden`),
+    so any step graph works, with more nodes. Per step the body emits the token, `alive` before
+    and after it (1 until the row's end token, then 0) and the step's own logits (what the
+    log-probability after the loop is computed from: one more output costs a copy, not a node)."""
 
     def __init__(self, step: onnx.ModelProto, layers: int, size: int):
         graph = onnx.compose.add_prefix_graph(step.graph, STEP)
@@ -90,17 +104,9 @@ class _Body:
         head_nodes = [helper.make_node("Gather", ["ctable", "t"], ["bias_t"], axis=1)]
         tail: list[onnx.NodeProto] = []
 
-        # the head: Gemm(h, W, b) -> Gemm(h, W, bias_t), bias_t being b plus forcing and masking
-        head = producer[logits]
-        if (head.op_type == "Gemm" and len(head.input) == 3 and head.input[2] in self.constants
-                and _attr(head, "beta", 1.0) == 1.0):
-            self.head_bias = numpy_helper.to_array(self.constants[head.input[2]]).reshape(-1)
-            head.input[2] = "bias_t"
-            scores = logits
-        else:
-            self.head_bias = None
-            tail.append(helper.make_node("Add", [logits, "bias_t"], ["scores"]))
-            scores = "scores"
+        # the head as exported; the argmax compares its logits plus bias_t (0, or forcing and masking)
+        tail.append(helper.make_node("Add", [logits, "bias_t"], ["scores"]))
+        scores = "scores"
         tail.append(helper.make_node("ArgMax", [scores], ["token"], axis=1, keepdims=0))
 
         # the input: carry what Gather(table, char) looked up, or else char itself
@@ -184,7 +190,9 @@ class _Body:
             # Identity would cost a node per character
             outputs=[helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), *self.outputs,
                      helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
-                     helper.make_tensor_value_info("alive_out", TensorProto.INT64, ["batch"])],
+                     helper.make_tensor_value_info("alive_out", TensorProto.INT64, ["batch"]),
+                     helper.make_tensor_value_info(STEP + contract.STEP_OUTPUTS[0], TensorProto.FLOAT, ["batch", None]),
+                     helper.make_tensor_value_info("alive", TensorProto.INT64, ["batch"])],
             initializer=[t for name, t in self.constants.items() if name in used and name not in outer],
         )
 
@@ -210,11 +218,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
     bos, eos, layers, size, symbols = vocab.bos_id, vocab.eos_id, meta["num_layers"], meta["hidden_size"], len(vocab)
     body = _Body(simplify_step(step, symbols), layers, size)
 
-    # bias_table row i < V: force symbol i; row V: the plain bias; row V + 1: the end token
-    # masked (step 0 without a prefix character: a name has at least one character)
-    plain = body.head_bias if body.head_bias is not None else np.zeros(symbols, np.float32)
-    bias_table = np.tile(plain.astype(np.float32), (symbols + 2, 1))
-    bias_table[np.arange(symbols), np.arange(symbols)] += FORCE
+    # bias_table row i < V: force symbol i; row V: nothing; row V + 1: the end token masked
+    # (step 0 without a prefix character: a name has at least one character)
+    bias_table = np.zeros((symbols + 2, symbols), np.float32)
+    bias_table[np.arange(symbols), np.arange(symbols)] = FORCE
     bias_table[symbols + 1, eos] = -np.inf
 
     initial, inits = [], [numpy_helper.from_array(bias_table, "bias_table")]
@@ -224,15 +231,19 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
             inits.append(numpy_helper.from_array(row, f"{table}.bos"))
             initial.append(f"{table}.bos")
         else:
-            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "one_1d"}[how])
+            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "alive_init"}[how])
     prefix, prefix_length, max_length = INPUTS  # the graph's wiring reads the contract's names
-    ids, length = OUTPUTS
+    ids, length, logprob = OUTPUTS
+    first_mask = np.zeros((1, 1, symbols), np.float32)  # step 0's scores exclude the end token
+    first_mask[..., eos] = -np.inf
+    inits.append(numpy_helper.from_array(first_mask, "first_mask"))
     nodes = [
         _const("eos_value", eos, np.int64),
         _const("zero", 0, np.int64),
         _const("one", 1, np.int64),
         _const("zero_1d", [0], np.int64),
         _const("one_1d", [1], np.int64),
+        _const("two_1d", [2], np.int64),
         _const("zeros_3", [0, 0, 0], np.int64),
         _const("no_force", symbols, np.int64),
         _const("first_fallback", symbols + 1, np.int64),
@@ -240,17 +251,25 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         _const("cond_init", True, np.bool_),
         _const("size_1d", [size], np.int64),
         _const("layers_1d", [layers], np.int64),
+        _const("zero_f32", 0.0, np.float32),
         helper.make_node("Shape", [prefix_length], ["batch_dim"]),
-        # ctable [batch, max_length, V]: each row's bias row for each step
+        # the loop's steps: max_length characters, and one more that forces the end token, so a
+        # name cut at max_length gets the end token's probability too (it stops earlier when
+        # every name has ended)
+        helper.make_node("Add", [max_length, "one"], ["cap"]),
+        # ctable [batch, cap, V]: each row's bias row for each step
         helper.make_node("Reshape", [max_length, "one_1d"], ["max_1d"]),
-        helper.make_node("Concat", ["zeros_3", "max_1d"], ["pads"], axis=0),
+        helper.make_node("Reshape", ["cap", "one_1d"], ["cap_1d"]),
+        helper.make_node("Concat", ["zeros_3", "cap_1d"], ["pads"], axis=0),
         helper.make_node("Pad", [prefix, "pads", "no_force"], ["padded"]),  # prefix_len may be 0
-        helper.make_node("Slice", ["padded", "zero_1d", "max_1d", "one_1d"], ["wanted"]),
-        helper.make_node("Range", ["zero", max_length, "one"], ["pos"]),
+        helper.make_node("Slice", ["padded", "zero_1d", "cap_1d", "one_1d"], ["wanted"]),
+        helper.make_node("Range", ["zero", "cap", "one"], ["pos"]),
         helper.make_node("Unsqueeze", [prefix_length, "one_1d"], ["prefix_length_col"]),
         helper.make_node("Less", ["pos", "prefix_length_col"], ["in_prefix"]),
         helper.make_node("Min", ["pos", "one"], ["after_first"]),
-        helper.make_node("Sub", ["first_fallback", "after_first"], ["fallback"]),  # V + 1 on step 0, then V
+        helper.make_node("Sub", ["first_fallback", "after_first"], ["unforced"]),  # V + 1 on step 0, then V
+        helper.make_node("Equal", ["pos", max_length], ["past_cap"]),
+        helper.make_node("Where", ["past_cap", "eos_value", "unforced"], ["fallback"]),  # row eos forces it
         helper.make_node("Where", ["in_prefix", "wanted", "fallback"], ["bias_index"]),
         helper.make_node("Gather", ["bias_table", "bias_index"], ["ctable"], axis=0),
     ]
@@ -264,6 +283,8 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
                                    value=numpy_helper.from_array(np.zeros(1, np.float32)))]
     if "bos_init" in initial:
         nodes.append(helper.make_node("Expand", ["bos_1d", "batch_dim"], ["bos_init"]))
+    # alive is emitted per step (before each step): [batch] from the first step on
+    nodes.append(helper.make_node("Expand", ["one_1d", "batch_dim"], ["alive_init"]))
     finals = [f"final_{i}" for i in range(len(initial))]
     if eos == 0:  # alive is 0 or 1: the ids after a row's end become eos_id by a product
         masking = [helper.make_node("Mul", ["steps", "alive_steps"], ["masked_steps"])]
@@ -273,11 +294,29 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
                    helper.make_node("Add", ["masked_rel", "eos_value"], ["masked_steps"])]
     loop_body = body.graph(eos)
     nodes += [
-        helper.make_node("Loop", [max_length, "cond_init", *initial], [*finals, "steps", "alive_steps"],
-                         body=loop_body),
+        helper.make_node("Loop", ["cap", "cond_init", *initial],
+                         [*finals, "steps", "alive_steps", "step_logits", "alive_before"], body=loop_body),
         *masking,
-        helper.make_node("Transpose", ["masked_steps"], [ids], perm=[1, 0]),
+        # the forced end token's step, when it ran, is not part of the names
+        helper.make_node("Slice", ["masked_steps", "zero_1d", "max_1d", "zero_1d"], ["shown_steps"]),
+        helper.make_node("Transpose", ["shown_steps"], [ids], perm=[1, 0]),
         helper.make_node("ReduceSum", ["alive_steps", "zero_1d"], [length], keepdims=0),
+        # log p(name), model.nbest's definition: the log-softmax of every step's logits (the end
+        # token excluded at step 0), the chosen symbol's entry, summed over the steps a row was
+        # alive before (its characters, then its end token); the sum in float64
+        helper.make_node("Slice", ["step_logits", "zero_1d", "one_1d", "zero_1d"], ["first_logits"]),
+        helper.make_node("Add", ["first_logits", "first_mask"], ["first_masked"]),
+        helper.make_node("Slice", ["step_logits", "one_1d", "cap_1d", "zero_1d"], ["later_logits"]),
+        helper.make_node("Concat", ["first_masked", "later_logits"], ["scored_logits"], axis=0),
+        helper.make_node("LogSoftmax", ["scored_logits"], ["log_probs"], axis=-1),
+        helper.make_node("Unsqueeze", ["steps", "two_1d"], ["chosen"]),
+        helper.make_node("GatherElements", ["log_probs", "chosen"], ["chosen_log_probs"], axis=2),
+        helper.make_node("Squeeze", ["chosen_log_probs", "two_1d"], ["step_log_probs"]),
+        helper.make_node("Cast", ["alive_before"], ["counted"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["counted", "step_log_probs", "zero_f32"], ["counted_log_probs"]),
+        helper.make_node("Cast", ["counted_log_probs"], ["counted64"], to=TensorProto.DOUBLE),
+        helper.make_node("ReduceSum", ["counted64", "zero_1d"], ["logprob64"], keepdims=0),
+        helper.make_node("Cast", ["logprob64"], [logprob], to=TensorProto.FLOAT),
     ]
     # constants this variant does not read would make ONNX Runtime warn at every load
     used = {i for n in [*nodes, *loop_body.node] for i in n.input}
@@ -286,25 +325,31 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         nodes, "charrnn_generate",
         inputs=[helper.make_tensor_value_info(name, TensorProto.INT64, shape)
                 for name, shape in zip(INPUTS, (["batch", "prefix_len"], ["batch"], []))],
-        outputs=[helper.make_tensor_value_info(name, TensorProto.INT64, shape)
-                 for name, shape in zip(OUTPUTS, (["batch", "steps"], ["batch"]))],
+        outputs=[helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "steps"]),
+                 helper.make_tensor_value_info(length, TensorProto.INT64, ["batch"]),
+                 helper.make_tensor_value_info(logprob, TensorProto.FLOAT, ["batch"])],
         initializer=inits + [body.constants[t] for t in sorted(body.outer_tables())],
     )
     model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version,
                               producer_name="charrnn", doc_string="CharRNN greedy decoding loop: "
-                              "(prefix, prefix_length, max_length) -> (ids, length)")
+                              "(prefix, prefix_length, max_length) -> (ids, length, logprob)")
     helper.set_model_props(model, {manifest.VOCAB_KEY: props[manifest.VOCAB_KEY]})
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
+def verify(generate_data: bytes, step_data: bytes, source: str, stepper=None, reference: str = "the ONNX step") -> int:
     """Compare the one-graph loop with the ONNX step loop (model.decode_numpy, the loop the
     runtime decodes with) on every first letter, the empty prefix, batches of mixed prefixes and
-    a short length cap. Returns the number of names compared; raises
-    export.parity.ExportMismatch (ArtifactError without torch) on any difference."""
+    a short length cap: the names exactly, and each name's `logprob` with model.nbest.score over
+    `stepper` (export's pipeline passes the eager model's; default: the ONNX step's) to
+    export.tolerance's rule, the magnitude being the name's summed step-logit scale (each term
+    of the sum is a log-softmax, whose float32 rounding grows with the largest |logit| of its
+    step). Returns the number of names compared; raises export.parity.ExportMismatch
+    (ArtifactError without torch) on any difference."""
     from core.request import Row
-    from model.decode_numpy import decode, decode_greedy_graph
+    from model.decode_numpy import decode, decode_greedy_graph_scored
+    from model.nbest import NumpyStepper
 
     step_source = source + " (step)"
     props = {p.key: p.value for p in onnx.load_from_string(step_data).metadata_props}
@@ -315,38 +360,75 @@ def verify(generate_data: bytes, step_data: bytes, source: str) -> int:
         raise ArtifactError(str(exc)) from None
     step = onnx_check.step(step_data, step_source)
     graph = onnx_check.greedy_graph(generate_data, source)
+    hidden_shape = (meta["num_layers"], meta["hidden_size"])
+    scorer = ScaledScorer(stepper if stepper is not None else NumpyStepper(step, hidden_shape))
 
-    def reference(rows):
-        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                      hidden_shape=(meta["num_layers"], meta["hidden_size"]))
+    def names_of(rows):
+        return decode(step, rows, bos_id=vocab.bos_id, eos_id=vocab.eos_id, hidden_shape=hidden_shape)
 
     letters = [Row(())] + [Row((vocab.encode(c)[0],)) for c in vocab.characters]
-    named = reference(letters)
+    named = names_of(letters)
     # real-looking prefixes of 0..3 characters, mixed in one batch, some with a short cap
     mixed = [Row(tuple(ids[: k]), max_length=max(k, 1) + (i % 3) * 4)
              for i, ids in enumerate(named) for k in (0, 1, 2, 3) if k <= len(ids)]
     batches = [letters, mixed, letters[:1], letters[-1:], [Row(r.prefix, max_length=3) for r in letters]]
     compared = 0
     for rows in batches:
-        want, got = reference(rows), decode_greedy_graph(graph, rows, eos_id=vocab.eos_id)
+        want, (got, logprobs) = names_of(rows), decode_greedy_graph_scored(graph, rows, eos_id=vocab.eos_id)
         if want != got:
             bad = next(i for i, (w, g) in enumerate(zip(want, got)) if w != g)
-            try:  # the exports' error type; it lives beside torch, so only on failure
-                from export.parity import ExportMismatch as Mismatch
-            except ImportError:  # building without torch installed
-                Mismatch = ArtifactError
-            raise Mismatch(f"one-graph ONNX export {source}: row {bad} (prefix {rows[bad].prefix}) "
-                           f"gives {got[bad]}, the step loop {want[bad]}; not written")
+            raise _mismatch(f"one-graph ONNX export {source}: row {bad} (prefix {rows[bad].prefix}) "
+                            f"gives {got[bad]}, the step loop {want[bad]}; not written")
+        expected, scale = scorer.score(want, vocab.bos_id, vocab.eos_id)
+        for i, (g, w, m) in enumerate(zip(logprobs, expected, scale)):
+            if not abs(g - w) <= allowed(m):  # NaN fails too
+                raise _mismatch(f"one-graph ONNX export {source}: logprob of row {i} ({vocab.decode(want[i])!r}) "
+                                f"is {g:.7g}, {reference}'s {w:.7g}: |difference| {abs(g - w):.3g} > tolerance "
+                                f"{allowed(m):.3g} = {ATOL:g} + {RTOL:g} x {m:.3g} (its summed step-logit scale); "
+                                "not written")
         compared += len(rows)
     return compared
 
 
-def export_generate(step_path: str | Path, path: str | Path) -> int:
-    """Build charrnn_generate.onnx from the step at `step_path`, verify it against the step loop,
-    and write `path` only if every name agrees. Returns the number of names compared."""
+class ScaledScorer:
+    """model.nbest.score over a stepper, with each name's magnitude for the tolerance: the sum,
+    over the positions the score counts, of that step's largest |logit|."""
+
+    def __init__(self, stepper):
+        self.stepper, self.largest = stepper, []
+
+    def zeros(self, batch: int):
+        return self.stepper.zeros(batch)
+
+    def run(self, tokens, state):
+        logits, state = self.stepper.run(tokens, state)
+        self.largest.append(np.abs(np.asarray(logits, dtype=np.float64)).max(axis=1))
+        return logits, state
+
+    def score(self, names, bos_id: int, eos_id: int) -> tuple[list[float], list[float]]:
+        from model.nbest import score
+
+        self.largest = []
+        values = score(self, names, bos_id=bos_id, eos_id=eos_id)
+        scales = [float(sum(self.largest[t][i] for t in range(len(n) + 1))) for i, n in enumerate(names)]
+        return values, scales
+
+
+def _mismatch(message: str) -> Exception:
+    try:  # the exports' error type; it lives beside torch, so only on failure
+        from export.parity import ExportMismatch
+    except ImportError:  # building without torch installed
+        return ArtifactError(message)
+    return ExportMismatch(message)
+
+
+def export_generate(step_path: str | Path, path: str | Path, stepper=None, reference: str = "the ONNX step") -> int:
+    """Build charrnn_generate.onnx from the step at `step_path`, verify it against the step loop
+    (names) and `stepper`'s log-probabilities (`verify`), and write `path` only if every name
+    agrees. Returns the number of names compared."""
     step_data = Path(step_path).read_bytes()
     data = integrity.seal_onnx(build_generate_model(onnx.load_from_string(step_data)).SerializeToString())
-    compared = verify(data, step_data, str(path))
+    compared = verify(data, step_data, str(path), stepper, reference)
     write_bytes_atomic(path, data)
     return compared
 
@@ -360,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         compared = export_generate(args.step, args.out)
     except (ArtifactError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"wrote {args.out} ({compared} names equal the step loop's)")
+    print(f"wrote {args.out} ({compared} names equal the step loop's, log-probabilities its scores)")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,13 @@ def step(data: bytes, source: str) -> Callable[[np.ndarray, np.ndarray], tuple[n
 
 
 def greedy_graph(data: bytes, source: str) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    """The one-graph decoder `data` as `(prefix [B, P], prefix_length [B], max_length) -> (ids, length)`."""
+    """The one-graph decoder `data` as `(prefix [B, P], prefix_length [B], max_length) -> (ids, length, logprob)`."""
     sess = session(data, source)
 
-    def run(prefix, prefix_length, max_length) -> tuple[np.ndarray, np.ndarray]:
+    def run(prefix, prefix_length, max_length) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         feeds = (np.asarray(prefix, dtype=np.int64), np.asarray(prefix_length, dtype=np.int64),
                  np.array(max_length, dtype=np.int64))
-        ids, length = sess.run(list(contract.GENERATE_OUTPUTS), dict(zip(contract.GENERATE_INPUTS, feeds)))
-        return ids, length
+        ids, length, logprob = sess.run(list(contract.GENERATE_OUTPUTS), dict(zip(contract.GENERATE_INPUTS, feeds)))
+        return ids, length, logprob
 
     return run

@@ -17,7 +17,8 @@ the largest |value| in that row (the last axis) of `want`. Float32 rounding grow
 of the numbers involved (a trained GRU's logits are large) and every kernel sums in its own
 order, so a fixed absolute bound refuses correct results on machines it was never tried on; a
 wrong weight, a dropped bias or a mixed-up row moves values by orders of magnitude more than
-RTOL. `tolerance`, `shares` and `close` apply it (the tests and tools.gpu_check too).
+RTOL. RTOL and ATOL have one home, export/tolerance.py (torch- and numpy-free, for the one-graph
+export's check); `tolerance`, `shares` and `close` apply them here (the tests too).
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ import torch
 from core.contract import STEP_OUTPUTS
 from core.request import Row
 from core.vocab import Vocab
+from export.tolerance import ATOL, RTOL, allowed
 from model.charrnn import CharRNN
 from model.decode import decode
 
-RTOL = 1e-5  # ~80 float32 ulps of the row's largest value
-ATOL = 1e-6  # floor for rows whose values are all near zero
 PROBE_BATCH_SIZES = (1, 3, 64)
 SAMPLED_ROWS = 16
 RANDOM_ROWS = 64
@@ -83,7 +83,7 @@ def tolerance(want, rounding: float = 0.0) -> np.ndarray:
     finite = np.where(np.isfinite(want), np.abs(want), 0.0)
     magnitude = finite if finite.ndim == 0 or finite.size == 0 else \
         np.broadcast_to(finite.max(axis=-1, keepdims=True), finite.shape)
-    return ATOL + RTOL * magnitude + rounding
+    return allowed(magnitude) + rounding
 
 
 def shares(want, got, rounding: float = 0.0) -> np.ndarray:
@@ -156,7 +156,7 @@ def compare(want: np.ndarray, got: np.ndarray, output: str, where: str, what: st
         raise ExportMismatch(f"{what}: {output} has shape {got.shape}, eager {want.shape} ({where}); not written")
     if not np.isfinite(got).all():
         raise ExportMismatch(f"{what}: {output} has non-finite values ({where}); not written")
-    allowed, share = tolerance(want), shares(want, got)
+    limit, share = tolerance(want), shares(want, got)
     magnitude = np.broadcast_to(np.abs(want).max(axis=-1, keepdims=True), want.shape)
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     worst = np.unravel_index(int(np.argmax(share)), share.shape)
@@ -165,7 +165,7 @@ def compare(want: np.ndarray, got: np.ndarray, output: str, where: str, what: st
                  else f"row {worst[0]}, symbol {worst[1]}")
         raise ExportMismatch(
             f"{what}: {output} differs from eager on {where} at {index}: |difference| {diff[worst]:.3g} "
-            f"(eager {want[worst]:.6g}, export {got[worst]:.6g}) > tolerance {allowed[worst]:.3g} "
+            f"(eager {want[worst]:.6g}, export {got[worst]:.6g}) > tolerance {limit[worst]:.3g} "
             f"= {ATOL:g} + {RTOL:g} x {magnitude[worst]:.3g} (the largest |value| in that row of eager's "
             f"{output}); not written")
     return float(diff.max()), float(share.max())

@@ -1,8 +1,8 @@
 """Every export of one checkpoint, built and checked together: vocab.json, the TorchScript and
 ONNX steps (each against eager, export.parity) and charrnn_generate.onnx (the one-graph greedy
-loop, against the ONNX step loop), in a staging folder first, then moved into place together: a
-failed export leaves the previous set untouched and never mixes two runs. `python -m export` is
-its command line.
+loop: names against the ONNX step loop, log-probabilities against eager's), in a staging folder
+first, then moved into place together: a failed export leaves the previous set untouched and
+never mixes two runs. `python -m export` is its command line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from export.onnx_step import export_onnx
 from export.parity import Parity
 from export.torchscript import export_torchscript
 from model.checkpoint import load_checkpoint
+from model.nbest_torch import TorchStepper
 
 ARTIFACTS = dict(zip(("vocab", "torchscript", "onnx", "generate"), contract.EXPORTS))  # the commit order
 
@@ -39,7 +40,9 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]
             "onnx": export_onnx(model, vocab, text, staging / ARTIFACTS["onnx"]),
         }
         # the one-graph greedy loop, built from the checked step and compared with its loop
-        export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"])
+        # (names) and with eager (log-probabilities)
+        eager = TorchStepper(model.cpu().eval().step, (model.num_layers, model.hidden_size))
+        export_generate(staging / ARTIFACTS["onnx"], staging / ARTIFACTS["generate"], eager, "eager")
         pause_point("export-staged")  # tests signal at these points (core.atomic.pause_point)
         with signals_deferred():  # the set changes together or not at all
             for i, name in enumerate(ARTIFACTS.values()):

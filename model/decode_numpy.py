@@ -16,7 +16,7 @@ import numpy as np
 from core.noise import NOISE_CHUNK, mix32, seeded_bits, to_unit_interval
 from core.request import Row
 
-__all__ = ["NOISE_CHUNK", "Chooser", "decode", "decode_greedy_graph"]
+__all__ = ["NOISE_CHUNK", "Chooser", "decode", "decode_greedy_graph", "decode_greedy_graph_scored"]
 
 
 class Chooser:
@@ -117,14 +117,38 @@ def decode(step, rows: Sequence[Row], *, bos_id: int, eos_id: int, hidden_shape:
 
 def decode_greedy_graph(run: Callable, rows: Sequence[Row], *, eos_id: int) -> list[list[int]]:
     """Greedy rows through the one-graph decoder (charrnn_generate.onnx), `run(prefix [B, P],
-    prefix_length [B], max_length) -> (ids, length)`: the same result as `decode(step, rows, ...)`,
-    ids per row, end token excluded.
-    One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent).
+    prefix_length [B], max_length) -> (ids, length, logprob)`: the same result as
+    `decode(step, rows, ...)`, ids per row, end token excluded.
+    One run with the largest cap; a row with a smaller cap is cut (greedy rows are independent)."""
+    return _graph_rows(run, rows, eos_id)[0]
+
+
+def decode_greedy_graph_scored(run: Callable, rows: Sequence[Row], *,
+                               eos_id: int) -> tuple[list[list[int]], list[float]]:
+    """`decode_greedy_graph` and each name's log-probability (the graph's `logprob` output:
+    model.nbest's definition, as `model.nbest.score` gives it for the same ids).
+
+    The graph scores a name to the end token under the run's largest cap; a row cut at its own
+    smaller cap needs the end token's probability after its last character instead, so those
+    rows (rare: only mixed caps where the model runs past one) are run again, grouped by cap."""
+    ids, lengths, logprobs = _graph_rows(run, rows, eos_id)
+    cut = [i for i, (n, r) in enumerate(zip(lengths, rows)) if n > r.max_length]
+    for cap in sorted({rows[i].max_length for i in cut}):
+        group = [i for i in cut if rows[i].max_length == cap]
+        _, _, again = _graph_rows(run, [rows[i] for i in group], eos_id)
+        for i, lp in zip(group, again):
+            logprobs[i] = lp
+    return ids, logprobs
+
+
+def _graph_rows(run: Callable, rows: Sequence[Row], eos_id: int) -> tuple[list[list[int]], list[int], list[float]]:
+    """One run of the graph with the rows' largest cap: (ids per row cut at its own cap, the
+    lengths the run gave, the log-probabilities it gave).
 
     The whole call costs a few session.runs' worth, so the Python around it counts: prefixes
     of one length (one name, or one letter each) become the input array in one conversion."""
     if not rows:
-        return []
+        return [], [], []
     if any(r.temperature > 0 for r in rows):
         raise ValueError("the one-graph model decodes greedily only (temperature 0)")
     widths = [len(r.prefix) for r in rows]
@@ -135,5 +159,7 @@ def decode_greedy_graph(run: Callable, rows: Sequence[Row], *, eos_id: int) -> l
         prefix = np.full((len(rows), max(1, width)), eos_id, dtype=np.int64)
         for i, r in enumerate(rows):
             prefix[i, : len(r.prefix)] = r.prefix
-    ids, length = run(prefix, widths, max(r.max_length for r in rows))
-    return [row[: min(n, r.max_length)] for row, n, r in zip(ids.tolist(), length.tolist(), rows)]
+    ids, length, logprob = run(prefix, widths, max(r.max_length for r in rows))
+    lengths = length.tolist()
+    return ([row[: min(n, r.max_length)] for row, n, r in zip(ids.tolist(), lengths, rows)], lengths,
+            logprob.tolist())

@@ -19,9 +19,10 @@ bodies), serve/answers.py (the n-best search and scores).
   each other, so a request gets the same names alone or in any batch (up to near-ties,
   docs/numerics.md). Streaming uses the loop's
   `on_step` hook (a host read per step).
-- `answer` is `generate` with each name's log-probability; requests with temperature 0 and
-  num > 1 (or "search": "nbest") run the exact n-best search instead (serve.answers over
-  model.nbest, docs/nbest.md).
+- `answer` is `generate` with each name's log-probability (the one-graph decoder's from the same
+  run, its `logprob` output; the torch loop's by a scoring pass after it); requests with
+  temperature 0 and num > 1 (or "search": "nbest") run the exact n-best search instead
+  (serve.answers over model.nbest, docs/nbest.md).
 - `session` keeps a hidden state per session id on the device (serve.sessions: an LRU with idle
   expiry), feeds the newly typed characters and returns the next-character distribution and the
   greedy completion, again in one run of the torch loop per batch (continuing from a `Start`,
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from core.request import Row, make_rows, request_seed
+from core.request import Row, request_seed
 from core.vocab import Vocab
 from model.batch import NameText, RowBatch
 from model.chunked import MODES, ChunkedDecoder
@@ -146,15 +147,15 @@ class Engine:
                on_chars: Callable[[int, list[tuple[int, str]]], None] | None = None, *,
                scores: bool = True) -> list[Answer]:
         """Names and their log-probabilities per request: the n-best requests by the search
-        (serve.answers), the others decoded (`_decode_names`): the torch loop's names scored as
-        they are decoded, the one-graph decoder's then scored in one batch."""
+        (serve.answers), the others decoded (`_decode_names`), each decoder scoring its names in
+        the same run (the torch loop as it decodes, the one-graph decoder by its `logprob` output)."""
         searched = [i for i, r in enumerate(requests) if self.decoder(r) == NBEST]
         names, decoded_scores = self._decode_names(requests, on_chars, skip=set(searched), scores=scores)
         stepper = TorchStepper(self.step, self.hidden_shape, self.device)
         found = dict(zip(searched, answers.searched_answers(
             stepper, self.vocab, [(requests[i].prefix, requests[i].num, requests[i].max_length) for i in searched],
             max_expansions=self.limits.max_expansions, width=self.limits.nbest_width)))
-        # the torch loop scored its names as it decoded them; the others are scored here
+        # every decoder scores its own names; a scoring pass only for one that did not
         flat = [n for i, got in enumerate(names) if i not in found and decoded_scores[i] is None for n in got]
         logprobs = iter(answers.scores(stepper, self.vocab, flat) if scores and flat else [])
         return [found[i] if i in found else
@@ -172,8 +173,8 @@ class Engine:
         each request with `stream` set (streaming reads the step's ids on the host: one sync per
         step, so it is only installed when a request streams).
 
-        Also returns, with `scores`, the log-probabilities of the names the torch loop decoded
-        (it sums them as it decodes), None for the other requests.
+        Also returns, with `scores`, the log-probabilities the decoder gave with the names (the torch
+        loop sums them as it decodes; the one-graph decoder returns them), None where none came.
         """
         names: list[list[str]] = [[] for _ in requests]
         logprobs: list[list[float] | None] = [None] * len(requests)
@@ -199,20 +200,23 @@ class Engine:
     def _decode_requests(self, requests: Sequence[GenerateRequest], indices: list[int], graph: bool,
                          on_chars, scores: bool = False) -> tuple[list[list[str]], list[list[float]] | None]:
         """The names of `requests` (their indices in the whole batch: `indices`) by the one-graph
-        decoder (`graph`) or the torch loop: the rows `make_rows` gives per request, each request's
-        seed drawn once (`request_seed`) when it has none. With `scores`, the torch loop's names come
-        with their log-probabilities (None: not scored here)."""
-        seeds = [request_seed(r.seed) for r in requests]
+        decoder (`graph`) or the torch loop: the rows `core.request.make_rows` gives per request
+        (greedy rows need no seed; a sampled request's seed is drawn once, `request_seed`, when it
+        has none). With `scores`, the names come with their log-probabilities from the same run."""
         starts = [0]
         for r in requests:
             starts.append(starts[-1] + r.num)
-        if graph:
-            rows = [row for r, seed in zip(requests, seeds)
-                    for row in make_rows(self.vocab, r.prefix, num=r.num, max_length=r.max_length,
-                                         temperature=r.temperature, top_k=r.top_k, seed=seed)]
-            names = [self.vocab.decode(row) for row in self.greedy.decode(rows)]
-            logprobs = None
+        if graph:  # greedy: no seed to draw; the prefix is NFC already (serve.validation)
+            rows = []
+            for r in requests:
+                rows += [Row(tuple(self.vocab.encode(r.prefix)), r.max_length)] * r.num
+            if scores:
+                ids, logprobs = self.greedy.decode_scored(rows)
+            else:
+                ids, logprobs = self.greedy.decode(rows), None
+            names = [self.vocab.decode(row) for row in ids]
         else:  # the rows built per request, not per row, and the names turned into text in one go
+            seeds = [request_seed(r.seed) for r in requests]
             batch = RowBatch.from_groups([self.vocab.encode(r.prefix) for r in requests], [r.num for r in requests],
                                          [r.max_length for r in requests], [r.temperature for r in requests],
                                          [r.top_k for r in requests], seeds)

@@ -103,6 +103,10 @@ def _reject_constant(name: str):
     raise RequestError(f"body is not valid JSON: {name} is not a number (numbers must be finite)")
 
 
+# made once: json.loads(..., parse_constant=...) builds a new decoder for every body
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_body(payload: object, max_bytes: int) -> dict:
     """A JSON object from raw bytes/str, or an object TorchServe already parsed."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -119,7 +123,7 @@ def parse_body(payload: object, max_bytes: int) -> dict:
             payload = None
         else:
             try:
-                payload = json.loads(payload, parse_constant=_reject_constant)
+                payload = _DECODER.decode(payload)
             except json.JSONDecodeError as exc:
                 raise RequestError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
                                    f"column {exc.colno}") from None

@@ -1,13 +1,15 @@
-"""`make bench-serving` pieces that do not need TorchServe: the load generator against a fake
-keep-alive HTTP server (percentiles, throughput, reconnects after `connection: close`, chunked
-bodies, sessions, the request budget), the sweep's points and choice rule, the archive patch,
-the PredictionTime parsing and the section's Markdown. The real-server path is
-`make bench-serving` (a TorchServe start plus the JVM warm-up is longer than these tests)."""
+"""`make bench-serving` pieces that do not need TorchServe: the load generators against a fake
+keep-alive HTTP server (wrk's closed loop, the open loop's scheduled-time latency, percentiles,
+throughput, reconnects after `connection: close`, chunked bodies, sessions, the request budget),
+the do-nothing archive, the sweep's points and choice rule, the archive patch, the PredictionTime
+parsing, the targets and the section's Markdown. The real-server path is `make bench-serving`
+(a TorchServe start plus the JVM warm-up is longer than these tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import threading
 import time
@@ -21,8 +23,9 @@ import numpy as np
 import pytest
 import yaml
 
-from bench import load, serving_report, serving_runs, serving_sweep
+from bench import ceiling, load, serving, serving_report, serving_runs, serving_sweep, wrk
 from serve import procfs
+from tests.conftest import in_ci
 
 # ---------------------------------------------------------------- a fake server
 
@@ -57,6 +60,11 @@ class FakeServer:
     def __exit__(self, *exc) -> None:
         async def shutdown():
             self.server.close()
+            # connections a client dropped mid-answer (wrk stops with requests in flight)
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in handlers:
+                t.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             await self.server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
@@ -319,44 +327,247 @@ def test_prediction_time_lines_give_batches_and_handler_time():
     assert serving_runs.handler_stats(batches, procfs.Window(t0 + 10, t0 + 11)) == {"batches": 0}
 
 
+# ---------------------------------------------------------------- wrk (closed loop)
+
+
+@pytest.fixture
+def wrk_binary():
+    try:
+        return wrk.available()
+    except wrk.WrkMissing as exc:
+        if in_ci():
+            pytest.fail(f"{exc} (CI is set: .ci/run installs it)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def test_the_wrk_script_quotes_any_body_and_sends_the_token():
+    text = wrk.script("/predictions/charrnn", [b'{"prefix": "]]"}', b'{"prefix": "A"}'], "t0k")
+    assert '[=[{"prefix": "]]"}]=]' in text and '[[{"prefix": "A"}]]' in text
+    assert '["Authorization"] = [[Bearer t0k]]' in text and "[[/predictions/charrnn]]" in text
+    assert "Authorization" not in wrk.script("/x", [b"{}"], None)
+    with pytest.raises(ValueError):
+        wrk.script("/x", [], None)
+
+
+def test_wrk_measures_throughput_latency_and_errors(wrk_binary):
+    """Against a server that answers in 20 ms: wrk's closed loop cannot beat connections / 20 ms,
+    every latency is at least the service time, the server saw what wrk counted (plus the
+    requests still in flight when wrk stopped), and 400 answers are counted as errors."""
+    delay, connections = 0.02, 4
+    with FakeServer(delay=delay) as server:
+        got = wrk.run(f"http://127.0.0.1:{server.port}/predictions/charrnn", [b'{"prefix": "A"}', b'{"prefix": "B"}'],
+                      "token", connections=connections, seconds=2)
+        seen = server.requests
+    assert got.errors == 0 and got.requests > 20
+    assert got.requests <= seen <= got.requests + connections
+    assert got.p50_ms >= delay * 1e3 * 0.95 and got.p99_ms >= got.p50_ms
+    assert got.req_per_s <= connections / delay * 1.05
+    assert got.cpu_seconds > 0
+    with FakeServer(close_every=4) as server:
+        got = wrk.run(f"http://127.0.0.1:{server.port}/predictions/charrnn", [b'{"prefix": "A"}'], None,
+                      connections=1, seconds=1)
+    assert got.errors >= got.requests // 4 - 1 and got.errors > 0
+    summary = got.summary()
+    assert summary["req_per_s"] == pytest.approx((got.requests - got.errors) / got.seconds)
+
+
+# ---------------------------------------------------------------- the open loop
+
+
+def raws(server: FakeServer, prefixes: str = "ABC") -> list[bytes]:
+    return [load.post("/predictions/charrnn", "127.0.0.1", server.port, "t", json.dumps({"prefix": c}).encode())
+            for c in prefixes]
+
+
+def test_open_loop_sends_at_the_rate_whatever_the_answers():
+    """200 req/s for 1 s against a 30 ms service: every scheduled request is sent and answered,
+    about 6 at a time (the pool grows past the 2 connections it starts with), each latency at
+    least the service time."""
+    with FakeServer(delay=0.03) as server:
+        sample = load.open_loop("127.0.0.1", server.port, raws(server), rate=200, seconds=1.0, pool=2)
+        assert server.requests == 200 and server.max_in_flight >= 4
+    s = load.summarize_open(sample)
+    assert s["scheduled"] == s["requests"] == 200 and s["errors"] == 0
+    assert s["connections"] >= 4
+    assert min(sample.service) >= 0.03 * 0.95 and s["p50_ms"] >= 30 * 0.95
+    assert s["req_per_s"] == pytest.approx(200, rel=0.1)
+    assert all(lag >= 0 for lag in sample.lags)
+
+
+def test_open_loop_latency_counts_from_the_scheduled_time_no_coordinated_omission():
+    """One connection and a 20 ms service can answer 50 req/s; 100 req/s are scheduled for 1 s.
+    A closed-loop client would report 20 ms for every request; from the scheduled times, the
+    requests that waited for the connection are charged their wait: the last waits about 1 s."""
+    with FakeServer(delay=0.02) as server:
+        sample = load.open_loop("127.0.0.1", server.port, raws(server), rate=100, seconds=1.0, pool=1,
+                                max_connections=1)
+    s = load.summarize_open(sample)
+    assert s["requests"] == 100 and s["errors"] == 0 and s["connections"] == 1
+    assert s["service_p50_ms"] < 60  # each answer itself is quick...
+    assert s["max_ms"] >= 800 and s["p50_ms"] >= 300  # ...but they arrived faster than it could answer
+    assert s["req_per_s"] <= 60
+
+
+def test_open_loop_counts_refusals_and_closed_connections_as_errors():
+    with FakeServer(close_every=5) as server:
+        sample = load.open_loop("127.0.0.1", server.port, raws(server), rate=100, seconds=0.5, pool=2)
+    s = load.summarize_open(sample)
+    assert s["requests"] == 50 and s["errors"] == 10 and s["statuses"] == {"200": 40, "400": 10}
+    assert s["error_bodies"] == {"400": '{"error": "bad"}'}
+
+
+# ---------------------------------------------------------------- the do-nothing handler
+
+
+def test_the_ceiling_store_holds_the_shipped_archive_and_a_do_nothing_one_with_its_settings(tmp_path):
+    from serve.standin import StandInContext
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    make_mar(shipped / "charrnn.mar")
+    store = ceiling.build_store(shipped, tmp_path / "store")
+    assert sorted(p.name for p in store.iterdir()) == ["ceiling.mar", "charrnn.mar"]
+    assert (store / "charrnn.mar").read_bytes() == (shipped / "charrnn.mar").read_bytes()
+    assert ceiling.model_config(store / "ceiling.mar") == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8,
+                                                          "maxBatchDelay": 5}
+    with zipfile.ZipFile(store / "ceiling.mar") as z:
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        assert manifest["model"]["handler"] == "ceiling_handler.py"
+        (tmp_path / "unpacked.py").write_bytes(z.read("ceiling_handler.py"))
+    spec = importlib.util.spec_from_file_location("unpacked_ceiling_handler", tmp_path / "unpacked.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.CeilingHandler()
+    context = StandInContext(tmp_path)
+    handler.initialize(context)
+    out = context.run(handler, [b'{"prefix": "A"}', b"not even JSON", b""])
+    assert [r.status for r in out] == [200] * 3
+    assert all(json.loads(r.text) == {"names": ["Maria"], "logprobs": [-1.0]} for r in out)
+    assert all(r.headers["content-type"] == "application/json" for r in out)
+
+
+def test_the_shipped_config_check_names_every_difference(tmp_path, monkeypatch):
+    make_mar(tmp_path / "charrnn.mar")
+    source = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 5,
+              "handler": {"mode": "generate", "threads": 1}}
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "charrnn.yaml").write_text(yaml.safe_dump(source))
+    monkeypatch.setattr("serve.archive.CONFIG_DIR", config_dir)
+    served = {m: {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 5, "ready_workers": 2}
+              for m in ("charrnn", "ceiling")}
+    got = serving.shipped_config(tmp_path, served)
+    assert got["same"] and got["differences"] == [] and got["settings"]["maxBatchDelay"] == 5
+    served["ceiling"]["maxBatchDelay"] = 100
+    source["batchSize"] = 4
+    (config_dir / "charrnn.yaml").write_text(yaml.safe_dump(source))
+    got = serving.shipped_config(tmp_path, served)
+    assert not got["same"]
+    assert "batchSize: serve/config 4, archive 8" in got["differences"]
+    assert "maxBatchDelay: serve/config 5, TorchServe's ceiling 100" in got["differences"]
+
+
 # ---------------------------------------------------------------- the section's shape
 
 
-def fake_run(req_s, p50, p99, errors=0, statuses=None):
+def fake_run(req_s, p50, p99, errors=0, statuses=None, model="charrnn"):
     return {"req_per_s": req_s, "p50_ms": p50, "p99_ms": p99, "errors": errors, "requests": 1000,
             "statuses": statuses or {"200": 1000 - errors}, "error_bodies": {},
-            "cpu_ms_per_request": {"frontend (Java)": 0.5, "workers charrnn": 0.7, "load generator": 0.1,
+            "cpu_ms_per_request": {"frontend (Java)": 0.5, f"workers {model}": 0.7, "load generator": 0.1,
                                    "machine busy": 1.6, "capacity": 2.0, "other processes": 0.3},
             "handler": {"batches": 10, "mean_batch": 4.0, "handler_ms_per_batch": 2.0, "handler_ms_per_request": 0.5},
             "cpu_bound_req_per_s": 1500.0}
 
 
-def test_the_markdown_has_the_table_the_target_and_the_sweep():
-    main = {"greedy": {str(c): serving_runs.aggregate([fake_run(1000 + i, 7.0, 17.0 + i) for i in range(3)])
-                       for c in (1, 8, 32)},
-            "session": {str(c): serving_runs.aggregate([fake_run(800, 9.0, 30.0, errors=5,
-                                                            statuses={"200": 995, "429": 5})] * 3)
-                        for c in (1, 8, 32)}}
+def fake_open(req_s, p50, p99, errors=0, model="charrnn"):
+    run = fake_run(req_s, p50, p99, errors, model=model)
+    run.update(p90_ms=p50 * 1.5, max_ms=p99 * 2, service_p99_ms=p99 * 0.9, lag_p50_ms=0.5, lag_p99_ms=1.5)
+    return run
+
+
+def fake_result(delay=1, charrnn_p50=3.0, charrnn_rps=(900, 2500, 4000), errors=0):
+    ceiling_rps = {1: 450, 8: 3500, 32: 4800}
+    closed = {"do-nothing": {str(c): serving_runs.aggregate([fake_run(ceiling_rps[c], 2.0, 8.0, model="ceiling")] * 3)
+                             for c in (1, 8, 32)},
+              "charrnn": {str(c): serving_runs.aggregate([fake_run(r, charrnn_p50, 12.0 + i, errors if c == 32 else 0)
+                                                          for i in range(3)])
+                          for c, r in zip((1, 8, 32), charrnn_rps)}}
+    opened = {label: {f"{pct:g}": dict(serving_runs.aggregate([fake_open(1000 * pct / 25, 3.0, 9.0, model=m)] * 3,
+                                                               serving_runs.SUMMARIZED_OPEN), offered_req_per_s=pct * 40.0)
+                      for pct in (25, 50, 80)}
+              for label, m in (("do-nothing", "ceiling"), ("charrnn", "charrnn"))}
+    config = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": delay, "responseTimeout": 30}
+    result = {"server": "TorchServe", "load_generators": {"closed": "wrk", "open": "bench/load.py"},
+              "archive": {"path": "/x/charrnn.mar", "built": "2026-01-01 00:00", "model_config": config},
+              "settings": {"clients": [1, 8, 32], "rates_percent": [25, 50, 80], "repeats": 3, "seconds_per_run": 8,
+                           "warmup_seconds_per_run": 2, "jvm_warmup_seconds": 30},
+              "main": {"closed": closed, "open": opened, "capacity_req_per_s": 4000.0, "served": {}},
+              "shipped_config": {"same": True, "differences": [], "settings": config}}
+    result["targets"] = serving_report.targets(result) + serving.session_targets(None)
+    return result
+
+
+def test_targets_are_ratios_to_the_do_nothing_handler_from_the_same_run():
+    met = {t["target"].split(":")[0]: t["met"] for t in fake_result()["targets"]}
+    assert met == {"one client, greedy one-shot": True, "8 clients": False, "32 clients": True,
+                   "the shipped config is the one measured (serve/config/charrnn.yaml = the archive's model-config.yaml = "
+                   "what TorchServe serves, for both handlers)": True, "sessions": None}
+    got = {t["target"].split(":")[0]: t for t in fake_result(delay=5, charrnn_p50=5.0, errors=1)["targets"]}
+    assert got["one client, greedy one-shot"]["met"] is False  # 2.5x
+    assert "2.50×" in got["one client, greedy one-shot"]["measured"]
+    assert got["32 clients"]["met"] is False and "3 errors" in got["32 clients"]["measured"]  # an error misses it
+    assert not fake_result(delay=5)["targets"][0]["met"]  # within 1.5x, but not with a 1 ms batch window
+    assert "0.71×" in got["8 clients"]["measured"]  # 2,500 / 3,500
+
+
+def test_the_markdown_has_both_loops_the_targets_the_sessions_place_and_the_sweep():
+    result = fake_result()
     rows = [serving_runs.aggregate([fake_run(900, 8, 20)] * 3), serving_runs.aggregate([fake_run(1100, 8, 18)] * 3)]
-    for r, (w, b, d) in zip(rows, ((1, 1, 1), (2, 8, 5))):
+    for r, (w, b, d) in zip(rows, ((1, 1, 1), (2, 8, 1))):
         r["point"] = {"workers": w, "batch_size": b, "max_batch_delay_ms": d, "quiet_logs": False}
-    result = {"server": "TorchServe", "load_generator": "bench/load.py",
-              "archives": {e: {"path": f"/x/{m}.mar", "built": "2026-01-01 00:00",
-                               "model_config": {"minWorkers": 2, "batchSize": 8, "maxBatchDelay": 5}}
-                           for e, m in serving_runs.MODELS.items()},
-              "settings": {"clients": [1, 8, 32], "endpoints": ["greedy", "session"], "repeats": 3,
-                           "requests_per_run": 1000, "warmup_per_run": 200, "max_seconds_per_run": 8,
-                           "jvm_warmup_requests": 10000, "jvm_warmup_max_seconds": 20},
-              "main": main,
-              "sweep": {"clients": 8, "rows": rows, "best": serving_sweep.choose_best(rows), "rule": "r", "seconds": 60}}
+    result["sweep"] = {"clients": 8, "rows": rows, "best": serving_sweep.choose_best(rows), "rule": "r", "seconds": 60}
     text = serving_report.markdown(result)
-    assert "| one-shot greedy | 8 | 1,001 (1,000–1,002, n=3) | 7.0 (7.0–7.0, n=3) | 18.0 (17.0–19.0, n=3) | 0 of 3,000 |" in text
-    assert "15 of 3,000 (429: 15)" in text and "429: a session refused" in text
-    assert "**met**" in text
-    assert "| 2 | 8 | 5 | 1,100 (1,100–1,100, n=3)" in text and "**best**" in text
-    assert "Best: 2 workers, batchSize 8, maxBatchDelay 5 ms" in text
-    assert "| one-shot greedy | 8 | 1,001 | 2.00 | 1.60 | 0.50 | nan | 0.70 | 0.10 | 0.30 | 1,500 | 4.0 | 2.00 | 0.50 |" in text
+    assert "| 8 | charrnn | 2,500 (2,500–2,500, n=3) | 3.00 (3.00–3.00, n=3) | 13.0 (12.0–14.0, n=3) | 0 of 3,000 | " \
+           "0.71× req/s, 1.50× p50 |" in text
+    assert "| 8 | do-nothing | 3,500 (3,500–3,500, n=3) |" in text
+    assert "| 80 % (3,200) | charrnn | 3,200 (3,200–3,200, n=3) | 3.00 (3.00–3.00, n=3) | 9.0 (9.0–9.0, n=3) |" in text
+    assert "### Open loop" in text and "### Closed loop" in text and "### Sessions" in text
+    assert "0.71× (2,500 against 3,500 req/s), p99 13.0 ms, 0 errors — **missed**" in text
+    assert "0.83× (4,000 against 4,800 req/s)" in text and text.count("**met**") == 3
+    assert "bench/serving_sessions.py" in text
+    assert "| 2 | 8 | 1 | 1,100 (1,100–1,100, n=3)" in text and "**best**" in text
+    assert "| do-nothing | 32 | 4,800 | 2.000 | 1.600 | 0.500 | nan | 0.700 |" in text
     json.dumps(result)  # what bench.json stores
+
+
+def test_the_session_benchmark_plugs_in_by_its_module(monkeypatch, tmp_path):
+    """bench/serving_sessions.py (another helper's) is called when it is there: its section in
+    the page, its targets with the others; a missing module says so; a module that fails to
+    import for another reason is an error, not a silent skip."""
+    import sys
+    import types
+
+    assert serving.sessions_part(tmp_path, None, print)["status"] == "not wired"
+    calls = []
+    fake = types.ModuleType("bench.serving_sessions")
+    fake.measure = lambda store, args, log: calls.append((store, args)) or {
+        "targets": [{"target": "typists", "measured": "1,000 at p99 12 ms", "met": True}]}
+    fake.markdown = lambda data: "| typists | p99 |\n|---|---|\n| 1,000 | 12 |"
+    monkeypatch.setitem(sys.modules, "bench.serving_sessions", fake)
+    part = serving.sessions_part(tmp_path, "args", print)
+    assert part["status"] == "ok" and calls == [(tmp_path, "args")]
+    result = fake_result()
+    result["sessions"] = part
+    result["targets"] = serving_report.targets(result) + serving.session_targets(part)
+    text = serving_report.markdown(result)
+    assert "| 1,000 | 12 |" in text and "- typists: 1,000 at p99 12 ms — **met**" in text
+
+    def broken(name):  # the module is there but needs something that is not
+        raise ModuleNotFoundError("No module named 'locust'", name="locust")
+
+    monkeypatch.setattr(serving.importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match="locust"):
+        serving.sessions_part(tmp_path, None, print)
 
 
 def test_the_cpu_meter_counts_this_process_as_the_load_generator():

@@ -26,7 +26,8 @@ FILES = {contract.CORPUS, contract.CHECKPOINT, *contract.EXPORTS, *contract.ARCH
 LITERAL = re.compile(r"(?:.*/)?(?:" + "|".join(re.escape(n) for n in sorted(PUBLIC_FILES)) + r")|.*\.mar"
                      r"|.*\.torchscript\.pt"
                      r"|(?:[\w.-]*/)*(?:" + "|".join(sorted(PUBLIC_FOLDERS)) + r")(?:/[\w.-]*)*")
-IO_NAMES = {"char", "hidden", "logits", "hidden_out", "prefix", "prefix_length", "max_length", "ids", "length"}
+IO_NAMES = {"char", "hidden", "logits", "hidden_out", "prefix", "prefix_length", "max_length", "ids", "length",
+            "logprob"}
 
 
 def test_the_names_are_the_public_ones():
@@ -35,7 +36,7 @@ def test_the_names_are_the_public_ones():
     assert contract.ARCHIVES == ("charrnn.mar", "charrnn_session.mar")
     assert (contract.STEP_INPUTS, contract.STEP_OUTPUTS) == (("char", "hidden"), ("logits", "hidden_out"))
     assert (contract.GENERATE_INPUTS, contract.GENERATE_OUTPUTS) == (("prefix", "prefix_length", "max_length"),
-                                                                     ("ids", "length"))
+                                                                     ("ids", "length", "logprob"))
     assert {contract.ART_DIR, contract.MODEL_STORE} == PUBLIC_FOLDERS
     assert contract.TORCHSCRIPT.endswith(contract.TORCHSCRIPT_SUFFIX) and contract.TORCHSCRIPT_SUFFIX == ".torchscript.pt"
     assert {*contract.STEP_INPUTS, *contract.STEP_OUTPUTS, *contract.GENERATE_INPUTS, *contract.GENERATE_OUTPUTS} == IO_NAMES

@@ -174,3 +174,34 @@ def test_the_fuzz_harness_expects_what_the_handler_answers_for_every_valid_class
             names = json.loads(r.text)["names"]
         assert names == case.names, (category, case.body)
     assert several_streamed_greedy > 0  # the case that once went wrong was generated
+
+
+def test_one_graph_answers_are_scored_by_their_own_run(model_dir, engine, monkeypatch):
+    """Greedy answers of the one-graph decoder take their log-probabilities from its `logprob`
+    output: no scoring pass (answers.scores is not called for them), the values those of the
+    scoring pass over the TorchScript step, in any mix with other requests and caps (a name cut
+    at its own max_length in a batch with a longer cap included)."""
+    from serve import answers
+
+    h, _ = handler(model_dir)
+    graph_engine = h.engine
+    requests = [GenerateRequest(prefix="A"), GenerateRequest(prefix="Ma", max_length=3), GenerateRequest(),
+                GenerateRequest(prefix="L", max_length=40), GenerateRequest(prefix="Jo", max_length=2)]
+    assert {graph_engine.decoder(r) for r in requests} == {ONNX_GRAPH}
+    with one_thread():
+        want = engine.answer(requests)  # TorchScript only: decoded, then scored by a second pass
+    scored = []
+    real = answers.scores
+    monkeypatch.setattr(answers, "scores", lambda *a, **k: scored.append(a[2]) or real(*a, **k))
+    with one_thread():
+        got = graph_engine.answer(requests)
+    assert scored == []  # no second pass
+    for g, w in zip(got, want):
+        assert g.names == w.names and close_lists(g.logprobs, w.logprobs)
+    assert len(got[1].names[0]) == 3 and len(got[4].names[0]) == 2  # cut at their caps
+    # a sampled request in the same batch is still scored (by the torch route), and only it is
+    mixed = requests + [GenerateRequest(prefix="A", temperature=0.8, seed=3)]
+    with one_thread():
+        got = graph_engine.answer(mixed)
+    assert len(scored) == 1 and scored[0] == got[-1].names
+    assert close_lists(got[0].logprobs, want[0].logprobs)

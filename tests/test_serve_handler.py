@@ -22,6 +22,7 @@ import yaml
 from core.contract import ONNX_GENERATE as GENERATE_FILE
 from core.errors import ArtifactError
 from core.request import make_rows
+from export.tolerance import RTOL
 from model.generate import TorchGenerator
 from serve.engine import ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
@@ -138,7 +139,9 @@ def test_a_mixed_batch_equals_each_request_decoded_alone(gen):
 
 def test_greedy_requests_run_on_the_one_graph_decoder_with_the_torchscript_names(gen, gen_torch, reference):
     """On CPU the greedy, non-streamed requests of a batch go to charrnn_generate.onnx and the
-    rest to the TorchScript loop; every answer equals the TorchScript-only handler's."""
+    rest to the TorchScript loop; every answer equals the TorchScript-only handler's: the same
+    names, and log-probabilities (the graph's own, the TorchScript step's scores there) equal to
+    the export's relative tolerance."""
     assert gen[0].engine.greedy is not None and gen_torch[0].engine.greedy is None
     vocab = reference.vocab
     batch = [body(prefix=c) for c in vocab.characters[:20]] + [
@@ -146,16 +149,20 @@ def test_greedy_requests_run_on_the_one_graph_decoder_with_the_torchscript_names
         body(prefix="A", temperature=0.8, seed=5, num=2), body(prefix="B", top_k=1, temperature=1.0, seed=1),
         body(prefix="C", stream=True), body(prefix="D", max_length=30)]
     got, want = gen[1].run(gen[0], batch), gen_torch[1].run(gen_torch[0], batch)
-    assert [(r.status, r.text) for r in got] == [(r.status, r.text) for r in want]
-    assert all(r.status == 200 for r in got)
+    assert [r.status for r in got] == [r.status for r in want] == [200] * len(batch)
+    for g, w in zip(got, want):
+        g_answer, w_answer = (json.loads(r.streamed.decode().splitlines()[-1] if r.chunks else r.text) for r in (g, w))
+        assert g_answer["names"] == w_answer["names"]
+        assert g_answer["logprobs"] == pytest.approx(w_answer["logprobs"], rel=RTOL, abs=2e-6)  # + 6-decimal rounding
+        assert set(g_answer) == set(w_answer)
     greedy = gen[0].engine.greedy
     calls = []
-    original = greedy.decode
-    greedy.decode = lambda rows: calls.append(len(rows)) or original(rows)
+    original = greedy.decode_scored
+    greedy.decode_scored = lambda rows: calls.append(len(rows)) or original(rows)
     try:
         gen[1].run(gen[0], batch)
     finally:
-        del greedy.decode
+        del greedy.decode_scored
     assert calls == [20 + 1 + 3 + 1 + 1 + 1]  # one run for every greedy row that does not stream
 
 
@@ -186,8 +193,8 @@ def test_the_decoder_header_names_the_decoder_that_ran(gen, gen_torch, monkeypat
     handler, ctx = gen
     ran = []
     greedy, loop = handler.engine.greedy, handler.engine.chunked
-    graph, run = greedy.decode, loop.run
-    monkeypatch.setattr(greedy, "decode", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
+    graph, run = greedy.decode_scored, loop.run
+    monkeypatch.setattr(greedy, "decode_scored", lambda rows: ran.append(ONNX_GRAPH) or graph(rows))
     monkeypatch.setattr(loop, "run", lambda *a, **k: ran.append(TORCH) or run(*a, **k))
     cases = [body(prefix="Ma"), body(), body(num=3, max_length=4, search="greedy"), body(prefix="A", temperature=0.8, seed=5),
              body(prefix="B", top_k=1, temperature=1.0, seed=1), body(prefix="C", stream=True)]
@@ -644,7 +651,7 @@ def test_the_archive_ships_the_handler_and_its_imports(tiny_artifacts, tiny_card
     assert manifest["model"]["handler"] == "handler.py"
     assert manifest["model"]["serializedFile"] == "charrnn.torchscript.pt"
     assert manifest["model"]["configFile"] == "model-config.yaml"
-    assert "batchSize: 8" in config and "maxBatchDelay: 5" in config
+    assert config == (Path(__file__).resolve().parents[1] / "serve" / "config" / "charrnn.yaml").read_text()
     assert yaml.safe_load(config)["handler"]["one_graph"] is True  # the declaration the worker enforces
 
 

@@ -16,7 +16,7 @@ export const MAX_SEED = 2 ** 32 - 1; // core.noise.MAX_SEED
 const VOCAB_KEY = "vocab.json"; // core.manifest.VOCAB_KEY
 const SEAL_KEY = "charrnn.sha256"; // core.integrity.SEAL_KEY
 const STEP_IO = [["char", "hidden"], ["logits", "hidden_out"]]; // core.contract STEP_INPUTS/STEP_OUTPUTS (tests/test_contract.py)
-const GRAPH_IO = [["prefix", "prefix_length", "max_length"], ["ids", "length"]]; // core.contract GENERATE_INPUTS/GENERATE_OUTPUTS
+const GRAPH_IO = [["prefix", "prefix_length", "max_length"], ["ids", "length", "logprob"]]; // core.contract GENERATE_INPUTS/GENERATE_OUTPUTS
 
 /** Bad input (a character outside the vocabulary, a value out of range) or a bad model file. */
 export class CharRNNError extends Error {
