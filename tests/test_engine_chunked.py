@@ -14,7 +14,7 @@ from model.chunked import ChunkedDecoder
 from model.decode import decode
 from serve.engine import NBEST, Engine
 from serve.handler import CharRNNHandler
-from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.standin import SEQUENCE_ID, StandInContext
 from serve.validation import GenerateRequest, SessionRequest
 from tests.replaying_graphs import ReplayingGraphs
 
@@ -99,14 +99,14 @@ def check_streams(eager, captured):
 
 def test_session_answers_equal_on_both_paths(engines):
     eager, captured = engines
-    script = [[("a", SessionRequest(text="Lu"), True), ("b", SessionRequest(), True), ("c", SessionRequest(text="M", max_length=3), True)],
-              [("a", SessionRequest(append="c"), False), ("b", SessionRequest(append="J", top_k=3), False)],
-              [("a", SessionRequest(text="Le"), False), ("c", SessionRequest(append="ari"), False),
-               ("c", SessionRequest(append="a"), False)],
-              [("b", SessionRequest(append="oão", max_length=40), False), ("a", SessionRequest(close=True), False),
-               ("d", SessionRequest(text="Lucas"), True), ("e", SessionRequest(text="Ana"), True)],
+    script = [[("a", SessionRequest(text="Lu")), ("b", SessionRequest(text="")), ("c", SessionRequest(text="M", max_length=3))],
+              [("a", SessionRequest(append="c")), ("b", SessionRequest(append="J", top_k=3))],
+              [("a", SessionRequest(text="Le")), ("c", SessionRequest(append="ari")),
+               ("c", SessionRequest(append="a"))],
+              [("b", SessionRequest(append="oão", max_length=40)), ("a", SessionRequest(close=True)),
+               ("d", SessionRequest(text="Lucas")), ("e", SessionRequest(text="Ana"))],
               # nothing new typed: the first step may end the name (it continues one), as in decode
-              [("d", SessionRequest(append=""), False), ("e", SessionRequest(append=""), False)]]
+              [("d", SessionRequest(append="")), ("e", SessionRequest(append=""))]]
     for wave in script:
         assert captured.session(wave) == eager.session(wave)
 
@@ -128,7 +128,7 @@ def test_the_handler_answers_the_same_on_both_paths(model_dir):
         if captured:
             with_captured_loop(shandler.engine)
         answers = session.run(shandler, [b'{"text": "Ma"}', b'{"text": "J"}'],
-                              [{SEQUENCE_ID: "s1", SEQUENCE_START: True}, {SEQUENCE_ID: "s2", SEQUENCE_START: True}])
+                              [{SEQUENCE_ID: "s1"}, {SEQUENCE_ID: "s2"}])
         return [(r.status, r.text, r.streamed) for r in got], [(r.status, r.text) for r in answers]
 
     assert run(True) == run(False)

@@ -204,11 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         # 2. sessions: the same typed text, step by step, on both devices
         words = ["Lu", "c", "as", "Mar", "ia"]
         for engine in (cpu, gpu):
-            engine.session([("a", SessionRequest(text=words[0]), True), ("b", SessionRequest(), True)])
+            engine.session([("a", SessionRequest(text=words[0])), ("b", SessionRequest(text=""))])
         agree = True
         for w in words[1:]:
-            a = cpu.session([("a", SessionRequest(append=w), False), ("b", SessionRequest(append=w), False)])
-            b = gpu.session([("a", SessionRequest(append=w), False), ("b", SessionRequest(append=w), False)])
+            a = cpu.session([("a", SessionRequest(append=w)), ("b", SessionRequest(append=w))])
+            b = gpu.session([("a", SessionRequest(append=w)), ("b", SessionRequest(append=w))])
             for x, y in zip(a, b):
                 agree &= x["completion"] == y["completion"] and [c["char"] for c in x["next"]] == \
                     [c["char"] for c in y["next"]] and all(abs(c["p"] - d["p"]) < 1e-4 for c, d in zip(x["next"], y["next"]))
