@@ -238,19 +238,22 @@ eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
 		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md
 
-# make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
-SECTIONS   ?= training,quality,generation,bulk,serving
+# make bench [SECTIONS=training,quality,generation,bulk,serving,sessions] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
+SECTIONS   ?= training,quality,generation,bulk,serving,sessions
 BENCH_ARGS ?=
 comma      := ,
-bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
+bench: $(EXPORTS) $(if $(filter serving sessions,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
-# The Serving section alone, with its batching sweep (needs Java 17): a TorchServe of its own
-# on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
+# The Serving sections alone (needs Java 17): the one-shot and session tables with the batching
+# sweep, then thousands of typists on the session model (bench/sessions.py), each on a TorchServe
+# of its own on free loopback ports with $(MODEL_STORE)'s archives -> $(ART)/bench/bench.{json,md}
 # make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-requests 4000 --serving-sweep none"
+# make bench-serving SERVING_SECTIONS=sessions SERVING_ARGS="--sessions-rows 1000:corpus,3000:corpus"
 SERVING_ARGS ?=
+SERVING_SECTIONS ?= serving,sessions
 bench-serving: require-java $(ARCHIVES) | $(STAMP)
-	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
+	$(PY) -m bench --sections $(SERVING_SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
 		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 
