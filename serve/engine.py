@@ -94,7 +94,7 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
-        # the one torch loop for one-shot names, streams and session waves: on a GPU it replays
+        # the one torch loop for one-shot names, streams and session batches: on a GPU it replays
         # chunks of steps captured at warm-up; on CPU it steps eagerly (capture needs CUDA)
         self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                                       hidden_shape=self.hidden_shape, device=self.device, buckets=ENGINE_BUCKETS,

@@ -1,5 +1,5 @@
 """The engine's one torch route (model.chunked, RowBatch in, NameText out) for one-shot names,
-streams and session waves: eager on CPU, and the GPU's captured protocol run on CPU with a
+streams and session batches: eager on CPU, and the GPU's captured protocol run on CPU with a
 stand-in for the CUDA graphs. Both must answer as the per-step reference does (make_rows, then
 model.decode.decode, then Vocab.decode), and as each other."""
 
