@@ -13,9 +13,9 @@ characters) is cheap to recompute. So nothing here is a scarce slot whose loss i
   sessions typing the same prefix share it; a text not cached continues from its longest
   cached prefix.
 - `AnswerCache`: (text, top_k, max_length, completions) -> the answer's JSON (without the
-  session id), LRU by bytes. The top completions come from an exact n-best search that costs
-  about ten times the rest of the answer (docs/serving.md, "Sessions"), and type-ahead
-  traffic repeats its prefixes (everyone typing "Ma" asks the same question).
+  session id), LRU by bytes. The top completions come from an exact n-best search, most of
+  what computing an answer costs, and type-ahead traffic repeats its prefixes (everyone
+  typing "Ma" asks the same question).
 
 All three are exact: a hit gives the bytes a fresh computation would give.
 """
@@ -34,8 +34,8 @@ import torch
 from serve.validation import RequestError
 
 # Python's cost of one cache entry beyond its strings: the OrderedDict node and hash slot, the
-# key tuple and its small ints (measured with tracemalloc by tests/test_sessions.py, which
-# checks that the accounted bytes stay above what is really allocated)
+# key tuple and its small ints (tests/test_reliability_sessions.py checks with tracemalloc that
+# the accounted bytes stay above what is really allocated)
 ENTRY_OVERHEAD = 256
 
 
@@ -159,8 +159,10 @@ class StateCache:
             self.states.index_copy_(0, index, hidden[torch.tensor(rows, device=hidden.device)].to(self.states.dtype))
 
     def clear(self) -> None:
+        """Empty, with its counters at zero."""
         self._where.clear()
         self._free = list(range(self.slots - 1, -1, -1))
+        self.hits = self.partial = self.misses = 0
 
 
 class AnswerCache:
@@ -208,8 +210,9 @@ class AnswerCache:
             self.evicted += 1
 
     def clear(self) -> None:
+        """Empty, with its counters at zero."""
         self._answers.clear()
-        self.nbytes = 0
+        self.nbytes = self.hits = self.misses = self.evicted = 0
 
 
 class SessionStore:
@@ -223,7 +226,8 @@ class SessionStore:
         self.texts = SessionTexts(max_sessions, idle_seconds, clock)
         self.state_cache_bytes = int(state_cache_mib * 2**20)
         self.answers = AnswerCache(int(answer_cache_mib * 2**20))
-        self.states: StateCache | None = None  # sized by the engine, which knows the hidden shape
+        self._states: StateCache | None = None
+        self._shape: tuple[tuple[int, int], torch.device] | None = None  # set by the engine (attach)
 
     @classmethod
     def from_config(cls, config: dict | None) -> SessionStore:
@@ -238,24 +242,23 @@ class SessionStore:
                    answer_cache_mib=float(config.get("answer_cache_mib", 32)))
 
     def attach(self, hidden_shape: tuple[int, int], device: torch.device) -> None:
-        if self.states is None or tuple(self.states.states.shape[1:]) != tuple(hidden_shape) \
-                or self.states.states.device != device:
-            self.states = StateCache.of_size(self.state_cache_bytes, hidden_shape, device)
+        """The engine's hidden shape and device, which size the state cache."""
+        if self._shape != (tuple(hidden_shape), device):
+            self._shape, self._states = (tuple(hidden_shape), device), None
+
+    @property
+    def states(self) -> StateCache:
+        """The state cache, allocated at first use (a one-shot worker never allocates it)."""
+        if self._states is None:
+            if self._shape is None:
+                raise RuntimeError("the session store is not attached to an engine")
+            self._states = StateCache.of_size(self.state_cache_bytes, *self._shape)
+        return self._states
 
     def clear_caches(self) -> None:
-        if self.states is not None:
-            self.states.clear()
+        if self._states is not None:
+            self._states.clear()
         self.answers.clear()
-
-    def stats(self) -> dict:
-        s = self.states
-        return {"sessions": len(self.texts), "sessions_evicted": self.texts.evicted,
-                "sessions_expired": self.texts.expired, "answers": len(self.answers),
-                "answer_bytes": self.answers.nbytes, "answer_hits": self.answers.hits,
-                "answer_misses": self.answers.misses, "states": len(s) if s else 0,
-                "state_slots": s.slots if s else 0, "state_bytes": s.nbytes if s else 0,
-                "state_hits": s.hits if s else 0, "state_partial": s.partial if s else 0,
-                "state_misses": s.misses if s else 0}
 
 
 class SessionAnswer(NamedTuple):
