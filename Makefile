@@ -256,25 +256,28 @@ eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \
 		--page $(RESULTS_DIR)/eval-$(or $(PRESET),default).md --card $(MODEL_CARD)
 
-# make bench [SECTIONS=training,quality,generation,bulk,serving] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
-SECTIONS   ?= training,quality,generation,bulk,serving
+# make bench [SECTIONS=training,quality,generation,bulk,serving,sessions] [BENCH_ARGS=...] -> $(ART)/bench/bench.{json,md}
+SECTIONS   ?= training,quality,generation,bulk,serving,sessions
 BENCH_ARGS ?=
 comma      := ,
-bench: $(EXPORTS) $(if $(filter serving,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
+bench: $(EXPORTS) $(if $(filter serving sessions,$(subst $(comma), ,$(SECTIONS))),$(ARCHIVES)) | $(STAMP)
 	$(PY) -m bench --sections $(SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) $(BENCH_ARGS)
 
-# The Serving section alone, with its batching sweep (needs Java 17 and wrk): a TorchServe of its
-# own on free loopback ports with $(MODEL_STORE)'s charrnn.mar beside a do-nothing handler
-# -> $(ART)/bench/bench.{json,md} and $(RESULTS_DIR)/bench-serving.md
+# The Serving sections alone (needs Java 17 and wrk): a TorchServe of its own on free loopback ports
+# with $(MODEL_STORE)'s charrnn.mar beside a do-nothing handler (bench/serving.py), then thousands of
+# typists on the session model (bench/sessions.py), each on a TorchServe of its own
+# -> $(ART)/bench/bench.{json,md}, $(RESULTS_DIR)/bench-serving.md and bench-sessions.md
 # make bench-serving SERVING_ARGS="--serving-repeats 5 --serving-seconds 10 --serving-sweep none"
+# make bench-serving SERVING_SECTIONS=sessions SERVING_ARGS="--sessions-rows 1000:corpus,3000:corpus"
 SERVING_ARGS ?=
+SERVING_SECTIONS ?= serving,sessions
 .PHONY: require-wrk
 require-wrk:
 	@command -v wrk >/dev/null || { echo "error: make bench-serving drives TorchServe with wrk:" \
 	  "install it (Debian/Ubuntu: apt-get install -y wrk)"; exit 1; }
 
 bench-serving: require-java require-wrk $(ARCHIVES) | $(STAMP)
-	$(PY) -m bench --sections serving --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
+	$(PY) -m bench --sections $(SERVING_SECTIONS) --art-dir $(ART) --out-dir $(ART)/bench --results-dir $(RESULTS_DIR) \
 		--serving-model-store $(MODEL_STORE) \
 		$(SERVING_ARGS)
 

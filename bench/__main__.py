@@ -1,6 +1,6 @@
 """`make bench`: training throughput, time to quality, generation and serving, in one run.
 
-Usage: python -m bench [--sections training,quality,generation,bulk,serving] [--out-dir artifacts/bench]
+Usage: python -m bench [--sections training,quality,generation,bulk,serving,sessions] [--out-dir artifacts/bench]
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
 bench.md into --out-dir, and with --results-dir each section that ran to the end as its own result
@@ -26,9 +26,10 @@ from tools.machine import machine_info, machine_line
 from tools.result_page import command_line, write_result_page
 
 DEFAULTS = TrainConfig()  # the training section measures make train's model unless told otherwise
-SECTIONS = ("training", "quality", "generation", "bulk", "serving")
+SECTIONS = ("training", "quality", "generation", "bulk", "serving", "sessions")
 TITLES = {"training": "Training throughput", "quality": "Time to quality",
-          "generation": "Generation", "bulk": "Bulk generation", "serving": "Serving"}
+          "generation": "Generation", "bulk": "Bulk generation", "serving": "Serving",
+          "sessions": "Serving: typing sessions"}
 
 
 class NotWired(RuntimeError):
@@ -110,8 +111,19 @@ def run_serving(args) -> dict:
         raise Skipped(str(exc)) from None
 
 
+def run_sessions(args) -> dict:
+    # bench/sessions.py (`make bench-serving`): thousands of typists, open loop, on a real
+    # TorchServe's session model, then 10,000 open sessions and the worker's memory.
+    from bench import sessions
+
+    try:
+        return sessions.section(args)
+    except sessions.Unavailable as exc:  # no Java 17, or no session archive
+        raise Skipped(str(exc)) from None
+
+
 RUNNERS = {"training": run_training, "quality": run_quality, "generation": run_generation,
-           "bulk": run_bulk, "serving": run_serving}
+           "bulk": run_bulk, "serving": run_serving, "sessions": run_sessions}
 
 
 def render(results: dict) -> str:
@@ -168,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import serving
 
     serving.add_arguments(g)
+    g = p.add_argument_group("typing sessions (bench/sessions.py; archives: --serving-model-store)")
+    g.add_argument("--sessions-rows", default="1000:corpus,2000:corpus,1000:model",
+                   help="TYPISTS:NAMES,... simulated typists (one keystroke a second each, open loop) and what "
+                        "they type: corpus (ART_DIR's training corpus), model (the served model's samples) or a "
+                        "corpus file")
+    g.add_argument("--sessions-seconds", type=float, default=30.0, help="measured seconds per row")
+    g.add_argument("--sessions-warmup", type=float, default=5.0, help="unrecorded seconds of typing before each row")
+    g.add_argument("--sessions-jvm-warmup", type=float, default=20.0,
+                   help="unrecorded seconds of typing after TorchServe's start (until the JVM's JIT settles)")
+    g.add_argument("--sessions-open", type=int, default=10_000, help="sessions opened and held at the end (0: none)")
+    g.add_argument("--sessions-connections", type=int, default=64, help="keep-alive connections the typists share")
+    g.add_argument("--sessions-append", action="store_true",
+                   help="send {'append'} after a session's first keystroke instead of the whole text")
     return p
 
 

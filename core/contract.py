@@ -28,6 +28,9 @@ SESSION_MODEL = "charrnn_session"  # the session model's
 MODELS = (MODEL, SESSION_MODEL)
 SERVE_DIR = "serve"  # make serve's run folder under ART_DIR
 KEY_FILE = "key_file.json"  # the tokens TorchServe writes into its run folder
+# the HTTP header that carries a session's id, both ways (its name from TorchServe's sequence
+# batching, which the session model used before; kept so that clients need no change)
+SESSION_HEADER = "ts_request_sequence_id"
 
 
 ARCHIVE_SUFFIX = ".mar"

@@ -1,6 +1,6 @@
 """The torch decoding loop: eager on CPU (dropping ended rows as it goes), captured chunks of
 steps replayed as CUDA graphs on a GPU. Every torch decode runs here: one-shot names, streamed
-ones, session waves (recording each step), bulk generation, and `model.decode.decode`.
+ones, session batches (recording each step), bulk generation, and `model.decode.decode`.
 
 A batch's rows each have their own prefix, length cap, temperature, top-k and seed (`RowBatch`);
 the step is any callable `(char [B], hidden [L, B, H]) -> (logits [B, V], hidden)`. Each step

@@ -5,14 +5,14 @@
     c.generate("L")                                # ['Luiz ...']
     c.generate("Ma", num=3, temperature=0.8, seed=7)
     for event in c.stream("Jo"): print(event)      # {"index": 0, "char": "J"} ... {"names": [...], "done": true}
-    with c.session() as s:                         # interactive completion, state kept server-side
+    with c.session() as s:                         # interactive completion
         s.type("Lu")                               # {"text": "Lu", "next": [{"char": "i", "p": ...}], "completion": ...}
-        s.append("c")
+        s.append("c")                              # sent as {"text": "Luc"}
 
-Errors: ClientError(status, message) for a refused request (429 for too many open sessions,
-with `retry_after`), status 0 when the server cannot be reached; SessionLost (a ClientError,
-404) when the server no longer knows the session (expired, or the server restarted): the
-Session then forgets its id and its next call opens a new session.
+Errors: ClientError(status, message) for a refused request (`retry_after` when the server sent
+Retry-After), status 0 when the server cannot be reached. A Session sends the whole text on
+every request, so it never depends on what the server remembers: a restarted server, an evicted
+session or another replica behind a load balancer answers it the same.
 
 Command line (an alias of `python -m tools.generate --backend server`):
               python -m serve.client --prefix L [-n 3 --temperature 0.8 --seed 7 --stream]
@@ -30,7 +30,7 @@ import requests
 
 from core import contract
 
-SEQUENCE_ID = "ts_request_sequence_id"
+SEQUENCE_ID = contract.SESSION_HEADER
 
 
 class ClientError(RuntimeError):
@@ -39,11 +39,6 @@ class ClientError(RuntimeError):
     def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status, self.message, self.retry_after = status, message, retry_after
-
-
-class SessionLost(ClientError):
-    """The server no longer knows this session (it expired, was evicted, or the server was
-    restarted). The Session forgets its id: its next call opens a new session."""
 
 
 class Client:
@@ -146,32 +141,29 @@ class Client:
 
 
 class Session:
-    """One interactive session: the first request opens it, `close()` (or leaving `with`) ends it."""
+    """One interactive session: the first request opens it, `close()` (or leaving `with`) ends it.
+
+    The session keeps its text here and sends all of it on every request (`append` too), so an
+    answer never depends on the server's memory of the session (docs/serving.md, "Sessions")."""
 
     def __init__(self, client: Client, defaults: dict):
-        self.client, self.defaults, self.id = client, defaults, None
+        self.client, self.defaults, self.id, self.text = client, defaults, None, ""
 
     def _send(self, body: dict) -> dict:
         headers = {SEQUENCE_ID: self.id} if self.id else {}
-        try:
-            resp = self.client._post(self.client.session_model, {**self.defaults, **body}, headers)
-        except ClientError as exc:
-            if exc.status == 404 and self.id:  # the handler's "unknown or expired"
-                lost, self.id = self.id, None
-                raise SessionLost(404, f"session {lost} was lost (expired, evicted, or the server "
-                                       f"restarted): {exc.message}; the next request opens a new "
-                                       "session") from None
-            raise
+        resp = self.client._post(self.client.session_model, {**self.defaults, **body}, headers)
         self.id = resp.headers.get(SEQUENCE_ID, self.id)
-        return resp.json()
+        answer = resp.json()
+        self.text = answer.get("text", self.text)
+        return answer
 
     def type(self, text: str, **fields) -> dict:
         """Send everything typed so far (edits and backspaces are fine)."""
         return self._send({"text": text, **fields})
 
     def append(self, chars: str, **fields) -> dict:
-        """Send only the newly typed characters."""
-        return self._send({"append": chars, **fields})
+        """Type `chars` after the text so far (sent as the whole text)."""
+        return self._send({"text": self.text + chars, **fields})
 
     def close(self) -> None:
         if self.id:

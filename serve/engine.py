@@ -5,7 +5,7 @@ graphs on a GPU) and, for greedy one-shot names on CPU, the one-graph ONNX decod
 
 TorchServe-free on purpose: `serve/handler.py` is a thin adapter over this module, tests host it
 in-process, and another server could host it later. Its neighbours, one job each:
-serve/validation.py (request bodies into typed requests), serve/sessions.py (the session store),
+serve/validation.py (request bodies into typed requests), serve/sessions.py (session texts and caches),
 serve/artifacts.py (vocab.json against the TorchScript file), serve/wire.py (the JSON and NDJSON
 bodies), serve/answers.py (the n-best search and scores).
 
@@ -19,18 +19,21 @@ bodies), serve/answers.py (the n-best search and scores).
   each other, so a request gets the same names alone or in any batch (up to near-ties,
   docs/numerics.md). Streaming uses the loop's
   `on_step` hook (a host read per step).
-- `answer` is `generate` with each name's log-probability (the one-graph decoder's from the same
-  run, its `logprob` output; the torch loop's by a scoring pass after it); requests with
+- `answer` is `generate` with each name's log-probability, from the same run as the names (the
+  one-graph decoder's `logprob` output; the torch loop sums them as it decodes); requests with
   temperature 0 and num > 1 (or "search": "nbest") run the exact n-best search instead
   (serve.answers over model.nbest, docs/nbest.md).
-- `session` keeps a hidden state per session id on the device (serve.sessions: an LRU with idle
-  expiry), feeds the newly typed characters and returns the next-character distribution and the
-  greedy completion, again in one run of the torch loop per batch (continuing from a `Start`,
-  recording each step), and the top whole-name completions from the n-best search.
+- `session_json` answers typing sessions: a request's text is its `text`, or the session's
+  text plus its `append`; the answer (next-character distribution, greedy completion, top
+  whole-name completions from the n-best search) depends on that text only, so it comes from
+  the answer cache when another request asked the same, else it is computed for the batch's
+  new texts in one run of the torch loop, each continuing from the hidden state of its longest
+  cached prefix (serve.sessions: bounded caches keyed by text, on the engine's device).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +49,7 @@ from model.nbest_torch import TorchStepper
 from model.torchscript import load_torchscript
 from serve import answers
 from serve.artifacts import check_vocab_file
-from serve.sessions import SessionState, SessionStore
+from serve.sessions import SessionAnswer, SessionStore, new_session_id
 from serve.validation import (
     GenerateRequest,
     Limits,
@@ -94,6 +97,7 @@ class Engine:
         self.device = torch.device(device)
         self.limits = limits or Limits()
         self.sessions = sessions if sessions is not None else SessionStore()
+        self.sessions.attach(self.hidden_shape, self.device)  # the state cache, on the device
         self.fingerprint = fingerprint
         self._symbols = vocab.symbols
         if self.device.type == "cuda":
@@ -101,7 +105,7 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self._zero_hidden = torch.zeros(*self.hidden_shape, device=self.device)
-        # the one torch loop for one-shot names, streams and session waves: on a GPU it replays
+        # the one torch loop for one-shot names, streams and session batches: on a GPU it replays
         # chunks of steps captured at warm-up; on CPU it steps eagerly (capture needs CUDA). It
         # scores the names it decodes (each one-shot answer's log-probabilities).
         self.chunked = ChunkedDecoder(step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
@@ -249,127 +253,142 @@ class Engine:
     def parse_session(self, payload: object) -> SessionRequest:
         return parse_session(payload, self.limits, self.vocab)
 
-    def session(self, items: Sequence[tuple[str, SessionRequest, bool]]) -> list[dict | RequestError]:
-        """Answer session requests (session id, request, opens-the-session) in order.
+    def session(self, items: Sequence[tuple[str | None, SessionRequest]]) -> list[dict | RequestError]:
+        """`session_json`'s answers as objects (tests and tools)."""
+        return [a if isinstance(a, RequestError) else json.loads(a) for _, a, _ in self.session_json(items)]
 
-        Each answer is {"session", "text", "next": [{"char", "p"}...], "completion"} ("char" ""
-        is end-of-name), {"session", "closed": true}, or a RequestError (404: the session is
-        unknown or expired and the request cannot rebuild it; 400: the text got too long).
-        A session appearing twice in one batch is answered in two passes, in order.
+    def session_json(self, items: Sequence[tuple[str | None, SessionRequest]]) -> list[SessionAnswer]:
+        """Answer session requests (session id or None for a new session, request), in order:
+        (session id, the JSON answer or a RequestError, whether the answer came from the cache).
+
+        An answer is {"session", "text", "next": [{"char", "p"}...], "completion"} ("char" "" is
+        end-of-name) plus "completions" and "completions_complete" when asked for, or
+        {"session", "closed": true}. A request's text is its `text`, else the session's text
+        (serve.sessions.SessionTexts) plus its `append`; a session this engine does not know
+        with `append` alone is a 404 that says to send `text`. Requests of one session in one
+        batch see each other's texts in order. The answer depends on the text only: cached
+        answers are reused, the others computed in one run of the torch loop (`_session_answers`).
         """
-        results: list = [None] * len(items)
-        pending = list(range(len(items)))
-        while pending:
-            seen: set[str] = set()
-            wave, later = [], []
-            for i in pending:
-                (later if items[i][0] in seen else wave).append(i)
-                seen.add(items[i][0])
-            self._session_wave(items, wave, results)
-            pending = later
-        return results
+        store, texts = self.sessions, self.sessions.texts
+        texts.expire()
+        out: list = []
+        pending: dict[str, str | None] = {}  # this batch's session texts (None: closed), in order
+        keys: list[tuple | None] = []
+        for sid, req in items:
+            if sid is None:
+                sid = new_session_id()
+                pending[sid] = ""
+            if req.close:
+                pending[sid] = None
+                out.append([sid, json.dumps({"session": sid, "closed": True}, ensure_ascii=False), False])
+                keys.append(None)
+                continue
+            text = req.text
+            if text is None:
+                base = pending[sid] if sid in pending else texts.get(sid)
+                if base is None:
+                    out.append([sid, RequestError(
+                        f"session {sid!r} is not known here (closed, idle too long, evicted, the server "
+                        "restarted, or another server answered it): send the whole 'text' (everything typed "
+                        "so far) instead of 'append'; a request with 'text' always works", 404), False])
+                    keys.append(None)
+                    continue
+                text = base + (req.append or "")
+            if len(text) > self.limits.max_prefix:
+                out.append([sid, RequestError(f"the session's text would be {len(text)} characters long; "
+                                              f"the limit is {self.limits.max_prefix}"), False])
+                keys.append(None)
+                continue
+            pending[sid] = text
+            out.append([sid, None, False])
+            keys.append((text, req.top_k, req.max_length, req.completions))
+        for sid, text in pending.items():
+            if text is None:
+                texts.pop(sid)
+            else:
+                texts.put(sid, text)
+
+        found = {k: store.answers.get(k) for k in dict.fromkeys(k for k in keys if k is not None)}
+        missing = [k for k, a in found.items() if a is None]
+        if missing:
+            for k, answer in zip(missing, self._session_answers(missing)):
+                store.answers.put(k, answer)
+                found[k] = answer
+        missed = set(missing)
+        for row, k in zip(out, keys):
+            if k is not None:  # the cached JSON is {"text": ...}: the session id goes first
+                row[1] = f'{{"session": {json.dumps(row[0], ensure_ascii=False)}, {found[k][1:]}'
+                row[2] = k not in missed
+        return [SessionAnswer(*row) for row in out]
 
     @torch.inference_mode()
-    def _session_wave(self, items, wave: list[int], results: list) -> None:
-        store, vocab = self.sessions, self.vocab
-        store.expire()
-        jobs = []  # (result index, sid, request, base state or None, text, fed ids)
-        admitted = 0  # sessions this wave opens (new, or back after the open window)
-        for i in wave:
-            sid, req, opens = items[i]
-            if req.close:
-                store.pop(sid)
-                results[i] = {"session": sid, "closed": True}
-                continue
-            was_open = store.is_open(sid)
-            state = None if opens else store.peek(sid)
-            if req.text is not None:  # the whole text: continue if it extends the session's text
-                text = req.text
-                if state is not None and text.startswith(state.text):
-                    feed = text[len(state.text):]
-                else:
-                    state, feed = None, text  # new, forgotten, or edited (backspace): rebuild
-            else:
-                if state is None and not opens:
-                    results[i] = RequestError(f"session {sid!r} is unknown or expired: open a new "
-                                              "session, or send the whole 'text'", 404)
-                    continue
-                feed = req.append or ""
-                text = (state.text if state is not None else "") + feed
-            if len(text) > self.limits.max_prefix:
-                results[i] = RequestError(f"the session's text would be {len(text)} characters "
-                                          f"long; the limit is {self.limits.max_prefix}")
-                continue
-            if not was_open:
-                refusal = store.admission(admitted)
-                if refusal is not None:
-                    results[i] = refusal
-                    continue
-                admitted += 1
-            jobs.append((i, sid, req, state, text, vocab.encode(feed)))
-        if not jobs:
-            return
-
-        batch = len(jobs)
-        device = self.device
-        base_hidden = torch.stack([s.hidden if s is not None else self._zero_hidden
-                                   for _, _, _, s, _, _ in jobs])  # [B, L, H]
+    def _session_answers(self, keys: Sequence[tuple[str, int, int, int]]) -> list[str]:
+        """The JSON answers (without the session) of (text, top_k, max_length, completions) keys,
+        in one run of the torch loop: each text continues from its longest prefix in the state
+        cache (feeding only the rest), then decodes its greedy completion; every step's logits
+        and hidden state are recorded for the next-character distribution and the text's state,
+        which goes into the state cache."""
+        vocab, device = self.vocab, self.device
+        states = self.sessions.states
+        texts = [k[0] for k in keys]
+        found = [states.longest(t) for t in texts]  # (cached prefix, slot or None)
+        slots = [slot for _, slot in found if slot is not None]
+        gathered = iter(states.gather(slots)) if slots else iter(())
+        base_hidden = torch.stack([next(gathered) if slot is not None else self._zero_hidden
+                                   for _, slot in found])  # [B, L, H]
+        fed = [vocab.encode(t[len(prefix):]) for t, (prefix, _) in zip(texts, found)]
         start = Start(
-            token=torch.tensor([s.token if s is not None else vocab.bos_id for _, _, _, s, _, _ in jobs],
+            token=torch.tensor([vocab.encode(prefix[-1])[0] if prefix else vocab.bos_id for prefix, _ in found],
                                dtype=torch.long, device=device),
             hidden=base_hidden.transpose(0, 1).contiguous(),
-            name_length=torch.tensor([s.length if s is not None else 0 for _, _, _, s, _, _ in jobs],
-                                     dtype=torch.long, device=device),
+            name_length=torch.tensor([len(prefix) for prefix, _ in found], dtype=torch.long, device=device),
         )
         # each row forces its new characters, then decodes the greedy completion (>= 1 step, so
         # the step after the last typed character, whose logits we need, always runs)
-        rows = [Row(tuple(fed), len(fed) + max(1, req.max_length - len(text)))
-                for _, _, req, _, text, fed in jobs]
-        # every step's logits and hidden state recorded (on a GPU: views of static buffers, read
-        # before the next run)
-        lengths = [s.length if s is not None else 0 for _, _, _, s, _, _ in jobs]
+        rows = [Row(tuple(f), len(f) + max(1, max_length - len(t))) for f, (t, _, max_length, _) in zip(fed, keys)]
+        lengths = [len(prefix) for prefix, _ in found]
         out = self.chunked.run(RowBatch.from_rows(rows, lengths), start=start, record=True)
         ids, recorded_logits, recorded_hidden = self.chunked.id_lists(out.ids, rows), out.logits, out.hidden
 
-        fed_count = torch.tensor([len(fed) for *_, fed in jobs], dtype=torch.long, device=device)
+        batch = len(keys)
+        fed_count = torch.tensor([len(f) for f in fed], dtype=torch.long, device=device)
         rows_index = torch.arange(batch, device=device)
         logits = recorded_logits[fed_count, rows_index]  # [B, V] after the whole text
-        empty = torch.tensor([not text for *_, text, _ in jobs], device=device)
+        empty = torch.tensor([not t for t in texts], device=device)
         eos = torch.arange(logits.shape[1], device=device) == vocab.eos_id
         logits = logits.masked_fill(empty.unsqueeze(1) & eos.unsqueeze(0), float("-inf"))
-        k = max(req.top_k for _, _, req, _, _, _ in jobs)
-        top = torch.softmax(logits, dim=1).topk(k, dim=1) if k else None
-        # hidden after feeding all but the last new character: stays on the device
+        k = max(top_k for _, top_k, _, _ in keys)
+        # the state of each text (after feeding all but its last symbol) for the state cache
         after = recorded_hidden[(fed_count - 1).clamp_min(0), :, rows_index]  # [B, L, H] ([T, L, B, H] recorded)
-        after = torch.where((fed_count == 0).view(batch, 1, 1), base_hidden, after)
-        if top is not None:  # one copy to the host for probabilities and symbols together
+        states.put_many(texts, torch.where((fed_count == 0).view(batch, 1, 1), base_hidden, after))
+        top_host = []
+        if k:  # one copy to the host for probabilities and symbols together
+            top = torch.softmax(logits, dim=1).topk(k, dim=1)
             top_host = torch.cat([top.values, top.indices.to(top.values.dtype)], dim=1).tolist()
 
-        for row, (i, sid, req, state, text, fed) in enumerate(jobs):
-            token = fed[-1] if fed else (state.token if state is not None else vocab.bos_id)
-            length = (state.length if state is not None else 0) + len(fed)
-            store.put(sid, SessionState(text, length, token, after[row]))
-            completion = (text + vocab.decode(ids[row][len(fed):]))[: max(req.max_length, len(text))]
+        bodies = []
+        for row, ((text, top_k, max_length, _), f) in enumerate(zip(keys, fed)):
+            completion = (text + vocab.decode(ids[row][len(f):]))[: max(max_length, len(text))]
             candidates = []
-            if top is not None:
+            if top_k:
                 probs, symbols = top_host[row][:k], top_host[row][k:]
-                for p, s in zip(probs[: req.top_k], symbols[: req.top_k]):
+                for p, s in zip(probs[:top_k], symbols[:top_k]):
                     s = int(s)
-                    candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s],
-                                       "p": round(p, 6)})
-            results[i] = {"session": sid, "text": text, "next": candidates, "completion": completion}
-        self._add_completions(jobs, results)
+                    candidates.append({"char": "" if s == vocab.eos_id else self._symbols[s], "p": round(p, 6)})
+            bodies.append({"text": text, "next": candidates, "completion": completion})
+        self._add_completions(keys, bodies)
+        return [json.dumps(a, ensure_ascii=False) for a in bodies]
 
-    def _add_completions(self, jobs, results: list) -> None:
+    def _add_completions(self, keys, bodies: list[dict]) -> None:
         """Each answer's top whole names ("completions": [{"name", "logprob"}], best first, and
         "completions_complete") from the n-best search over the session's text (serve.answers)."""
-        wanted = [(i, text, req.completions, req.max_length) for i, _, req, _, text, _ in jobs if req.completions]
+        wanted = [(i, text, n, max_length) for i, (text, _, max_length, n) in enumerate(keys) if n]
         found = answers.completions(TorchStepper(self.step, self.hidden_shape, self.device), self.vocab,
                                     [w[1:] for w in wanted], max_expansions=self.limits.max_expansions,
                                     width=self.limits.nbest_width)
         for (i, *_), (names, complete) in zip(wanted, found):
-            results[i]["completions"] = names
-            results[i]["completions_complete"] = complete
+            bodies[i]["completions"] = names
+            bodies[i]["completions_complete"] = complete
 
     # ------------------------------------------------------------ misc
 
@@ -380,7 +399,9 @@ class Engine:
         for _ in range(3):
             self.generate([GenerateRequest(num=2), GenerateRequest(prefix=self.vocab.characters[0],
                                                                    temperature=1.0, top_k=3, seed=1)])
-            sid = "\0warm-up"
-            self.session([(sid, SessionRequest(text=self.vocab.characters[0]), True)])
-            self.session([(sid, SessionRequest(append=self.vocab.characters[0]), False)])
-            self.sessions.pop(sid)
+            # a new session, then its continuation (from the state cache), then the caches emptied
+            # so that the next round and the first real requests compute again
+            [(sid, _, _)] = self.session_json([(None, SessionRequest(text=self.vocab.characters[0]))])
+            self.session_json([(sid, SessionRequest(append=self.vocab.characters[0]))])
+            self.sessions.texts.pop(sid)
+            self.sessions.clear_caches()

@@ -12,14 +12,15 @@ Modes (the `handler.mode` key of the archive's model-config.yaml):
   one-graph ONNX decoder (charrnn_generate.onnx, in the archive; `handler.one_graph: false`
   turns that off). Each answer says which decoder made it in the response header
   X-CharRNN-Decoder: onnx-graph or torch (the body is the public API and stays as it is).
-- `session`: TorchServe sequence batching; the sequence id (header ts_request_sequence_id) is
-  the session id, the engine keeps its hidden state on the device.
+- `session`: typing sessions, batched like the one-shot model (no TorchServe sequence
+  batching). The session id travels in the header ts_request_sequence_id: a request without it
+  opens a new session and its answer carries the new id; the engine keeps each session's text
+  and caches states and answers by text (serve/sessions.py), so a request with `text` never
+  depends on what this worker remembers. Each answer says in X-CharRNN-Session-Cache whether it
+  came from the answer cache (hit) or was computed (miss).
 
 Every refused request gets its own 4xx status (with an ASCII phrase: a non-ASCII one kills the
 worker) and a JSON body {"error": ...}; the other requests of the batch are answered normally.
-A session request whose session the handler does not keep (refused, closed, unknown) also ends
-TorchServe's sequence (header ts_request_sequence_end), so it never holds one of the frontend's
-maxNumSequence slots; beyond `sessions.open_max` open sessions a new one gets 429.
 
 At start-up the worker refuses to serve (initialize raises, TorchServe logs it and retries)
 when the archive's checksums.json does not match its files, vocab.json does not match the
@@ -30,7 +31,6 @@ never a silent fall-back to the slower TorchScript loop.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -55,11 +55,12 @@ from serve.wire import NDJSON, error_json, stream_end, stream_lines
 logger = logging.getLogger(__name__)
 
 # every status phrase the handler can set: ASCII only (tests scan them)
-PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests"}
+PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}
 MAX_SESSION_ID = 128  # characters; TorchServe's own ids are ts-seq-<uuid> (43)
 DEFAULT_SERIALIZED = contract.TORCHSCRIPT
 JSON = "application/json"
 DECODER_HEADER = "X-CharRNN-Decoder"  # which decoder answered a one-shot request: Engine.decoder
+CACHE_HEADER = "X-CharRNN-Session-Cache"  # hit: a session answer from the answer cache, miss: computed
 
 
 class CharRNNHandler:
@@ -94,7 +95,7 @@ class CharRNNHandler:
             os.path.join(model_dir, contract.VOCAB),  # refuses to start on a fingerprint mismatch
             device=device,
             limits=Limits.from_dict(config.get("limits")),
-            sessions=self._session_store(config.get("sessions") or {}, context),
+            sessions=SessionStore.from_config(config.get("sessions")),
             greedy_graph=greedy_graph,
         )
         self.engine.warm_up()
@@ -130,19 +131,6 @@ class CharRNNHandler:
                                 f"(handler.one_graph: true) but {path} is missing from the archive: "
                                 "rebuild it (make archive)")
         return None
-
-    @staticmethod
-    def _session_store(sessions: dict, context) -> SessionStore:
-        """sessions: {max, idle_seconds, open_max}; the open window is TorchServe's own
-        sequenceMaxIdleMSec from the same model config (how long the frontend holds a slot)."""
-        idle = float(sessions.get("idle_seconds", 120))
-        open_max = sessions.get("open_max")
-        window = None
-        frontend_idle = (getattr(context, "model_yaml_config", None) or {}).get("sequenceMaxIdleMSec")
-        if open_max is not None and frontend_idle:
-            window = min(idle, float(frontend_idle) / 1000)
-        return SessionStore(int(sessions.get("max", 128)), idle,
-                            max_open=int(open_max) if open_max is not None else None, open_window=window)
 
     # ------------------------------------------------------------ requests
 
@@ -218,35 +206,26 @@ class CharRNNHandler:
         engine = self.engine
         out: list = [None] * len(data)
         items, where = [], []
-        sids: dict[int, str] = {}
         for i, row in enumerate(data):
-            sid = context.get_sequence_id(i)
-            if not sid:
+            sid = context.get_request_header(i, contract.SESSION_HEADER) or None
+            if sid is not None and (len(sid) > MAX_SESSION_ID or not sid.isprintable()):
                 out[i] = self._refuse(context, i, RequestError(
-                    "no session id: this model runs under TorchServe sequence batching"))
+                    f"invalid session id: send back the {contract.SESSION_HEADER} header of the session's first answer "
+                    f"(printable, at most {MAX_SESSION_ID} characters)"))
                 continue
-            sids[i] = sid
-            if len(sid) > MAX_SESSION_ID or not sid.isprintable():
-                out[i] = self._refuse(context, i, RequestError(
-                    f"invalid session id: use the {context.header_key_sequence_id} header TorchServe "
-                    f"sent (printable, at most {MAX_SESSION_ID} characters)"))
-                continue
-            context.set_response_header(i, context.header_key_sequence_id, sid)
-            opens = str(context.get_request_header(i, context.header_key_sequence_start) or "").lower() == "true"
             try:
-                items.append((sid, engine.parse_session(self._payload(row)), opens))
+                items.append((sid, engine.parse_session(self._payload(row))))
                 where.append(i)
             except RequestError as exc:
+                if sid is not None:
+                    context.set_response_header(i, contract.SESSION_HEADER, sid)
                 out[i] = self._refuse(context, i, exc)
-        for i, (sid, _, _), result in zip(where, items, engine.session(items) if items else []):
-            if isinstance(result, RequestError):
-                out[i] = self._refuse(context, i, result)
+        for i, (sid, answer, cached) in zip(where, engine.session_json(items) if items else []):
+            context.set_response_header(i, contract.SESSION_HEADER, sid)
+            if isinstance(answer, RequestError):
+                out[i] = self._refuse(context, i, answer)
                 continue
+            context.set_response_header(i, CACHE_HEADER, "hit" if cached else "miss")
             context.set_response_content_type(i, JSON)
-            out[i] = json.dumps(result, ensure_ascii=False)
-        for i, sid in sids.items():
-            # a session the handler does not count as open (closed, refused, unknown, failed to
-            # open) must not hold one of TorchServe's sequence slots until sequenceMaxIdleMSec
-            if not engine.sessions.is_open(sid):
-                context.set_response_header(i, context.header_key_sequence_end, sid)
+            out[i] = answer
         return out

@@ -13,9 +13,7 @@ from pathlib import Path
 
 from core import contract
 
-SEQUENCE_ID = "ts_request_sequence_id"
-SEQUENCE_START = "ts_request_sequence_start"
-SEQUENCE_END = "ts_request_sequence_end"
+SEQUENCE_ID = contract.SESSION_HEADER
 
 
 @dataclass
@@ -36,10 +34,6 @@ class Response:
 
 
 class StandInContext:
-    header_key_sequence_id = SEQUENCE_ID
-    header_key_sequence_start = SEQUENCE_START
-    header_key_sequence_end = SEQUENCE_END
-
     def __init__(self, model_dir: str | Path, *, gpu_id: int | None = None, model_yaml_config: dict | None = None,
                  serialized_file: str = contract.TORCHSCRIPT, model_name: str = contract.MODEL, batch_size: int = 8):
         self.model_name = model_name
@@ -56,9 +50,6 @@ class StandInContext:
     # -- what the handler calls
     def get_request_header(self, idx: int, key: str):
         return self._request_headers[idx].get(key)
-
-    def get_sequence_id(self, idx: int):
-        return self._request_headers[idx].get(self.header_key_sequence_id)
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         if not phrase.isascii():

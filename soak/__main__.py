@@ -13,14 +13,15 @@ Sections (README.md "Reliability"):
             (soak/interrupted_make.py): the previous artifacts stay valid, or the whole new set
             when the signal met the export's commit; an interruption that could not be
             exercised is reported as such; `make` then completes
-  sessions  the open-session cap (a clean 429, never TorchServe's 503), then a churn of
+  sessions  hundreds of sessions open at once (no capacity errors), `append` for an unknown
+            session (404, send `text`), requests in flight on one session, then a churn of
             sessions with the session worker's resident memory measured
   fuzz      >= 5,000 seeded requests of every bad-input class and valid ones whose answers are
             known (loopback only, a few threads): responses by status, 5xx, worker restarts
   kill      a one-shot worker killed (SIGKILL) during a bounded load: failed requests, time
             until every request succeeds again, TorchServe's restart of the worker
   restart   the server stopped and started under an open session: a clear error while it is
-            down, SessionLost afterwards, a new session works
+            down, then the session's next keystroke answered correctly (rebuilt from its text)
 
 The TorchServe instance (serve.instance.Instance) runs from a temporary folder on free loopback
 ports, with the archives of --art-dir/model_store (`make soak` builds them), and is always
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in served:
                 section_started = time.monotonic()
                 if name == "sessions":
-                    section_sessions(table, inst, args.churn, min(args.threads, 4))
+                    section_sessions(table, inst, engine, args.churn, min(args.threads, 4))
                 elif name == "fuzz":
                     section_fuzz(table, inst, engine, args.requests, args.threads, args.seed)
                 elif name == "kill":

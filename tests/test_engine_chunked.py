@@ -1,5 +1,5 @@
 """The engine's one torch route (model.chunked, RowBatch in, NameText out) for one-shot names,
-streams and session waves: eager on CPU, and the GPU's captured protocol run on CPU with a
+streams and session batches: eager on CPU, and the GPU's captured protocol run on CPU with a
 stand-in for the CUDA graphs. Both must answer as the per-step reference does (make_rows, then
 model.decode.decode, then Vocab.decode), and as each other."""
 
@@ -17,7 +17,7 @@ from model.nbest_torch import TorchStepper
 from serve import answers
 from serve.engine import NBEST, TORCH, TORCH_CHUNKED, Engine, reachable_steps
 from serve.handler import CharRNNHandler
-from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.standin import SEQUENCE_ID, StandInContext
 from serve.validation import GenerateRequest, Limits, SessionRequest
 from serve.wire import DIGITS
 from tests.conftest import assert_close
@@ -119,14 +119,14 @@ def assert_same_session_answers(got: list, want: list) -> None:
 
 def test_session_answers_equal_on_both_paths(engines):
     eager, captured = engines
-    script = [[("a", SessionRequest(text="Lu"), True), ("b", SessionRequest(), True), ("c", SessionRequest(text="M", max_length=3), True)],
-              [("a", SessionRequest(append="c"), False), ("b", SessionRequest(append="J", top_k=3), False)],
-              [("a", SessionRequest(text="Le"), False), ("c", SessionRequest(append="ari"), False),
-               ("c", SessionRequest(append="a"), False)],
-              [("b", SessionRequest(append="oão", max_length=40), False), ("a", SessionRequest(close=True), False),
-               ("d", SessionRequest(text="Lucas"), True), ("e", SessionRequest(text="Ana"), True)],
+    script = [[("a", SessionRequest(text="Lu")), ("b", SessionRequest(text="")), ("c", SessionRequest(text="M", max_length=3))],
+              [("a", SessionRequest(append="c")), ("b", SessionRequest(append="J", top_k=3))],
+              [("a", SessionRequest(text="Le")), ("c", SessionRequest(append="ari")),
+               ("c", SessionRequest(append="a"))],
+              [("b", SessionRequest(append="oão", max_length=40)), ("a", SessionRequest(close=True)),
+               ("d", SessionRequest(text="Lucas")), ("e", SessionRequest(text="Ana"))],
               # nothing new typed: the first step may end the name (it continues one), as in decode
-              [("d", SessionRequest(append=""), False), ("e", SessionRequest(append=""), False)]]
+              [("d", SessionRequest(append="")), ("e", SessionRequest(append=""))]]
     for wave in script:
         assert_same_session_answers(captured.session(wave), eager.session(wave))
 
@@ -148,7 +148,7 @@ def test_the_handler_answers_the_same_on_both_paths(model_dir):
         if captured:
             with_captured_loop(shandler.engine)
         answers = session.run(shandler, [b'{"text": "Ma"}', b'{"text": "J"}'],
-                              [{SEQUENCE_ID: "s1", SEQUENCE_START: True}, {SEQUENCE_ID: "s2", SEQUENCE_START: True}])
+                              [{SEQUENCE_ID: "s1"}, {SEQUENCE_ID: "s2"}])
         assert all(r.status == 200 for r in answers)
         return [(r.status, r.text, r.streamed) for r in got], [json.loads(r.text) for r in answers]
 

@@ -10,15 +10,14 @@ import pytest
 from export import parity
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, CharRNNHandler
-from serve.standin import SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.standin import SEQUENCE_ID, StandInContext
 from serve.validation import GenerateRequest, SessionRequest
 from serve.wire import DIGITS
 from tests.test_serve_integration import one_thread, served, store  # noqa: F401 - the served fixture
 
 
 def handler(model_dir, mode: str = "generate", **config) -> tuple[CharRNNHandler, StandInContext]:
-    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **config},
-                                                       "sequenceMaxIdleMSec": 60000})
+    ctx = StandInContext(model_dir, model_yaml_config={"handler": {"mode": mode, **config}})
     h = CharRNNHandler()
     h.initialize(ctx)
     return h, ctx
@@ -92,7 +91,7 @@ def test_the_configured_bound_flags_a_partial_sorted_list(model_dir, engine):
 
 def test_sessions_add_the_top_completions(model_dir, engine):
     h, ctx = handler(model_dir, "session")
-    (r,) = ctx.run(h, [b'{"text": "Ma", "completions": 4}'], [{SEQUENCE_ID: "s1", SEQUENCE_START: "true"}])
+    (r,) = ctx.run(h, [b'{"text": "Ma", "completions": 4}'], [{SEQUENCE_ID: "s1"}])
     answer = json.loads(r.text)
     with one_thread():
         want = engine.answer([GenerateRequest(prefix="Ma", num=4)])[0]
@@ -127,7 +126,7 @@ def test_torchserve_sessions_carry_completions(served, engine):  # noqa: F811 - 
     r = served.post("charrnn_session", b'{"text": "Jo", "completions": 3}')
     assert r.status_code == 200, r.text
     with one_thread():
-        want = engine.session([("local", SessionRequest(text="Jo", completions=3), True)])[0]
+        want = engine.session([("local", SessionRequest(text="Jo", completions=3))])[0]
     assert [c["name"] for c in r.json()["completions"]] == [c["name"] for c in want["completions"]]
     served.post("charrnn_session", b'{"close": true}', {SEQUENCE_ID: r.headers[SEQUENCE_ID]})
 
@@ -143,7 +142,7 @@ def test_the_fuzz_classes_for_nbest_get_the_statuses_they_expect(model_dir, engi
     for category in ("valid n-best", "bad n-best values") * 25:
         case = fuzz.case(category)
         if case.path.endswith("charrnn_session"):
-            (r,) = sess_ctx.run(sess, [case.body], [{SEQUENCE_ID: "fuzz", SEQUENCE_START: "true"}])
+            (r,) = sess_ctx.run(sess, [case.body], [{}])
         else:
             (r,) = gen_ctx.run(gen, [case.body])
         assert r.status in case.expect, (case.body, r.text)

@@ -26,8 +26,7 @@ from export.tolerance import RTOL
 from model.generate import TorchGenerator
 from serve.engine import ONNX_GRAPH, TORCH, Engine
 from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
-from serve.sessions import SessionState, SessionStore
-from serve.standin import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, StandInContext
+from serve.standin import SEQUENCE_ID, StandInContext
 from serve.validation import GenerateRequest, Limits, RequestError
 from serve.wire import DIGITS
 from tests.conftest import assert_close
@@ -353,11 +352,11 @@ def sess(model_dir):
     return make_handler(model_dir, "session")
 
 
-def session_call(handler_ctx, sid: str, payload: dict | bytes, opens: bool = False):
+def session_call(handler_ctx, sid: str | None, payload: dict | bytes):
+    """One request alone in its batch; `sid` None: no session header (a new session)."""
     handler, ctx = handler_ctx
-    headers = {SEQUENCE_ID: sid, **({SEQUENCE_START: "true"} if opens else {})}
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return ctx.run(handler, [raw], [headers])[0]
+    return ctx.run(handler, [raw], [{SEQUENCE_ID: sid} if sid is not None else {}])[0]
 
 
 @torch.inference_mode()
@@ -389,8 +388,8 @@ def check_answer(engine: Engine, answer: dict, text: str, k: int = 5, max_length
 
 def test_a_session_typed_character_by_character_matches_decoding_from_scratch(sess):
     handler, _ = sess
-    r = session_call(sess, "s-typing", {"text": "M"}, opens=True)
-    assert r.status == 200 and r.headers[SEQUENCE_ID] == "s-typing" and SEQUENCE_END not in r.headers
+    r = session_call(sess, "s-typing", {"text": "M"})
+    assert r.status == 200 and r.headers[SEQUENCE_ID] == "s-typing"
     check_answer(handler.engine, json.loads(r.text), "M")
     text = "M"
     for ch in "aria C":
@@ -398,20 +397,35 @@ def test_a_session_typed_character_by_character_matches_decoding_from_scratch(se
         r = session_call(sess, "s-typing", {"append": ch})
         assert r.status == 200, r.text
         check_answer(handler.engine, json.loads(r.text), text)
-    # the whole text again, extended: only the new characters are fed
+    # the whole text again, extended
     r = session_call(sess, "s-typing", {"text": text + "l", "top_k": 3, "max_length": 30})
     check_answer(handler.engine, json.loads(r.text), text + "l", k=3, max_length=30)
-    # an edit (backspaces): rebuilt from the new text
+    # an edit (backspaces)
     r = session_call(sess, "s-typing", {"text": "Mar"})
     check_answer(handler.engine, json.loads(r.text), "Mar")
-    # no text at all: the current state's answer again
+    # no text at all: the current text's answer again
     r = session_call(sess, "s-typing", {})
     check_answer(handler.engine, json.loads(r.text), "Mar")
 
 
+def test_a_request_without_a_session_id_opens_a_new_session(sess):
+    handler, _ = sess
+    first = session_call(sess, None, {"append": "Jo"})
+    assert first.status == 200 and first.headers["content-type"] == "application/json"
+    sid = first.headers[SEQUENCE_ID]
+    answer = json.loads(first.text)
+    assert answer["session"] == sid and sid.startswith("s-") and len(sid) > 30
+    check_answer(handler.engine, answer, "Jo")
+    r = session_call(sess, sid, {"append": "a"})  # the new id works for follow-ups
+    assert r.status == 200 and json.loads(r.text)["text"] == "Joa"
+    second = session_call(sess, None, {"text": "Jo"})
+    assert second.headers[SEQUENCE_ID] != sid  # every new session gets its own id
+    assert json.loads(second.text)["next"] == answer["next"]
+
+
 def test_an_empty_session_suggests_first_letters(sess):
     handler, _ = sess
-    answer = json.loads(session_call(sess, "s-empty", {}, opens=True).text)
+    answer = json.loads(session_call(sess, None, {}).text)
     check_answer(handler.engine, answer, "")
     assert all(c["char"] for c in answer["next"])  # no end-of-name before the first letter
     probs = [c["p"] for c in answer["next"]]
@@ -419,14 +433,13 @@ def test_an_empty_session_suggests_first_letters(sess):
 
 
 def test_end_of_name_is_an_empty_char(sess):
-    answer = json.loads(session_call(sess, "s-end", {"text": "Ana", "top_k": 20}, opens=True).text)
+    answer = json.loads(session_call(sess, "s-end", {"text": "Ana", "top_k": 20}).text)
     assert "" in [c["char"] for c in answer["next"]]  # "Ana" is a complete name in the corpus
 
 
 def test_sessions_in_one_batch_and_the_same_session_twice(sess):
     handler, ctx = sess
-    heads = [{SEQUENCE_ID: "b1", SEQUENCE_START: "true"}, {SEQUENCE_ID: "b2", SEQUENCE_START: "true"}]
-    ctx.run(handler, [body(text="Jo"), body(text="Ra")], heads)
+    ctx.run(handler, [body(text="Jo"), body(text="Ra")], [{SEQUENCE_ID: "b1"}, {SEQUENCE_ID: "b2"}])
     out = ctx.run(handler, [body(append="a"), body(append="f"), body(append="o"), b"{", body(append="a")],
                   [{SEQUENCE_ID: "b1"}, {SEQUENCE_ID: "b2"}, {SEQUENCE_ID: "b1"}, {SEQUENCE_ID: "b2"},
                    {SEQUENCE_ID: "b2"}])
@@ -439,16 +452,18 @@ def test_sessions_in_one_batch_and_the_same_session_twice(sess):
             check_answer(handler.engine, answer, answer["text"])
 
 
-def test_unknown_session_close_and_reopen(sess):
+def test_append_for_an_unknown_session_says_to_send_text(sess):
     r = session_call(sess, "s-never-opened", {"append": "a"})
-    assert r.status == 404 and r.phrase == "Not Found" and "unknown or expired" in json.loads(r.text)["error"]
-    assert r.headers[SEQUENCE_END] == "s-never-opened"  # frees TorchServe's sequence slot too
+    assert r.status == 404 and r.phrase == "Not Found" and r.headers[SEQUENCE_ID] == "s-never-opened"
+    error = json.loads(r.text)["error"]
+    assert "'s-never-opened' is not known here" in error and "send the whole 'text'" in error
     r = session_call(sess, "s-never-opened", {"text": "Lu"})  # the whole text rebuilds it
     assert r.status == 200 and json.loads(r.text)["text"] == "Lu"
     r = session_call(sess, "s-never-opened", {"close": True})
     assert r.status == 200 and json.loads(r.text) == {"session": "s-never-opened", "closed": True}
-    assert r.headers[SEQUENCE_END] == "s-never-opened"
     assert session_call(sess, "s-never-opened", {"append": "c"}).status == 404
+    r = session_call(sess, "s-never-opened", {"text": "Luc"})  # a closed id with its text: fine
+    assert r.status == 200 and json.loads(r.text)["text"] == "Luc"
 
 
 SESSION_BAD = [
@@ -468,60 +483,48 @@ SESSION_BAD = [
 @pytest.mark.parametrize(("payload", "needle"), SESSION_BAD, ids=[f"bad{i}" for i in range(len(SESSION_BAD))])
 def test_bad_session_requests_are_refused_and_the_session_lives_on(sess, payload, needle):
     sid = f"s-bad-{needle[:8]}"
-    assert session_call(sess, sid, {"text": "Ma"}, opens=True).status == 200
+    assert session_call(sess, sid, {"text": "Ma"}).status == 200
     r = session_call(sess, sid, payload)
-    assert r.status == 400 and needle in json.loads(r.text)["error"]
+    assert r.status == 400 and needle in json.loads(r.text)["error"] and r.headers[SEQUENCE_ID] == sid
     r = session_call(sess, sid, {"append": "r"})
     assert r.status == 200 and json.loads(r.text)["text"] == "Mar"
 
 
 def test_a_session_cannot_grow_past_the_limit(sess):
-    assert session_call(sess, "s-long", {"text": "A" * 30}, opens=True).status == 200
+    assert session_call(sess, "s-long", {"text": "A" * 30}).status == 200
     r = session_call(sess, "s-long", {"append": "aaa"})
     assert r.status == 400 and "would be 33 characters" in json.loads(r.text)["error"]
     assert json.loads(session_call(sess, "s-long", {"append": "aa"}).text)["text"] == "A" * 30 + "aa"
 
 
-def test_a_session_request_without_a_sequence_id_is_refused(sess):
-    handler, ctx = sess
-    r = ctx.run(handler, [body(text="A")], [{}])[0]
-    assert r.status == 400 and "session id" in json.loads(r.text)["error"]
+def test_an_invalid_session_id_is_refused(sess):
+    r = session_call(sess, "x" * 300, {"text": "A"})
+    assert r.status == 400 and "invalid session id" in json.loads(r.text)["error"]
+    assert SEQUENCE_ID not in r.headers
+    assert session_call(sess, "tab\there", {"text": "A"}).status == 400
 
 
-def test_session_state_stays_on_the_engine_device(sess):
+def test_the_state_cache_stays_on_the_engine_device(sess):
     handler, _ = sess
-    session_call(sess, "s-device", {"text": "Jo"}, opens=True)
-    state = handler.engine.sessions.get("s-device")
-    assert state.hidden.device == handler.engine.device
-    assert tuple(state.hidden.shape) == handler.engine.hidden_shape
+    session_call(sess, "s-device", {"text": "Jo"})
+    states = handler.engine.sessions.states
+    assert "Jo" in states and states.states.device == handler.engine.device
+    assert tuple(states.states.shape[1:]) == handler.engine.hidden_shape
 
 
-def test_the_session_store_is_bounded_by_count_and_idle_time():
-    now = [0.0]
-    store = SessionStore(max_sessions=2, idle_seconds=10, clock=lambda: now[0])
-    state = lambda: SessionState("a", 1, 3, torch.zeros(1, 4))
-    store.put("a", state())
-    now[0] = 1
-    store.put("b", state())
-    now[0] = 2
-    assert store.get("a") is not None  # a is now the most recently used
-    store.put("c", state())
-    assert "b" not in store and "a" in store and "c" in store and store.evicted == 1
-    now[0] = 11.5  # a was used at 2, c at 2: both idle 9.5 s, still alive
-    assert len(store) == 2
-    now[0] = 12.5
-    assert store.get("a") is None and len(store) == 0 and store.expired == 2
-    with pytest.raises(ValueError):
-        SessionStore(max_sessions=0)
-
-
-def test_the_handler_bounds_its_sessions(model_dir):
-    handler, ctx = make_handler(model_dir, "session", sessions={"max": 3, "idle_seconds": 60})
+def test_the_handler_reads_its_session_bounds(model_dir):
+    handler, ctx = make_handler(model_dir, "session", sessions={"max": 3, "idle_seconds": 60, "state_cache_mib": 0.001,
+                                                                "answer_cache_mib": 0.01})
+    store = handler.engine.sessions
+    assert store.texts.max_sessions == 3 and store.texts.idle_seconds == 60
+    assert store.states.nbytes <= 0.001 * 2**20 and store.answers.max_bytes == int(0.01 * 2**20)
     for i in range(5):
-        ctx.run(handler, [body(text="A")], [{SEQUENCE_ID: f"s{i}", SEQUENCE_START: "true"}])
-    assert len(handler.engine.sessions) == 3 and "s0" not in handler.engine.sessions
+        assert ctx.run(handler, [body(text="A")], [{SEQUENCE_ID: f"s{i}"}])[0].status == 200
+    assert len(store.texts) == 3 and "s0" not in store.texts
     r = ctx.run(handler, [body(append="n")], [{SEQUENCE_ID: "s0"}])[0]
     assert r.status == 404
+    with pytest.raises(ValueError, match="open_max"):
+        make_handler(model_dir, "session", sessions={"open_max": 24})
 
 
 # ---------------------------------------------------------------- start-up and packaging
@@ -689,12 +692,13 @@ def test_a_one_graph_archive_is_built_and_checked_whole(tiny_artifacts, tmp_path
         assert str(bad) in str(info.value)
 
 
-def test_the_session_config_uses_sequence_batching():
+def test_the_served_configs_batch_and_the_session_model_has_no_sequence_slots():
     config = yaml.safe_load((Path("serve/config/charrnn_session.yaml")).read_text())
-    assert config["sequenceBatching"] and config["continuousBatching"]
-    assert config["maxNumSequence"] <= config["maxWorkers"] * config["batchSize"]
-    assert config["handler"]["sessions"]["idle_seconds"] * 1000 > config["sequenceMaxIdleMSec"]
-    assert config["maxBatchDelay"] >= 1
+    # sessions are rebuilt from their text: no TorchServe sequence batching, no admission limit
+    assert not {"sequenceBatching", "continuousBatching", "maxNumSequence", "sequenceMaxIdleMSec"} & set(config)
+    assert set(config["handler"]["sessions"]) == {"max", "idle_seconds", "state_cache_mib", "answer_cache_mib"}
+    assert config["maxWorkers"] == 1  # `append` reads the session's text in the worker's memory
+    assert config["maxBatchDelay"] >= 1 and config["batchSize"] > 1
     one_shot = yaml.safe_load((Path("serve/config/charrnn.yaml")).read_text())
     assert one_shot["maxBatchDelay"] >= 1 and one_shot["handler"]["threads"] == 1
 

@@ -22,6 +22,7 @@ import requests
 import torch
 
 from core.contract import ONNX_GENERATE as GENERATE_FILE
+from core.contract import SESSION_HEADER
 from serve.client import Client, ClientError
 from serve.config_properties import Ports, free_ports
 from serve.engine import NBEST, ONNX_GRAPH, TORCH, Engine
@@ -35,8 +36,7 @@ from tests.conftest import assert_close, require_java
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SEQUENCE_ID = "ts_request_sequence_id"
-SEQUENCE_END = "ts_request_sequence_end"
+SEQUENCE_ID = SESSION_HEADER
 JSON = {"Content-Type": "application/json"}
 
 
@@ -181,9 +181,9 @@ def test_50_concurrent_requests_are_all_correct(served, engine):
                                                     else ONNX_GRAPH for f in reqs]
 
 
-def session_expected(engine: Engine, sid: str, request: SessionRequest, opens: bool) -> dict:
+def session_expected(engine: Engine, text: str) -> dict:
     with one_thread():
-        return engine.session([(sid, request, opens)])[0]
+        return engine.session([(None, SessionRequest(text=text))])[0]
 
 
 def assert_same_answer(got: dict, want: dict) -> None:
@@ -196,24 +196,25 @@ def assert_same_answer(got: dict, want: dict) -> None:
 def test_a_session_of_several_requests_matches_in_process_decoding(served, engine):
     client = served.client()
     steps = [("type", "M"), ("append", "a"), ("append", "r"), ("type", "Mari"), ("append", "a C"), ("type", "Mar")]
+    text = ""
     with client.session() as s:
-        for i, (kind, text) in enumerate(steps):
-            got = s.type(text) if kind == "type" else s.append(text)
-            assert s.id and s.id.startswith("ts-seq-") and got["session"] == s.id
-            req = SessionRequest(text=text) if kind == "type" else SessionRequest(append=text)
-            assert_same_answer(got, session_expected(engine, "local", req, opens=i == 0))
+        for kind, typed in steps:
+            got = s.type(typed) if kind == "type" else s.append(typed)
+            text = typed if kind == "type" else text + typed
+            # the id the handler made travels back in the header and the body
+            assert s.id and s.id.startswith("s-") and got["session"] == s.id
+            assert_same_answer(got, session_expected(engine, text))
         sid = s.id
-    # closed (the handler set ts_request_sequence_end): its state is gone. Once in a fresh-clone
-    # run (2026-11-27) a request sent right after the close's answer was never answered: our
-    # reading is that TorchServe had not yet ended the sequence and queued it there (README:
-    # a request queued behind one that ends the session is never answered). So ask again.
-    for attempt in range(3):
-        try:
-            r = served.post("charrnn_session", b'{"append": "a"}', {SEQUENCE_ID: sid}, timeout=5)
-            break
-        except requests.Timeout:
-            assert attempt < 2, "a request for the closed session was never answered"
-    assert r.status_code == 404 and "unknown or expired" in r.json()["error"]
+    # raw HTTP: `append` alone continues the text the worker holds; after the close it is a
+    # 404 that says to send `text`, and `text` works again (no sequence to strand a request)
+    r = served.post("charrnn_session", b'{"append": "a"}', {SEQUENCE_ID: sid}, timeout=10)
+    assert r.status_code == 404 and "send the whole 'text'" in r.json()["error"]
+    assert r.headers[SEQUENCE_ID] == sid
+    r = served.post("charrnn_session", b'{"text": "Mar"}', {SEQUENCE_ID: sid}, timeout=10)
+    assert r.status_code == 200 and r.json()["session"] == sid and r.headers[SEQUENCE_ID] == sid
+    r = served.post("charrnn_session", b'{"append": "i"}', {SEQUENCE_ID: sid}, timeout=10)
+    assert r.status_code == 200 and r.json()["text"] == "Mari"
+    assert r.headers["X-CharRNN-Session-Cache"] in ("hit", "miss")
 
 
 def test_interleaved_sessions_keep_their_own_state(served):
@@ -227,6 +228,33 @@ def test_interleaved_sessions_keep_their_own_state(served):
     assert a.append("")["text"] == "Joao" and b.append("")["text"] == "Raao"
     a.close()
     b.close()
+
+
+def test_many_more_sessions_than_the_old_cap_at_once(served, engine):
+    """300 sessions typing at once from 24 threads (the old design refused the 25th open
+    session with 429, and TorchServe's 33rd with 503): every request answered, correctly, and
+    every session continued with `append` (its text held by the one worker)."""
+    names = ["Maria", "João", "Lucas", "Ana", "Rafaela", "Heitor"]
+
+    def one(i: int) -> list[tuple[int, dict | str]]:
+        name = names[i % len(names)]
+        r = served.post("charrnn_session", json.dumps({"text": name[:1]}).encode(), timeout=60)
+        got = [(r.status_code, r.json() if r.status_code == 200 else r.text)]
+        sid = r.headers.get(SEQUENCE_ID)
+        for ch in name[1:]:
+            r = served.post("charrnn_session", json.dumps({"append": ch}).encode(), {SEQUENCE_ID: sid}, timeout=60)
+            got.append((r.status_code, r.json() if r.status_code == 200 else r.text))
+        return got
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, range(300)))
+    statuses = [status for answers in results for status, _ in answers]
+    assert set(statuses) == {200}, sorted(set(statuses))
+    wanted = {name[:k]: session_expected(engine, name[:k]) for name in names for k in range(1, len(name) + 1)}
+    for answers in results:
+        for _, got in answers:
+            assert_same_answer(got, wanted[got["text"]])
+    assert len({answers[0][1]["session"] for answers in results}) == 300
 
 
 def test_a_streamed_response(served, engine):
@@ -277,8 +305,8 @@ def test_bad_inputs_get_4xx_and_the_server_stays_healthy(served):
     # session model: bad input and an unknown session
     r = served.post("charrnn_session", b'{"text": "A", "append": "b"}')
     assert r.status_code == 400 and "not both" in r.json()["error"]
-    r = served.post("charrnn_session", b'{"append": "b"}', {SEQUENCE_ID: "ts-seq-made-up"})
-    assert r.status_code == 404 and r.headers.get(SEQUENCE_END) == "ts-seq-made-up"
+    r = served.post("charrnn_session", b'{"append": "b"}', {SEQUENCE_ID: "s-made-up"})
+    assert r.status_code == 404 and r.headers.get(SEQUENCE_ID) == "s-made-up"
     # still healthy: same workers (none died and restarted), good requests answered
     assert served.worker_pids("charrnn") == pids
     assert requests.get(f"{served.inference}/ping", headers=served.auth(), timeout=10).json()["status"] == "Healthy"

@@ -369,10 +369,10 @@ def parity_checks(check: Check, parity: Parity, cpu: Engine, gpu: Engine, ts: Pa
     # 4. sessions (recording graphs): the same typed text, step by step, on both devices
     words = ["Lu", "c", "as", "Mar", "ia"]
     for engine in (cpu, gpu):
-        engine.session([("a", SessionRequest(text=words[0]), True), ("b", SessionRequest(), True)])
+        engine.session([("a", SessionRequest(text=words[0])), ("b", SessionRequest(text=""))])
     v = Verdict("engine sessions, 2 sessions x 4 keystrokes", 0)
     for w in words[1:]:
-        items = [("a", SessionRequest(append=w), False), ("b", SessionRequest(append=w, top_k=5), False)]
+        items = [("a", SessionRequest(append=w)), ("b", SessionRequest(append=w, top_k=5))]
         for x, y in zip(cpu.session(items), gpu.session(items)):
             v.names += 1
             if x["completion"] != y["completion"] or [c["char"] for c in x["next"]] != [c["char"] for c in y["next"]]:
