@@ -29,13 +29,13 @@ ONESHOT, SESSION = contract.MODEL, contract.SESSION_MODEL
 
 
 @pytest.fixture(scope="module")
-def store(tiny_artifacts, tmp_path_factory) -> Path:
+def store(tiny_artifacts, tiny_card, tmp_path_factory) -> Path:
     require_java("the cluster smoke test")
     need("haproxy", "the cluster smoke test")
     store = tmp_path_factory.mktemp("cluster") / "model_store"
     subprocess.run([sys.executable, "-m", "serve.archive", "--torchscript", str(tiny_artifacts.torchscript),
                     "--vocab", str(tiny_artifacts.vocab_json), "--greedy-graph",
-                    str(tiny_artifacts.dir / contract.ONNX_GENERATE), "--out", str(store)],
+                    str(tiny_artifacts.dir / contract.ONNX_GENERATE), "--card", str(tiny_card), "--out", str(store)],
                    cwd=ROOT, check=True, capture_output=True)
     return store
 
