@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import sys
 import time
 import unicodedata
@@ -159,6 +160,9 @@ _WORKER: tuple | None = None  # a worker process's decoder, set up once by _work
 
 def _worker_start(model: str, spec: BulkSpec, batch_size: int) -> None:
     global _WORKER
+    # a forked worker inherits the command's SIGTERM handler (core.atomic.exit_on_sigterm), which
+    # is for the parent's temporary file; the pool's terminate must end a worker at once
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)  # one core per worker: small ops do not pay for intra-op threads
     step, vocab, hidden_shape = load_step(model, "cpu")
     _WORKER = (bulk_decoder(step, vocab, hidden_shape, spec, "cpu", batch_size), NameText(vocab),

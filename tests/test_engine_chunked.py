@@ -225,7 +225,7 @@ def test_the_gpu_captures_only_the_positions_a_request_can_reach(tiny_artifacts)
     (full,), (sampled,) = engine.generate(one_shot)
     assert full == text[:6] and 1 <= len(sampled) <= 6
     for max_length in (1, 6):
-        got = engine.session([("s", SessionRequest(text=text, max_length=max_length), True)])
+        got = engine.session([("s", SessionRequest(text=text, max_length=max_length))])
         assert got[0]["text"] == text
-        engine.session([("s", SessionRequest(close=True), False)])
+        engine.session([("s", SessionRequest(close=True))])
     assert d.eager_chunks == 0
