@@ -41,7 +41,8 @@ def render_body(rep: dict, figure_dir: str = "") -> str:
     out = [
         (f"- Checkpoint: `{rep['checkpoint']}` (fingerprint `{rep['fingerprint']}`): {m['cell'].upper()}, "
         f"hidden {m['hidden_size']}, {m['num_layers']} layer(s), {m['parameters']:,} parameters."),
-        (f"- Corpus: `{c['path']}`{title_case}: {c['names']:,} distinct names, split by name hash into "
+        (f"- Corpus: `{c['path']}`{title_case}: {c['names']:,} distinct names, split by name hash (the "
+         f"commonest names of a counted corpus always train) into "
         f"{c['train_names']:,} training and {c['val_names']:,} validation names (val_fraction "
         f"{c['val_fraction']}, the split the checkpoint was trained on); count weighting in training: "
         f"{c['count_weighting']}."),
