@@ -21,9 +21,8 @@ ratio of the two is what the handler itself costs.
   took it; each printed met or missed.
 - Where the time goes: CPU per request of the Java frontend, each handler's workers, the load
   generator and every other process (/proc), and each handler's PredictionTime per batch.
-- Sessions: bench/serving_sessions.py's section when that module is there (the hook: its
-  `measure(store, args, log)` and `markdown(data)`, and optionally `add_arguments(group)` for
-  its command-line options), else a line saying it is not wired.
+- Sessions: measured by the bench's `sessions` section (bench/sessions.py, which `make
+  bench-serving` runs after this one) on its own page, bench-sessions.md; this page points to it.
 - Sweep: the one-shot model at 8 clients under several (workers, batchSize, maxBatchDelay)
   points (bench/serving_sweep.py), the best by req/s with p99 <= 25 ms and no error.
 
@@ -34,7 +33,6 @@ targets), serve/procfs.py (CPU from /proc).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -52,8 +50,6 @@ from bench.serving_sweep import (
     read_model_config,
 )
 from core import contract
-
-SESSIONS_MODULE = "bench.serving_sessions"  # the session benchmark's module (its own helper's)
 
 
 class Unavailable(RuntimeError):
@@ -94,35 +90,11 @@ def shipped_config(store: Path, served: dict) -> dict:
     return {"settings": settings, "same": not differences, "differences": differences}
 
 
-def sessions_part(store: Path, args, log: Callable[[str], None]) -> dict:
-    """The session benchmark's data and Markdown from bench/serving_sessions.py, or why not."""
-    try:
-        module = importlib.import_module(SESSIONS_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != SESSIONS_MODULE:
-            raise
-        return {"status": "not wired", "note": f"{SESSIONS_MODULE.replace('.', '/')}.py is not there yet"}
-    data = module.measure(store, args, log=log)
-    return {"status": "ok", "data": data, "markdown": module.markdown(data)}
-
-
-def session_targets(sessions: dict | None) -> list[dict]:
-    """The session benchmark's targets (its data's "targets": [{"target", "measured", "met"}]), or
-    issue 23's, marked as measured elsewhere when it did not run."""
-    if sessions is not None and sessions.get("status") == "ok":
-        return list((sessions.get("data") or {}).get("targets") or [])
-    why = "not run here" if sessions is None else f"{sessions['status']}: {sessions.get('note', '')}"
-    return [{"target": "sessions: ≥ 1,000 concurrent typists (one keystroke a second each, open loop) with zero "
-                       "errors and p99 ≤ 50 ms; ≥ 10,000 open sessions within a stated memory bound",
-             "measured": f"the session benchmark ({why})", "met": None}]
-
-
 def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), rates: Sequence[float] = (25, 50, 80),
             repeats: int = 3, seconds: float = 8.0, warmup_seconds: float = 2.0, jvm_warmup_seconds: float = 30.0,
-            sweep: Sequence[Point] = (), sweep_clients: int = TARGET["clients"], sessions_args=None,
+            sweep: Sequence[Point] = (), sweep_clients: int = TARGET["clients"],
             log: Callable[[str], None] = print) -> dict:
-    """The whole section's data (see the module docstring); `sessions_args`: the parsed command
-    line to hand the session benchmark (None: not run)."""
+    """The whole section's data (see the module docstring)."""
     from tools.machine import machine_info
 
     store = Path(store)
@@ -146,11 +118,7 @@ def measure(store: str | Path, *, clients: Sequence[int] = (1, 8, 32), rates: Se
     }
     result["shipped_config"] = shipped_config(store, result["main"]["served"])
     result["main_seconds"] = time.perf_counter() - started
-    if sessions_args is not None:
-        started = time.perf_counter()
-        result["sessions"] = sessions_part(store, sessions_args, log)
-        result["sessions"]["seconds"] = time.perf_counter() - started
-    result["targets"] = targets(result) + session_targets(result.get("sessions"))
+    result["targets"] = targets(result)
     if sweep:
         started = time.perf_counter()
         rows = measure_sweep(store, sweep, clients=sweep_clients, repeats=repeats, seconds=seconds,
@@ -175,20 +143,9 @@ def add_arguments(group) -> None:
     group.add_argument("--serving-clients", default="1,8,32", help="concurrent clients of the closed loop")
     group.add_argument("--serving-rates", default="25,50,80",
                        help="open-loop arrival rates, percent of the shipped handler's closed-loop capacity")
-    group.add_argument("--serving-sessions", action="store_true", default=True,
-                       help="run the session benchmark (bench/serving_sessions.py) when it is there (default)")
-    group.add_argument("--no-serving-sessions", dest="serving_sessions", action="store_false")
     group.add_argument("--serving-sweep", default=None,
                        help="workers:batchSize:maxBatchDelay[:quiet],... at 8 clients ('none': no sweep; "
                             f"default: {DEFAULT_SWEEP})")
-    try:
-        module = importlib.import_module(SESSIONS_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != SESSIONS_MODULE:
-            raise
-        return
-    if hasattr(module, "add_arguments"):
-        module.add_arguments(group)
 
 
 def section(args) -> dict:
@@ -201,5 +158,5 @@ def section(args) -> dict:
     result = measure(store, clients=clients, rates=rates, repeats=args.serving_repeats, seconds=args.serving_seconds,
                      warmup_seconds=args.serving_warmup_seconds, jvm_warmup_seconds=args.serving_jvm_warmup_seconds,
                      sweep=parse_points(DEFAULT_SWEEP if args.serving_sweep is None else args.serving_sweep),
-                     sessions_args=args if args.serving_sessions else None, log=lambda s: print(s, flush=True))
+                     log=lambda s: print(s, flush=True))
     return {"data": result, "markdown": markdown(result)}

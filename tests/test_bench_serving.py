@@ -503,7 +503,7 @@ def fake_result(delay=1, charrnn_p50=3.0, charrnn_rps=(900, 2500, 4000), errors=
                            "warmup_seconds_per_run": 2, "jvm_warmup_seconds": 30},
               "main": {"closed": closed, "open": opened, "capacity_req_per_s": 4000.0, "served": {}},
               "shipped_config": {"same": True, "differences": [], "settings": config}}
-    result["targets"] = serving_report.targets(result) + serving.session_targets(None)
+    result["targets"] = serving_report.targets(result)
     return result
 
 
@@ -511,7 +511,7 @@ def test_targets_are_ratios_to_the_do_nothing_handler_from_the_same_run():
     met = {t["target"].split(":")[0]: t["met"] for t in fake_result()["targets"]}
     assert met == {"one client, greedy one-shot": True, "8 clients": False, "32 clients": True,
                    "the shipped config is the one measured (serve/config/charrnn.yaml = the archive's model-config.yaml = "
-                   "what TorchServe serves, for both handlers)": True, "sessions": None}
+                   "what TorchServe serves, for both handlers)": True}
     got = {t["target"].split(":")[0]: t for t in fake_result(delay=5, charrnn_p50=5.0, errors=1)["targets"]}
     assert got["one client, greedy one-shot"]["met"] is False  # 2.5x
     assert "2.50×" in got["one client, greedy one-shot"]["measured"]
@@ -534,40 +534,10 @@ def test_the_markdown_has_both_loops_the_targets_the_sessions_place_and_the_swee
     assert "### Open loop" in text and "### Closed loop" in text and "### Sessions" in text
     assert "0.71× (2,500 against 3,500 req/s), p99 13.0 ms, 0 errors — **missed**" in text
     assert "0.83× (4,000 against 4,800 req/s)" in text and text.count("**met**") == 3
-    assert "bench/serving_sessions.py" in text
+    assert "[bench-sessions.md](bench-sessions.md)" in text  # the sessions section's own page
     assert "| 2 | 8 | 1 | 1,100 (1,100–1,100, n=3)" in text and "**best**" in text
     assert "| do-nothing | 32 | 4,800 | 2.000 | 1.600 | 0.500 | nan | 0.700 |" in text
     json.dumps(result)  # what bench.json stores
-
-
-def test_the_session_benchmark_plugs_in_by_its_module(monkeypatch, tmp_path):
-    """bench/serving_sessions.py (another helper's) is called when it is there: its section in
-    the page, its targets with the others; a missing module says so; a module that fails to
-    import for another reason is an error, not a silent skip."""
-    import sys
-    import types
-
-    assert serving.sessions_part(tmp_path, None, print)["status"] == "not wired"
-    calls = []
-    fake = types.ModuleType("bench.serving_sessions")
-    fake.measure = lambda store, args, log: calls.append((store, args)) or {
-        "targets": [{"target": "typists", "measured": "1,000 at p99 12 ms", "met": True}]}
-    fake.markdown = lambda data: "| typists | p99 |\n|---|---|\n| 1,000 | 12 |"
-    monkeypatch.setitem(sys.modules, "bench.serving_sessions", fake)
-    part = serving.sessions_part(tmp_path, "args", print)
-    assert part["status"] == "ok" and calls == [(tmp_path, "args")]
-    result = fake_result()
-    result["sessions"] = part
-    result["targets"] = serving_report.targets(result) + serving.session_targets(part)
-    text = serving_report.markdown(result)
-    assert "| 1,000 | 12 |" in text and "- typists: 1,000 at p99 12 ms — **met**" in text
-
-    def broken(name):  # the module is there but needs something that is not
-        raise ModuleNotFoundError("No module named 'locust'", name="locust")
-
-    monkeypatch.setattr(serving.importlib, "import_module", broken)
-    with pytest.raises(ModuleNotFoundError, match="locust"):
-        serving.sessions_part(tmp_path, None, print)
 
 
 def test_the_cpu_meter_counts_this_process_as_the_load_generator():
