@@ -194,7 +194,14 @@ def run(args) -> Table:
             r.start()
         reference = Reference(store)
         for r in replicas:
-            r.wait_ready(args.timeout)
+            try:
+                r.wait_ready(args.timeout)
+            except ClusterError as exc:
+                # a free port picked for one replica (TorchServe's gRPC ports are picked when its
+                # config is written) can be taken by another's before it binds: one more start
+                say(f"{exc}; starting {r.name} once more")
+                r.start()
+                r.wait_ready(args.timeout)
         gw.start()
         for r in replicas:
             gw.wait_status(r.name, "UP", 30)
