@@ -44,7 +44,7 @@ from deploy.reference import Reference, differences
 from serve.standin import SEQUENCE_ID
 from soak.report import Table, log
 
-NAMES = ["Maria", "Ana Clara", "João", "Lucas", "Beatriz", "Gabriel", "Helena", "Pedro Henrique", "Júlia",
+NAMES = ["Maria", "Antônio", "João", "Lucas", "Beatriz", "Gabriel", "Helena", "Conceição", "Júlia",
          "Rafael", "Larissa", "Thiago", "Valentina", "Davi", "Sofia", "Bruno"]
 PREFIXES = ["", "A", "Ma", "Jo", "Lu", "Be", "Ga", "He", "Pe", "Ra", "La", "Th", "Va", "Da", "So", "Br"]
 KILLED = 1  # index of the replica that is killed (replica2)
