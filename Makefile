@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 # train the same thing. Each knob and the model.train option it sets:
 TRAIN_KNOBS := HIDDEN:hidden LAYERS:layers CELL:cell EPOCHS:epochs BATCH:batch-size LR:lr LR_DECAY:lr-decay \
 	LR_SCHEDULE:lr-schedule PATIENCE:patience MAX_SECONDS:max-seconds COUNT_WEIGHTING:count-weighting \
-	LENGTH_POOL:length-pool VAL_FRACTION:val-fraction THREADS:threads SEED:seed DEVICE:device
+	LENGTH_POOL:length-pool VAL_FRACTION:val-fraction THREADS:threads SEED:seed DEVICE:device \
+	MEMBERS:members MEMBER_WEIGHTINGS:member-weightings TEACHER:teacher
 # $(call given,VAR): VAR's value if the user set it (an empty value counts as not set)
 given = $(if $(filter command line environment environment override,$(origin $1)),$(strip $($1)))
 

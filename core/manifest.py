@@ -2,7 +2,9 @@
 
 Contract (extend, never rename): {"symbols": [...index order...], "bos_id": int, "eos_id": int}.
 Added: format_version, cell, hidden_size, num_layers, vocab_size, fingerprint (of weights and
-vocabulary: a runtime can tell artifacts of different training runs apart), normalization.
+vocabulary: a runtime can tell artifacts of different training runs apart), normalization,
+members (how many models the step averages: 1 for a single model; an ensemble's hidden_size is
+its members' sizes summed, their states side by side, and cell is theirs, or "mixed").
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ VOCAB_KEY = contract.VOCAB  # TorchScript extra-file name and ONNX metadata_prop
 REEXPORT = "re-export them (make export)"
 
 
-def build_manifest(vocab: Vocab, *, cell: str, hidden_size: int, num_layers: int, fingerprint: str) -> dict:
+def build_manifest(vocab: Vocab, *, cell: str, hidden_size: int, num_layers: int, fingerprint: str,
+                   members: int = 1) -> dict:
     return {
         **vocab.to_dict(),
         "vocab_size": len(vocab),
@@ -27,6 +30,7 @@ def build_manifest(vocab: Vocab, *, cell: str, hidden_size: int, num_layers: int
         "num_layers": num_layers,
         "fingerprint": fingerprint,
         "normalization": "NFC",
+        "members": members,
     }
 
 

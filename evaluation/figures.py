@@ -46,16 +46,20 @@ def compare_bars(path: Path, samples: dict, corpus: dict, *, xlabel: str, title:
 
 
 def loss_curves(path: Path, history: list[dict], bigram_val: float | None = None) -> None:
-    """Training and validation loss per epoch, with the bigram's validation NLL for reference."""
+    """Training and validation loss per epoch (each member's, for an ensemble), with the bigram's
+    validation NLL for reference."""
+    from model.train import history_by_member
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    epochs = [r["epoch"] for r in history]
     marker = "o" if len(history) <= 30 else None  # a short run (e.g. a few long epochs) still shows
-    ax.plot(epochs, [r["train_loss"] for r in history], label="train", marker=marker)
-    if not all(math.isnan(r["val_loss"]) for r in history):
-        ax.plot(epochs, [r["val_loss"] for r in history], label="validation", marker=marker)
+    for label, rows in history_by_member(history):
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["train_loss"] for r in rows], label=f"{label}train", marker=marker)
+        if not all(math.isnan(r["val_loss"]) for r in rows):
+            ax.plot(epochs, [r["val_loss"] for r in rows], label=f"{label}validation", marker=marker)
     scored = [r for r in history if not math.isnan(r["val_loss"])]
-    if scored:
+    if scored and "member" not in history[0]:
         best = min(scored, key=lambda r: r["val_loss"])
         ax.axvline(best["epoch"], color="gray", linestyle=":", label=f"best epoch ({best['epoch']})")
     if bigram_val is not None:

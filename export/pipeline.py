@@ -19,6 +19,7 @@ from export.onnx_step import export_onnx
 from export.parity import Parity
 from export.torchscript import export_torchscript
 from model.checkpoint import load_checkpoint
+from model.ensemble import members_of
 from model.nbest_torch import TorchStepper
 
 ARTIFACTS = dict(zip(("vocab", "torchscript", "onnx", "generate"), contract.EXPORTS))  # the commit order
@@ -29,7 +30,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Parity]
     model, vocab, ckpt = load_checkpoint(checkpoint)
     text = manifest.dumps(manifest.build_manifest(
         vocab, cell=model.config.cell, hidden_size=model.hidden_size, num_layers=model.num_layers,
-        fingerprint=ckpt["fingerprint"]))
+        fingerprint=ckpt["fingerprint"], members=len(members_of(model))))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))

@@ -2,7 +2,8 @@
 
 {
   "format": "charrnn-checkpoint", "format_version": 1,
-  "config": ModelConfig as dict, "vocab": Vocab as dict,
+  "config": ModelConfig as dict (an ensemble's: {"members": [ModelConfig as dict, ...]}),
+  "vocab": Vocab as dict,
   "state_dict": {name: tensor}, "fingerprint": str,
   "metrics": {...}, "history": [{...per epoch...}], "train_args": {...}
 }
@@ -22,7 +23,8 @@ from core.atomic import atomic_path, pause_point
 from core.errors import ArtifactError
 from core.integrity import check_zip
 from core.vocab import Vocab, VocabError
-from model.charrnn import CharRNN, ModelConfig
+from model.charrnn import CharRNN
+from model.ensemble import CharRNNEnsemble, build_model, config_from_dict
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -32,7 +34,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
-def model_fingerprint(model: CharRNN, vocab: Vocab) -> str:
+def model_fingerprint(model: CharRNN | CharRNNEnsemble, vocab: Vocab) -> str:
     """Identify a (weights, vocabulary) pair, so exports from different runs cannot be mixed."""
     digest = hashlib.sha256(json.dumps(vocab.symbols, ensure_ascii=False).encode())
     digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
@@ -42,7 +44,7 @@ def model_fingerprint(model: CharRNN, vocab: Vocab) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(path: str | Path, model: CharRNN, vocab: Vocab, *, metrics: dict | None = None,
+def save_checkpoint(path: str | Path, model: CharRNN | CharRNNEnsemble, vocab: Vocab, *, metrics: dict | None = None,
                     history: list[dict] | None = None, train_args: dict | None = None) -> dict:
     ckpt = {
         "format": FORMAT,
@@ -98,17 +100,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
-    """Return (model in eval mode, vocabulary, the raw checkpoint dict)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN | CharRNNEnsemble, Vocab, dict]:
+    """Return (model in eval mode: a CharRNN, or a CharRNNEnsemble for an ensemble's checkpoint,
+    vocabulary, the raw checkpoint dict)."""
     ckpt = read_checkpoint(path)
     try:
         vocab = Vocab.from_dict(ckpt["vocab"])
-        config = ModelConfig.from_dict(ckpt["config"])
+        config = config_from_dict(ckpt["config"])
     except (VocabError, TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: bad config or vocabulary: {exc}") from None
     if config.vocab_size != len(vocab):
         raise CheckpointError(f"{path}: config vocab_size {config.vocab_size} != {len(vocab)} vocabulary symbols")
-    model = CharRNN(config)
+    model = build_model(config)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

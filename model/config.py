@@ -70,12 +70,44 @@ class TrainConfig:
     # share out, and with more threads than free cores (a busy machine) torch's threads wait on each
     # other at every operation, which made training many times slower, not faster.
     threads: int = 1
+    # An ensemble (model.members): this many models trained side by side, one process and one core
+    # each, within the same max_seconds, and served as one step (model.ensemble); 1 = a single
+    # model, 0 = one per usable core. Members differ in seed (seed, seed + 1, ...) and, when
+    # member_weightings lists count weightings ("sqrt,none"), in those, taken in turn.
+    members: int = 1
+    member_weightings: str = ""
+    # Distillation (model.distill): a checkpoint (an ensemble's, typically) whose next-character
+    # distributions over the training names this model learns instead of the names' characters;
+    # empty = train on the names. Its corpus, split and vocabulary must be this run's.
+    teacher: str = ""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, allowed in (("cell", CELLS), ("lr_schedule", LR_SCHEDULES), ("count_weighting", COUNT_WEIGHTINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.members < 0:
+            raise ValueError(f"members must be 0 (one per usable core) or a positive count, got {self.members}")
+        for weighting in self.weightings():
+            if weighting not in COUNT_WEIGHTINGS:
+                raise ValueError(f"member_weightings must list values of {COUNT_WEIGHTINGS}, got {weighting!r}")
+        if self.teacher and self.members != 1:
+            raise ValueError("a distilled model (teacher) is a single model: members must be 1")
+
+    def weightings(self) -> list[str]:
+        """member_weightings as a list (empty: every member uses count_weighting)."""
+        return [w.strip() for w in self.member_weightings.split(",") if w.strip()]
+
+    def member_count(self) -> int:
+        """How many models this run trains: members, or one per usable core when it is 0."""
+        return self.members or usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # the fields a preset may set, with their types (`extra` is for code, not for preset files)

@@ -95,13 +95,21 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, 
             yield batches[i]
 
 
-def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the real positions of the names at `index`, and their count."""
+def batch_loss(model: CharRNN, data: Encoded, index: torch.Tensor, device: torch.device,
+               soft: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the real positions of the names at `index`, and their count:
+    against the names' next characters, or against `soft`, a teacher's next-character
+    probabilities [names, positions, vocab] for the same rows (model.distill)."""
     width = int(data.lengths[index].max())
     inputs = data.inputs[index, :width].to(device)
     targets = data.targets[index, :width].to(device)
     logits, _ = model(inputs)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    if soft is None:
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+                               reduction="sum")
+    else:
+        per_position = -(soft[index, :width].to(device) * torch.log_softmax(logits, dim=-1)).sum(-1)
+        loss = per_position[targets != IGNORE].sum()
     return loss, int(data.lengths[index].sum())
 
 
@@ -148,6 +156,12 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
     val_data = encode_names([e.name for e in val_entries], vocab) if val_entries else None
     weights = sampling_weights(train_entries, cfg.count_weighting)
 
+    soft = None
+    if cfg.teacher:  # distillation: the teacher's distributions replace the next characters
+        from model.distill import teacher_targets
+
+        soft = teacher_targets(cfg.teacher, cfg, vocab, len(train_entries), len(val_entries), train_data)
+
     model = CharRNN(ModelConfig(len(vocab), cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout)).to(device)
     # fused: one kernel for all of Adam's per-parameter updates instead of several per parameter
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -176,7 +190,7 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
                 done = (time.perf_counter() - started) / cfg.max_seconds if cfg.max_seconds else step / total_steps
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * cosine_factor(done)
-            loss_sum, n = batch_loss(model, train_data, index, device)
+            loss_sum, n = batch_loss(model, train_data, index, device, soft)
             optimizer.zero_grad(set_to_none=True)
             (loss_sum / n).backward()
             if cfg.clip > 0:
@@ -228,6 +242,14 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
     return model.cpu(), vocab, metrics, history
 
 
+def history_by_member(history: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(label, rows) per member of an ensemble's history (rows carry "member"), or ("", history)."""
+    groups: dict = {}
+    for row in history:
+        groups.setdefault(row.get("member"), []).append(row)
+    return [("" if key is None else f"member {key} ", rows) for key, rows in groups.items()]
+
+
 def write_history(out_dir: Path, history: list[dict]) -> None:
     """history.csv, history.json and loss.png (training and validation loss per epoch)."""
     buf = io.StringIO()
@@ -247,11 +269,12 @@ def plot_loss(path: Path, history: list[dict]) -> None:
 
     from core.atomic import atomic_path
 
-    epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(epochs, [r["train_loss"] for r in history], label="train")
-    if not all(math.isnan(r["val_loss"]) for r in history):
-        ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    for label, rows in history_by_member(history):
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["train_loss"] for r in rows], label=f"{label}train")
+        if not all(math.isnan(r["val_loss"]) for r in rows):
+            ax.plot(epochs, [r["val_loss"] for r in rows], label=f"{label}validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (nats / symbol)")
     ax.legend()
@@ -309,6 +332,13 @@ def build_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser
     p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="wall-clock budget; 0 = none")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads; 0 = torch's default")
+    p.add_argument("--members", type=int, default=d.members,
+                   help="an ensemble of this many models trained side by side, one core each; 1 = a single model, "
+                        "0 = one per usable core")
+    p.add_argument("--member-weightings", default=d.member_weightings,
+                   help="count weightings the members take in turn, e.g. sqrt,none (empty: --count-weighting)")
+    p.add_argument("--teacher", default=d.teacher,
+                   help="distil: learn this checkpoint's next-character distributions (same corpus and split)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -336,14 +366,21 @@ def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
     exit_on_sigterm()
     entries = read_corpus(cfg.corpus, title_case=cfg.title_case)
-    model, vocab, metrics, history = train(entries, cfg, progress=not args.no_progress)
     out = Path(args.out or f"{artifact_dir(args.preset)}/{contract.CHECKPOINT}")
+    if cfg.member_count() > 1:
+        from model.members import train_members
+
+        model, vocab, metrics, history = train_members(entries, cfg, progress=not args.no_progress)
+        summary = (f"ensemble of {len(metrics['members'])}: validation loss {metrics['best_val_loss']:.4f} "
+                   f"nats/symbol, best member {metrics['best_member_val_loss']:.4f} ({metrics['seconds']:.1f}s")
+    else:
+        model, vocab, metrics, history = train(entries, cfg, progress=not args.no_progress)
+        summary = (f"best validation loss {metrics['best_val_loss']:.4f} nats/symbol at epoch {metrics['best_epoch']} "
+                   f"({metrics['epochs_run']} epochs, {metrics['seconds']:.1f}s")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, vocab, metrics=metrics, history=history, train_args=asdict(cfg))
     write_history(Path(args.history_dir) if args.history_dir else out.parent, history)
-    print(f"best validation loss {metrics['best_val_loss']:.4f} nats/symbol at epoch {metrics['best_epoch']} "
-          f"({metrics['epochs_run']} epochs, {metrics['seconds']:.1f}s, stopped by {metrics['stopped_by']}); wrote {out}")
-
+    print(f"{summary}, stopped by {metrics['stopped_by']}); wrote {out}")
 
 if __name__ == "__main__":
     main()
