@@ -34,7 +34,8 @@ ifneq ($(PRESET),)
   endif
   ART           ?= $(word 1,$(PRESET_VARS))
   PRESET_CORPUS := $(filter-out -,$(word 2,$(PRESET_VARS)))
-  PRESET_FILES  := $(wordlist 3,$(words $(PRESET_VARS)),$(PRESET_VARS))
+  PRESET_TEACHER := $(filter-out -,$(word 3,$(PRESET_VARS)))
+  PRESET_FILES  := $(wordlist 4,$(words $(PRESET_VARS)),$(PRESET_VARS))
   ifneq ($(PRESET_CORPUS),)
     CORPUS      ?= $(PRESET_CORPUS)
   endif
@@ -99,8 +100,25 @@ $(ART)/.train-args: FORCE
 
 train: $(CHECKPOINT)
 
-$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(PRESET_FILES) $(ART)/.train-args | $(STAMP)
+# A distilled model (docs/training.md) retrains when its teacher's checkpoint changes. A teacher
+# that is a preset's checkpoint (DIR/NAME/checkpoint.pt with presets/NAME.toml) is built first, as
+# `make train PRESET=NAME ART=DIR/NAME` builds it: none of this make's knobs reach it (they are the
+# student's), only where the tools and presets are.
+TEACHER_CHECKPOINT := $(or $(call given,TEACHER),$(PRESET_TEACHER))
+TEACHER_DIR    := $(patsubst %/,%,$(dir $(TEACHER_CHECKPOINT)))
+TEACHER_PRESET := $(if $(and $(filter $(notdir $(CHECKPOINT)),$(notdir $(TEACHER_CHECKPOINT))),\
+	$(wildcard $(PRESET_DIR)/$(notdir $(TEACHER_DIR)).toml)),$(notdir $(TEACHER_DIR)))
+
+$(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(PRESET_FILES) $(ART)/.train-args $(TEACHER_CHECKPOINT) | $(STAMP)
 	$(PY) -m model.train $(TRAIN_ARGS) --out $@
+
+ifneq ($(TEACHER_PRESET),)
+$(TEACHER_CHECKPOINT): MAKEOVERRIDES =
+$(TEACHER_CHECKPOINT): FORCE | $(STAMP)
+	env $(foreach v,$(foreach k,$(TRAIN_KNOBS),$(word 1,$(subst :, ,$k))) CORPUS TITLE_CASE ART PRESET,-u $v) \
+	  $(MAKE) --no-print-directory train PRESET=$(TEACHER_PRESET) ART=$(TEACHER_DIR) \
+	  $(foreach v,PRESET_DIR VENV PYTHON_BOOT PY,$(if $(call given,$v),$v='$($v)'))
+endif
 
 export: $(EXPORTS)
 

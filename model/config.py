@@ -7,7 +7,7 @@ defaults (`python -m model.train --preset NAME`, `make PRESET=NAME`, the benchma
 on the command line win over both.
 
 Torch-free on purpose: the Makefile asks this module, before anything is built, for a preset's
-artifact folder, corpus and files (`python -m model.config make-vars NAME`).
+artifact folder, corpus, teacher and files (`python -m model.config make-vars NAME`).
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ def load_preset(name: str, preset_dir: Path = PRESET_DIR) -> Preset:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Presets for the Makefile (model/config.py).")
     sub = p.add_subparsers(dest="command", required=True)
-    mv = sub.add_parser("make-vars", help="print: ART, CORPUS (or - when the preset sets none), the preset's files")
+    mv = sub.add_parser("make-vars", help="print: ART, CORPUS and TEACHER (each - when the preset sets none), "
+                                          "the preset's files")
     mv.add_argument("name")
     mv.add_argument("--preset-dir", default=str(PRESET_DIR))
     args = p.parse_args(argv)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except PresetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(preset.art, preset.values.get("corpus", "-"), *preset.files)
+    print(preset.art, preset.values.get("corpus", "-"), preset.values.get("teacher") or "-", *preset.files)
     return 0
 
 

@@ -38,17 +38,22 @@ def write(path: Path, text: str) -> Path:
 # ---- the loader ----
 
 def test_shipped_presets_are_overrides_of_the_defaults():
-    assert known_presets() == ["ibge", "ibge-rnn", "ibge-variety"]
-    ibge = load_preset("ibge")
+    assert known_presets() == ["ibge", "ibge-ensemble", "ibge-rnn", "ibge-single", "ibge-variety"]
+    single = load_preset("ibge-single")
     # the default model (the census GRU on make's default corpus), trained longer
-    assert ibge.config == replace(TrainConfig(), max_seconds=300.0) and ibge.values == {"max_seconds": 300.0}
-    assert (ibge.config.cell, ibge.config.hidden_size, ibge.config.threads) == ("gru", 96, 1)
-    assert "corpus" not in ibge.values and not ibge.config.title_case  # make builds its corpus (make data)
-    for name, changed in (("ibge-variety", {"count_weighting": "none"}),
-                          ("ibge-rnn", {"cell": "rnn", "hidden_size": 128, "lr": 0.003, "count_weighting": "none"})):
+    assert single.config == replace(TrainConfig(), max_seconds=300.0) and single.values == {"max_seconds": 300.0}
+    assert (single.config.cell, single.config.hidden_size, single.config.threads) == ("gru", 96, 1)
+    assert "corpus" not in single.values and not single.config.title_case  # make builds its corpus (make data)
+    for name, changed in (
+            ("ibge-variety", {"count_weighting": "none"}),
+            ("ibge-rnn", {"cell": "rnn", "hidden_size": 128, "lr": 0.003, "count_weighting": "none"}),
+            # an ensemble of one member per usable core, the count weightings in turn
+            ("ibge-ensemble", {"members": 0, "member_weightings": "sqrt,none"}),
+            # the flagship: the same GRU distilled from the ensemble's checkpoint, which make builds
+            ("ibge", {"teacher": f"{load_preset('ibge-ensemble').art}/checkpoint.pt"})):
         preset = load_preset(name)
-        assert preset.config == replace(ibge.config, **changed)  # ibge with a few values of its own
-        assert preset.files == (PRESET_DIR / f"{name}.toml", PRESET_DIR / "ibge.toml")
+        assert preset.config == replace(single.config, **changed)  # ibge-single with a few values of its own
+        assert preset.files == (PRESET_DIR / f"{name}.toml", PRESET_DIR / "ibge-single.toml")
         assert preset.art == f"artifacts/{name}"  # each its own folder: no preset overwrites another's model
 
 
@@ -137,8 +142,9 @@ def test_make_passes_model_train_only_what_the_user_set(tmp_path):
     assert train_command(f"ART={art}", env_extra={"EPOCHS": "7"}) == [
         "--corpus", f"{art}/corpus.txt", "--epochs", "7", f"--out={art}/checkpoint.pt"]  # the environment counts
     # a preset: its own folder, and the corpus make builds there (the shipped presets name none)
-    assert train_command("PRESET=ibge") == ["--preset", "ibge", "--corpus", "artifacts/ibge/corpus.txt",
-                                            "--out=artifacts/ibge/checkpoint.pt"]
+    assert train_command("PRESET=ibge-single") == ["--preset", "ibge-single", "--corpus",
+                                                   "artifacts/ibge-single/corpus.txt",
+                                                   "--out=artifacts/ibge-single/checkpoint.pt"]
     assert train_command("PRESET=ibge-variety", "TITLE_CASE=0", "LR=0.02") == [
         "--preset", "ibge-variety", "--corpus", "artifacts/ibge-variety/corpus.txt", "--lr", "0.02",
         "--no-title-case", "--out=artifacts/ibge-variety/checkpoint.pt"]
@@ -183,7 +189,7 @@ def test_every_make_knob_reaches_its_training_field(tmp_path):
 def test_make_refuses_an_unknown_preset_with_the_loaders_message():
     done = make("-n", "train", "PRESET=nope", check=False)
     assert done.returncode != 0
-    assert "no preset 'nope'" in done.stderr and "known: ibge, ibge-rnn, ibge-variety" in done.stderr
+    assert "no preset 'nope'" in done.stderr and "known: ibge, ibge-ensemble, ibge-rnn, ibge-single, ibge-variety" in done.stderr
 
 
 def test_make_retrains_when_a_knob_the_preset_or_the_corpus_changes(tmp_path):
@@ -233,6 +239,53 @@ exit 0
     assert trained() and not trained()
 
 
+def test_make_builds_a_preset_teacher_first_and_retrains_the_student_when_it_changes(tmp_path):
+    """A student preset (teacher = DIR/NAME/checkpoint.pt of preset NAME): make trains the teacher
+    first, as `make train PRESET=NAME` would (the student's knobs do not reach it), and retrains
+    the student when the teacher's checkpoint changes; the stand-in interpreter of the test above."""
+    calls = tmp_path / "calls.log"
+    python = write(tmp_path / "python", f"""#!/bin/bash
+echo "$*" >> {calls}
+for ((i = 1; i <= $#; i++)); do [ "${{!i}}" = --out ] && j=$((i + 1)) && touch "${{!j}}"; done
+exit 0
+""")
+    python.chmod(0o755)
+    corpus = write(tmp_path / "names.txt", "Ana\nBruno\n")
+    presets = tmp_path / "presets"
+    teacher = tmp_path / "teach" / "checkpoint.pt"
+    write(presets / "teach.toml", f'corpus = "{corpus}"\nmembers = 2\n')
+    write(presets / "stud.toml", f'corpus = "{corpus}"\nteacher = "{teacher}"\n')
+    ticks = iter(time.time() - 1 + k / 100 for k in range(100))
+
+    def touch(path: Path) -> None:
+        t = next(ticks)
+        os.utime(path, (t, t))
+
+    for path in (corpus, presets / "teach.toml", presets / "stud.toml"):
+        touch(path)
+
+    def trained(*extra: str) -> list[str]:
+        before = calls.read_text() if calls.exists() else ""
+        make(f"ART={tmp_path / 'stud'}", "PRESET=stud", f"PRESET_DIR={presets}", f"PY={python}", "train", *extra)
+        new = (calls.read_text() if calls.exists() else "")[len(before):].splitlines()
+        for folder in ("teach", "stud"):  # as make writes them: the stamp, then the checkpoint
+            if any(f"--out {tmp_path / folder}/" in line for line in new):
+                touch(tmp_path / folder / ".train-args")
+                touch(tmp_path / folder / "checkpoint.pt")
+        return [line.split(" --preset ")[1].split()[0] for line in new]
+
+    first = trained("MAX_SECONDS=5")
+    assert first == ["teach", "stud"]  # the teacher first
+    lines = calls.read_text().splitlines()
+    assert "--max-seconds" not in lines[0] and f"--out {teacher}" in lines[0]  # the student's knob stays its own
+    assert "--max-seconds 5" in lines[1]
+    assert trained("MAX_SECONDS=5") == []  # nothing changed
+    touch(teacher)  # a new teacher: the student retrains, the teacher stays
+    assert trained("MAX_SECONDS=5") == ["stud"]
+    touch(presets / "teach.toml")  # the teacher's preset changed: both
+    assert trained("MAX_SECONDS=5") == ["teach", "stud"]
+
+
 # ---- docs/training.md's table of the shipped presets ----
 
 TRAINING_FACTS = {  # a phrase of the table's training column -> the field it states (value parsed)
@@ -244,6 +297,9 @@ TRAINING_FACTS = {  # a phrase of the table's training column -> the field it st
     r"(no count weighting)": ("count_weighting", lambda _: "none"),
     r"(no length pools)": ("length_pool", lambda _: 0),
     r"(\d+) thread": ("threads", int),
+    r"(one member per usable core)": ("members", lambda _: 0),
+    r"count weightings ([a-z]+(?:,[a-z]+)+) in turn": ("member_weightings", str),
+    r"distilled from `([\w-]+)`": ("teacher", lambda name: f"{load_preset(name).art}/checkpoint.pt"),
 }
 FIELD_NAMES = [f for f in asdict(TrainConfig()) if f != "extra"]
 MODEL_CELL = re.compile(r"(GRU|tanh RNN) (\d+)×(\d+) \(([\d,]+) parameters\)")
