@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-hidden", type=int, default=DEFAULTS.hidden_size)
     g.add_argument("--train-cell", default=DEFAULTS.cell)
     g = p.add_argument_group("time to quality")
-    g.add_argument("--presets", default="ibge,ibge-rnn", help="presets/NAME.toml to train")
+    g.add_argument("--presets", default="ibge-single,ibge-rnn", help="presets/NAME.toml to train")
     g.add_argument("--preset-dir", default=str(PRESET_DIR))
     g.add_argument("--milestones", default="60,180,300", help="seconds; the last is each run's budget")
     g.add_argument("--quality-repeats", type=int, default=3)

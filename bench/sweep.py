@@ -47,8 +47,8 @@ def preset_knobs(name: str, preset_dir: Path = PRESET_DIR) -> dict:
 
 # The bases: the presets' settings, the GRU's before the sweep chose 96 units and `make eval` chose
 # sqrt count weighting (kept so that the configurations, and the pages they wrote, stay the same).
-IBGE = load_preset("ibge").config
-GRU_BASE = dict(preset_knobs("ibge"), hidden_size=64, count_weighting="none")
+IBGE = load_preset("ibge-single").config
+GRU_BASE = dict(preset_knobs("ibge-single"), hidden_size=64, count_weighting="none")
 RNN_BASE = preset_knobs("ibge-rnn")
 
 # name -> the TrainConfig fields it sets (one knob changed from its base, except the *-base rows)
@@ -131,7 +131,7 @@ def _nan_last(x: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     p = argparse.ArgumentParser(description="Time-to-quality sweep of training configurations.")
-    p.add_argument("--corpus", default=IBGE.corpus, help="default: the ibge preset's (`make data`'s census names)")
+    p.add_argument("--corpus", default=IBGE.corpus, help="default: the ibge-single preset's (`make data`'s census names)")
     p.add_argument("--title-case", action=argparse.BooleanOptionalAction, default=IBGE.title_case,
                    help="title-case the names (an upper-case list such as data/census/ibge_names_train.tsv)")
     p.add_argument("--val-fraction", type=float, default=0.1)

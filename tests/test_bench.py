@@ -108,18 +108,18 @@ def test_sweep_runs_configurations_and_marks_the_best(tmp_path):
 
 
 def test_the_sweep_bases_are_read_from_the_presets(tmp_path):
-    """rnn-base trains what presets/ibge-rnn.toml sets, gru-base what presets/ibge.toml sets but for
+    """rnn-base trains what presets/ibge-rnn.toml sets, gru-base what presets/ibge-single.toml sets but for
     the two knobs the sweep and `make eval` chose; read by model.config's loader, never respelled."""
     import shutil
 
     from model.config import PRESET_DIR, load_preset
 
-    rnn, gru = load_preset("ibge-rnn").config, load_preset("ibge").config
+    rnn, gru = load_preset("ibge-rnn").config, load_preset("ibge-single").config
     assert sweep.CONFIGS["rnn-base"] == {k: getattr(rnn, k) for k in sweep.SWEPT}
     assert {k for k in sweep.SWEPT if sweep.CONFIGS["gru-base"][k] != getattr(gru, k)} == {"hidden_size", "count_weighting"}
     presets = tmp_path / "presets"
     shutil.copytree(PRESET_DIR, presets)
-    ibge = presets / "ibge.toml"
+    ibge = presets / "ibge-single.toml"
     ibge.write_text(ibge.read_text(encoding="utf-8") + "batch_size = 48\n", encoding="utf-8")
     assert sweep.preset_knobs("ibge-rnn", presets)["batch_size"] == 48  # through its include
 
@@ -127,8 +127,8 @@ def test_the_sweep_bases_are_read_from_the_presets(tmp_path):
 def test_sections_run_alone_and_keep_the_others(tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("".join(f"{n}\n" for n in NAMES))
-    (tmp_path / "tiny.toml").write_text(f'include = "ibge"\ncorpus = "{corpus}"\nhidden_size = 8\ntitle_case = false\n')
-    (tmp_path / "ibge.toml").write_text((ROOT / "presets" / "ibge.toml").read_text())
+    (tmp_path / "tiny.toml").write_text(f'include = "ibge-single"\ncorpus = "{corpus}"\nhidden_size = 8\ntitle_case = false\n')
+    (tmp_path / "ibge-single.toml").write_text((ROOT / "presets" / "ibge-single.toml").read_text())
     out, pages = tmp_path / "bench", tmp_path / "results"
     common = ["--out-dir", str(out), "--threads", "1", "--repeats", "1", "--results-dir", str(pages)]
     assert bench_main(["--sections", "training", *common, "--train-corpus", str(corpus), "--train-seconds", "0.2",
