@@ -1,6 +1,7 @@
 """`make bench`: training throughput, time to quality, generation and serving, in one run.
 
 Usage: python -m bench [--sections training,quality,generation,bulk,serving,sessions] [--out-dir artifacts/bench]
+       python -m bench --sections quality --quality-parts ensemble   (the ensemble and its student only)
 
 Prints the machine first, then runs the chosen sections in order and writes bench.json and
 bench.md into --out-dir, and with --results-dir each section that ran to the end as its own result
@@ -27,7 +28,7 @@ from tools.result_page import command_line, write_result_page
 
 DEFAULTS = TrainConfig()  # the training section measures make train's model unless told otherwise
 SECTIONS = ("training", "quality", "generation", "bulk", "serving", "sessions")
-TITLES = {"training": "Training throughput", "quality": "Time to quality",
+TITLES = {"training": "Training throughput", "quality": "Time to quality; the ensemble and its student",
           "generation": "Generation", "bulk": "Bulk generation", "serving": "Serving",
           "sessions": "Serving: typing sessions"}
 
@@ -55,24 +56,108 @@ def run_training(args) -> dict:
     return {"data": {**result, "corpus": corpus}, "markdown": training.markdown(result, corpus)}
 
 
-def run_quality(args) -> dict:
+def _load_presets(args, names: list[str]) -> list:
+    """The presets by name; one that names no corpus trains on the default one, which `make`
+    builds into --art-dir. Skipped when a corpus is not there."""
     from dataclasses import replace
 
-    from bench import quality
     from model.config import load_preset
 
-    presets = [load_preset(name, Path(args.preset_dir)) for name in args.presets.split(",")]
-    # a preset that names no corpus trains on the default one, which `make` builds into --art-dir
+    presets = [load_preset(name, Path(args.preset_dir)) for name in names]
     default_corpus = str(Path(args.art_dir) / contract.CORPUS)
     presets = [p if "corpus" in p.values else replace(p, config=replace(p.config, corpus=default_corpus))
                for p in presets]
     missing = sorted({p.corpus for p in presets if not Path(p.corpus).is_file()})
     if missing:
         raise Skipped(f"corpus not found: {', '.join(missing)} (the presets' CORPUS)")
+    return presets
+
+
+def _quality_presets(args) -> dict:
+    from bench import quality
+
+    presets = _load_presets(args, args.presets.split(","))
     milestones = [float(m) for m in args.milestones.split(",")]
     result = quality.measure_presets(presets, milestones, repeats=args.quality_repeats, threads=args.threads,
                                      log=lambda s: print(f"  {s}", flush=True))
     return {"data": result, "markdown": quality.markdown(result)}
+
+
+def _quality_ensemble(args) -> dict:
+    from bench import quality
+    from model.config import PresetError
+
+    try:
+        ensemble, student = _load_presets(args, [args.ensemble_preset, args.student_preset])
+    except PresetError as exc:
+        raise Skipped(str(exc)) from None
+    if ensemble.config.member_count() < 2:  # members = 0 on a machine with one usable core
+        raise Skipped(f"PRESET={ensemble.name} trains {ensemble.config.member_count()} member(s) here: not an ensemble")
+    result = quality.ensemble_and_student(ensemble, student, nbest_prefixes=args.compare_prefixes.split(","),
+                                          repeats=args.compare_repeats, log=lambda s: print(f"  {s}", flush=True))
+    return {"data": result, "markdown": quality.ensemble_markdown(result)}
+
+
+QUALITY_PARTS = {"presets": _quality_presets, "ensemble": _quality_ensemble}
+PART_TITLES = {"presets": "Presets: validation NLL after fixed training times",
+               "ensemble": "The best single model, the ensemble and the distilled student"}
+
+
+def _previous_parts(args) -> dict:
+    """The quality parts of the last run in --out-dir's bench.json (a run from before the parts:
+    its presets table), each with the machine and command that measured it."""
+    section = read_sections(Path(args.out_dir) / "bench.json").get("quality") or {}
+    data = section.get("data") if section.get("status") == "ok" else None
+    if not isinstance(data, dict):
+        return {}
+    if "parts" in data:
+        return {k: v for k, v in data["parts"].items() if isinstance(v, dict) and v.get("status") == "ok"}
+    if "presets" in data:
+        return {"presets": {"status": "ok", "data": data, "markdown": section.get("markdown", ""),
+                            "machine": section.get("machine"), "command": section.get("command")}}
+    return {}
+
+
+def quality_parts(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in QUALITY_PARTS]
+    if unknown or not chosen:
+        raise SystemExit(f"error: --quality-parts: unknown part(s) {unknown}; choose from {', '.join(QUALITY_PARTS)}")
+    return chosen
+
+
+def run_quality(args) -> dict:
+    """The parts of --quality-parts, run in order; a part not run this time (or skipped) keeps its
+    last good run from bench.json, which the page says, with that run's machine and command."""
+    chosen = quality_parts(args.quality_parts)
+    previous = _previous_parts(args)
+    parts, skipped = {}, []
+    for name, runner in QUALITY_PARTS.items():
+        if name in chosen:
+            print(f"  -- {PART_TITLES[name]}", flush=True)
+            try:
+                parts[name] = {**runner(args), "status": "ok", "machine": machine_info(),
+                               "command": args.command}
+                continue
+            except Skipped as exc:
+                skipped.append(f"{name}: {exc}")
+                if name not in previous:
+                    parts[name] = {"status": "skipped", "error": str(exc)}
+        if name in previous:
+            parts[name] = {**previous[name], "earlier": True}
+    if not any(p["status"] == "ok" and not p.get("earlier") for p in parts.values()):
+        raise Skipped("; ".join(skipped))
+    out = []
+    for name, part in parts.items():
+        out += [f"### {PART_TITLES[name]}", ""]
+        if part["status"] != "ok":
+            out += [f"**skipped**: {part['error']}", ""]
+            continue
+        if part.get("earlier"):
+            machine = machine_line(part["machine"]) if part.get("machine") else "on an unrecorded machine"
+            out += [f"(From an earlier run: measured {machine}; command `{part.get('command')}`.)", ""]
+        out += [part["markdown"], ""]
+    return {"data": {"parts": parts}, "markdown": "\n".join(out).rstrip()}
 
 
 def run_generation(args) -> dict:
@@ -167,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset-dir", default=str(PRESET_DIR))
     g.add_argument("--milestones", default="60,180,300", help="seconds; the last is each run's budget")
     g.add_argument("--quality-repeats", type=int, default=3)
+    g.add_argument("--quality-parts", default=",".join(QUALITY_PARTS),
+                   help="comma-separated parts: presets (validation NLL at each milestone), ensemble (the ensemble "
+                        "preset's members, then the student preset distilled from them, side by side with the best "
+                        "member); a part not run keeps its last run from bench.json")
+    g.add_argument("--ensemble-preset", default="ibge-ensemble", help="the ensemble part's members (presets/NAME.toml)")
+    g.add_argument("--student-preset", default="ibge-student",
+                   help="the ensemble part's student (presets/NAME.toml; its teacher: the ensemble trained in the run)")
+    from evaluation import compare
+
+    g.add_argument("--compare-prefixes", default=",".join(compare.NBEST_PREFIXES),
+                   help="the n-best lists' prefixes, comma-separated (a leading comma: the empty prefix)")
+    g.add_argument("--compare-repeats", type=int, default=compare.REPEATS,
+                   help="timed rounds of the cost per greedy name")
     g = p.add_argument_group("generation (bench/runtime.py)")
     g.add_argument("--gen-repeats", type=int, default=20)
     g.add_argument("--gen-batch", type=int, default=256)
@@ -208,10 +306,12 @@ def read_sections(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     args = build_parser().parse_args(argv)
+    args.command = command_line("bench", argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         raise SystemExit(f"error: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    quality_parts(args.quality_parts)  # a misspelt part fails here, not after the sections before it
     machine = machine_info()
     print(f"machine: {machine_line(machine)}", flush=True)
     out = Path(args.out_dir)

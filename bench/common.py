@@ -1,24 +1,12 @@
-"""Shared pieces of `make bench`: median/min/max summaries and the one-line training settings
-(the machine stamp: tools/machine.py; tables: tools/tables.py)."""
+"""Shared pieces of `make bench`: the one-line training settings; the median/min/max summaries
+(tools.summary, named here too for bench's modules; the machine stamp: tools/machine.py; tables:
+tools/tables.py)."""
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
+from tools.summary import fmt, summary
 
-
-def summary(values: Sequence[float]) -> dict:
-    """Median, min and max of repeated measurements (and the values themselves)."""
-    if not values:
-        raise ValueError("no measurements")
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-            "values": list(values)}
-
-
-def fmt(s: dict, spec: str = ",.0f", unit: str = "") -> str:
-    """'median (min–max, n=N)' of a summary."""
-    return (f"{format(s['median'], spec)}{unit} ({format(s['min'], spec)}–{format(s['max'], spec)}, "
-            f"n={s['n']})")
+__all__ = ["describe", "fmt", "summary"]
 
 
 def describe(config: dict) -> str:

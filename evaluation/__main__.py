@@ -8,6 +8,11 @@ command, its figures in a folder beside it); `make eval` passes $(RESULTS_DIR)/e
 --card also writes the model card (evaluation.card) from the report's figures, once the report is
 written, and only when its text changed; `make eval` passes $(ART)/model_card.md.
 
+An ensemble's checkpoint is also compared with its members, and a distilled student's with its
+teacher and the teacher's best member (evaluation.compare: NLL, parameters, cost per greedy name,
+n-best lists side by side), in the report, the page and a summary printed at the end;
+--no-compare leaves that out.
+
 The corpus, title-casing and validation fraction come from the checkpoint's train_args (the
 split it was trained on); --corpus, --title-case/--no-title-case and --val-fraction override them.
 """
@@ -24,7 +29,7 @@ from pathlib import Path
 from core import contract
 from core.atomic import exit_on_sigterm, write_text_atomic
 from data.corpus import CorpusError
-from evaluation import figures, markdown
+from evaluation import compare, figures, markdown
 from evaluation.card import build_card, write_card
 from evaluation.report import EvalError, build_report, load_inputs
 from model.checkpoint import CheckpointError
@@ -35,7 +40,9 @@ def write_report(rep: dict, out_dir: Path, *, command: str, generated: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     generated = generated or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     dist = rep["distributions"]
-    corpus_label = "corpus (weighted as in training)" if rep["corpus"]["count_weighting"] != "none" else "corpus"
+    corpus_label = ("corpus" if rep["corpus"]["count_weighting"] == "none" else
+                    "corpus (weighted as member 0 was trained)" if len(set(rep["corpus"]["member_weightings"])) > 1
+                    else "corpus (weighted as in training)")
     figures.compare_bars(out_dir / markdown.FIGURES["lengths"], dist["length"]["samples"],
                          dist["length"]["corpus"], xlabel="name length (characters)",
                          title="Length of sampled names and corpus names", corpus_label=corpus_label)
@@ -61,8 +68,8 @@ def write_page(rep: dict, report_dir: Path, page: Path, *, command: str) -> Path
 
     figs = {name: report_dir / name for name in markdown.FIGURES.values() if (report_dir / name).is_file()}
     m = rep["model"]
-    title = (f"Model quality: {m['cell'].upper()} {m['num_layers']}×{m['hidden_size']} on "
-             f"`{rep['corpus']['path']}`")
+    distilled = f" distilled from `{m['teacher']}`" if m.get("teacher") else ""
+    title = f"Model quality: {m['label']}{distilled} on `{rep['corpus']['path']}`"
     return write_result_page(page, title, markdown.render_body(rep, figure_dir(page)), machine=machine_info(),
                              command=command, figures=figs)
 
@@ -81,12 +88,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--page", default=None, help="also write the report as this result page (docs/results/...)")
     p.add_argument("--card", default=None, help=f"also write the model card here ({contract.MODEL_CARD})")
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                   help="an ensemble: beside its members; a distilled student: beside its teacher and the teacher's "
+                        "best member (NLL, parameters, cost per greedy name, n-best lists)")
+    p.add_argument("--compare-prefixes", default=",".join(compare.NBEST_PREFIXES),
+                   help="comma-separated prefixes of the side-by-side n-best lists (a leading comma: the empty one)")
+    p.add_argument("--compare-repeats", type=int, default=compare.REPEATS, help="timed rounds of the cost per greedy name")
     args = p.parse_args(argv)
+    if args.compare_repeats < 1:
+        p.error("--compare-repeats must be at least 1")
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "report"
     try:
         inputs = load_inputs(args.checkpoint, args.corpus, args.title_case, args.val_fraction)
         rep = build_report(inputs, num_samples=args.samples, seed=args.seed, temperature=args.temperature)
         card = build_card(inputs, rep) if args.card else None
+        cands, teacher = compare.checkpoint_candidates(inputs) if args.compare else ([], None)
+        if cands:
+            rep["comparison"] = compare.compare(cands, inputs, teacher=teacher,
+                                                nbest_prefixes=args.compare_prefixes.split(","),
+                                                repeats=args.compare_repeats)
     except (EvalError, CheckpointError, CorpusError) as exc:
         raise SystemExit(f"error: {exc}") from None
     command = "python -m evaluation " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -104,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
           f"bigram {bv['nats_per_symbol']:.4f} ({bv['bits_per_char']:.3f}); samples: "
           f"{nov['train_share']:.1%} training copies, {nov['val_share']:.1%} validation copies, "
           f"{nov['new_share']:.1%} new; wrote {path}")
+    if rep.get("comparison"):
+        print("\n".join(compare.summary_lines(rep["comparison"])))
 
 
 if __name__ == "__main__":

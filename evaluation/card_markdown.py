@@ -17,8 +17,10 @@ from core.model_card import FENCE, FINGERPRINT
 from core.request import DEFAULT_MAX_LENGTH
 from core.vocab import BOUNDARY
 from data.sources import DATA_DIR, PROVENANCE, project_corpus
+from evaluation.describe import label, member_weightings, shape, teacher_of
 from evaluation.report import Inputs
 from model.config import artifact_dir, known_presets
+from model.ensemble import members_of
 from tools.tables import table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def code_license() -> str | None:
 
 
 def _front_matter(inputs: Inputs, numbers: dict, provenance: Provenance | None, corpus: str) -> str:
-    cfg, lik = inputs.model.config, numbers["likelihood"]
+    lik = numbers["likelihood"]
     fingerprint = inputs.ckpt.get("fingerprint")
     metrics = [{"type": "nll", "name": f"validation NLL per {who} (nats/symbol)",
                 "value": round(lik["model"][key]["nats_per_symbol"], 4)}
@@ -82,7 +84,9 @@ def _front_matter(inputs: Inputs, numbers: dict, provenance: Provenance | None, 
         **({"language": [LANGUAGE]} if provenance else {}),
         **({"license": licence.lower()} if licence else {}),
         "pipeline_tag": "text-generation",
-        "tags": ["character-level", "name-generation", cfg.cell, "pytorch", "onnx", "torchscript", "torchserve"],
+        "tags": ["character-level", "name-generation", *sorted({m.config.cell for m in members_of(inputs.model)}),
+                 *_kind_tags(inputs), "pytorch", "onnx", "torchscript",
+                 "torchserve"],
         "datasets": [corpus],
         "metrics": ["perplexity"],
         FINGERPRINT: fingerprint,
@@ -92,6 +96,36 @@ def _front_matter(inputs: Inputs, numbers: dict, provenance: Provenance | None, 
             "metrics": metrics}]}],
     }
     return f"{FENCE}\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)}{FENCE}\n"
+
+
+def _kind_tags(inputs: Inputs) -> list[str]:
+    return (["ensemble"] if len(members_of(inputs.model)) > 1 else []) + (
+        ["distillation"] if teacher_of(inputs.ckpt) else [])
+
+
+def model_type(inputs: Inputs, params: int) -> str:
+    """The card's model-type line: a single model's cell and size; an ensemble's members, how it
+    averages them and what a step costs; a distilled student's teacher."""
+    cfg, members = inputs.model.config, members_of(inputs.model)
+    step = "one recurrent step `(char, hidden) -> (logits, hidden_out)` exported to TorchScript and ONNX"
+    if len(members) > 1:
+        shapes = [shape(m.config) for m in members]
+        alike = len(set(shapes)) == 1
+        what = f"{len(members)} {shapes[0]} networks" if alike else f"{len(members)} networks ({', '.join(shapes)})"
+        return (f"- **Model type:** character-level language model, an ensemble of {what} trained side by side "
+                f"(each its own seed{', count weighting' if len(set(member_weightings(inputs.ckpt))) > 1 else ''}), "
+                f"{params:,} parameters in all. Each step runs every member and averages the {len(members)} members' "
+                f"next-character probabilities (its logits are the log of their mean), so a step costs {len(members)}× "
+                f"a member's, and the hidden state holds the members' states side by side ({cfg.hidden_size} units); "
+                f"served as {step}, the same contract as a single model's.")
+    text = (f"- **Model type:** character-level language model, {cfg.cell.upper()} with {cfg.num_layers} layer(s) of "
+            f"{cfg.hidden_size} units, {params:,} parameters; {step}.")
+    teacher = teacher_of(inputs.ckpt)
+    if teacher:
+        text += (f" Distilled from the teacher checkpoint `{teacher}`: trained on that model's next-character "
+                 "distributions over the training names instead of the names' characters alone, at one model's "
+                 "cost per step.")
+    return text
 
 
 def _nested(markdown: str, top: int) -> str:
@@ -125,7 +159,7 @@ def _sections(markdown: str) -> list[tuple[str, str]]:
     return [(h, "\n".join(lines)) for h, lines in found if "\n".join(lines).strip()]
 
 
-def _percent(logp: float) -> str:
+def percent(logp: float) -> str:
     p = 100 * math.exp(logp)
     return f"{p:.3g}%" if p >= 0.001 else f"{p:.1e}%"
 
@@ -141,6 +175,36 @@ def _preset(checkpoint: Path) -> str | None:
                  or folder.resolve() == (ROOT / artifact_dir(name)).resolve()), None)
 
 
+def _frequency(weightings: list[str]) -> str:
+    """The Frequency limitation: the count weighting (an ensemble's members': each of theirs)."""
+    if len(weightings) == 1:
+        w = weightings[0]
+        return (f"- **Frequency.** `count_weighting` {w}: {WEIGHTINGS.get(w, 'as recorded')}"
+                + ("; its most likely names lean towards the names many people have." if w != "none" else
+                   "; rare spellings get as much weight as common names, so its most likely names can read unlike "
+                   "the names people have."))
+    return ("- **Frequency.** The members weigh the corpus counts differently (`count_weighting` "
+            + ", ".join(f"{w}: {WEIGHTINGS.get(w, 'as recorded')}" for w in weightings)
+            + "); the ensemble averages their next-character distributions, so its most likely names mix both "
+              "leanings: see them under Most likely names.")
+
+
+def _member_record(metrics: dict) -> list[list[str]]:
+    """An ensemble's record rows: the best member's validation loss and each member's run."""
+    members = metrics.get("members") or []
+    if not members:
+        return []
+    rows = [["members (trained side by side)", str(len(members))]]
+    if metrics.get("best_member_val_loss") is not None:
+        rows.append(["best member's validation loss (nats/symbol)", f"{metrics['best_member_val_loss']:.4f}"])
+    for i, m in enumerate(members):
+        loss = m.get("best_val_loss")
+        rows.append([f"member {i}", (f"seed {m.get('seed')}, count weighting {m.get('count_weighting')}, best "
+                                     f"epoch {m.get('best_epoch')} of {m.get('epochs_run')}, validation loss "
+                                     f"{f'{loss:.4f}' if isinstance(loss, (int, float)) else '?'}")])
+    return rows
+
+
 def render_card(inputs: Inputs, numbers: dict) -> str:
     """model_card.md's text."""
     provenance = corpus_provenance(inputs.corpus)
@@ -149,15 +213,15 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
     corpus_md = f"`{corpus}`"
     if provenance and Path(inputs.corpus).resolve() != (DATA_DIR.parent / provenance.source).resolve():
         corpus_md = f"`{inputs.corpus}` (built by `make data` from `{corpus}`)"
-    ckpt, cfg, vocab = inputs.ckpt, inputs.model.config, inputs.vocab
+    ckpt, vocab = inputs.ckpt, inputs.vocab
     args, metrics = ckpt.get("train_args") or {}, ckpt.get("metrics") or {}
     lik, fingerprint = numbers["likelihood"], ckpt.get("fingerprint")
     mv, bv = lik["model"]["val"], lik["bigram"]["val"]
     mp, bp = lik["model"]["val_per_person"], lik["bigram"]["val_per_person"]
     params = sum(p.numel() for p in inputs.model.parameters())
-    shape = f"{cfg.cell.upper()} {cfg.num_layers}×{cfg.hidden_size}"
+    described = label(inputs.model) + (" (distilled)" if teacher_of(ckpt) else "")
     counted = any(e.count != 1 for e in inputs.entries)
-    weighting = str(args.get("count_weighting", inputs.count_weighting))
+    weightings = sorted(set(member_weightings(ckpt))) or [str(args.get("count_weighting", inputs.count_weighting))]
     preset = _preset(inputs.checkpoint)
     make = f" PRESET={preset}" if preset else ""
     characters = "".join(vocab.characters)
@@ -191,19 +255,20 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
         title = "Any name (the empty prefix)" if not prefix else f"Names starting with “{prefix}”"
         nbest_text += [f"### {title}", "",
                        table(["rank", "name", "probability", "log-probability", "in the corpus"],
-                             [[i, name, _percent(logp), f"{logp:.4f}", "new" if kind == "new" else f"yes ({kind})"]
+                             [[i, name, percent(logp), f"{logp:.4f}", "new" if kind == "new" else f"yes ({kind})"]
                               for i, (name, logp, kind) in enumerate(entry["names"], start=1)], "rlrrl"), ""]
         if not entry["complete"]:
             nbest_text += [("(the search's expansion bound stopped it before every name was proven: the list holds "
                            "the proven ones)"), ""]
 
     train_rows = [[f"`{k}`", f"`{v}`"] for k, v in args.items() if not (k == "extra" and not v)]
-    record = [[label, fmt.format(metrics[k])] for k, label, fmt in RECORD if metrics.get(k) is not None]
+    record = [[what, fmt.format(metrics[k])] for k, what, fmt in RECORD if metrics.get(k) is not None]
+    record += _member_record(metrics)
     example = next((e["prefix"] for e in numbers["nbest"] if e["prefix"]), "")
 
     out = [
         _front_matter(inputs, numbers, provenance, corpus),
-        f"# Model card: CharRNN name generator, {shape} (`{fingerprint}`)",
+        f"# Model card: CharRNN name generator, {described} (`{fingerprint}`)",
         "",
         (f"A character-level recurrent network that writes first names one character at a time, trained on "
          f"{corpus_md} ({len(inputs.entries):,} distinct names). This card is generated from its checkpoint and "
@@ -211,9 +276,7 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
         "",
         "## Model details",
         "",
-        (f"- **Model type:** character-level language model, {cfg.cell.upper()} with {cfg.num_layers} layer(s) of "
-        f"{cfg.hidden_size} units, {params:,} parameters; one recurrent step `(char, hidden) -> (logits, "
-        f"hidden_out)` exported to TorchScript and ONNX."),
+        model_type(inputs, params),
         (f"- **Vocabulary:** {len(vocab)} symbols: the end-of-name token `{BOUNDARY}` and {len(vocab.characters)} "
         f"characters: `{characters}`."),
         *([f"- **Language:** `{LANGUAGE}` (Brazilian first names)."] if provenance else []),
@@ -248,10 +311,7 @@ def render_card(inputs: Inputs, numbers: dict) -> str:
         "person."),
         ("- **No gender or region modelled.** Its only input is the preceding characters: it cannot be asked for a "
         "girl's or a boy's name, or for a name of one region or decade."),
-        f"- **Frequency.** `count_weighting` {weighting}: {WEIGHTINGS.get(weighting, 'as recorded')}"
-        + ("; its most likely names lean towards the names many people have." if weighting != "none" else
-           "; rare spellings get as much weight as common names, so its most likely names can read unlike the "
-           "names people have."),
+        _frequency(weightings),
         *([("- **Capitalisation by a rule.** The corpus was title-cased when read (`title_case`): its own "
            "capitalisation is not the model's.")] if args.get("title_case") or inputs.title_case else []),
         (f"- **Characters.** It writes and reads only the {len(vocab.characters)} characters above: a prefix with "

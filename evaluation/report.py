@@ -19,9 +19,11 @@ from core.request import DEFAULT_MAX_LENGTH, make_rows
 from core.vocab import Vocab, VocabError
 from data.corpus import Entry, read_corpus, split
 from evaluation.bigram import ALPHA_GRID, Bigram, choose_alpha, transitions
+from evaluation.describe import member_weightings, model_info, teacher_of
 from model.charrnn import CharRNN
 from model.checkpoint import load_checkpoint
 from model.decode import decode
+from model.ensemble import CharRNNEnsemble
 from model.train import IGNORE, encode_names, evaluate, sampling_weights
 
 LN2 = math.log(2)
@@ -34,7 +36,7 @@ class EvalError(ValueError):
 @dataclass
 class Inputs:
     checkpoint: Path
-    model: CharRNN
+    model: CharRNN | CharRNNEnsemble  # an ensemble's checkpoint loads as one model (model.ensemble)
     vocab: Vocab
     ckpt: dict
     corpus: Path
@@ -71,8 +73,11 @@ def load_inputs(checkpoint: str | Path, corpus: str | Path | None = None, title_
         raise EvalError(f"{corpus}: {exc} of {checkpoint}: not the corpus it was trained on?") from None
     if not val:
         raise EvalError(f"{corpus}: the split with val_fraction {val_fraction} has no validation names")
-    return Inputs(Path(checkpoint), model, vocab, ckpt, Path(corpus), title_case, val_fraction,
-                  str(args.get("count_weighting", "none")), entries, train, val)
+    # an ensemble's members may each weigh the counts their own way: the first member's stands for
+    # the corpus distributions the samples are compared with (the report says so)
+    weighting = (member_weightings(ckpt) or [str(args.get("count_weighting", "none"))])[0]
+    return Inputs(Path(checkpoint), model, vocab, ckpt, Path(corpus), title_case, val_fraction, weighting,
+                  entries, train, val)
 
 
 def nll_figures(total_nats: float, symbols: int, names: int) -> dict:
@@ -187,16 +192,24 @@ def fit_bigram(inputs: Inputs) -> tuple[Bigram, dict]:
         "val_nats_per_symbol_by_alpha": {str(a): s for a, s in alpha_scores.items()}}
 
 
+def model_val_nll(model: CharRNN | CharRNNEnsemble, vocab: Vocab, val: Sequence[Entry]) -> dict:
+    """A model's NLL on the validation entries `val`, per name ("val") and per person
+    ("val_per_person"): the report's, the card's and the comparison's (evaluation.compare) one
+    definition."""
+    val_names, counts = [e.name for e in val], [e.count for e in val]
+    nats = model_nats_per_name(model, vocab, val_names)  # one pass gives both figures
+    symbols = sum(len(n) + 1 for n in val_names)
+    return {"val": nll_figures(math.fsum(nats), symbols, len(val_names)),
+            "val_per_person": person_nll(nats, val_names, counts)}
+
+
 def validation_likelihood(inputs: Inputs, bigram: Bigram) -> dict:
     """Validation NLL of the model and the bigram, per name ("val") and per person
     ("val_per_person"): what the report and the model card (evaluation.card) both state."""
-    model, vocab = inputs.model, inputs.vocab
+    vocab = inputs.vocab
     val_names, counts = [e.name for e in inputs.val], [e.count for e in inputs.val]
-    nats = model_nats_per_name(model, vocab, val_names)  # one pass gives both figures
-    symbols = sum(len(n) + 1 for n in val_names)
     return {
-        "model": {"val": nll_figures(math.fsum(nats), symbols, len(val_names)),
-                  "val_per_person": person_nll(nats, val_names, counts)},
+        "model": model_val_nll(inputs.model, vocab, inputs.val),
         "bigram": {"val": bigram_nll(bigram, vocab, val_names),
                    "val_per_person": person_nll(bigram_nats_per_name(bigram, vocab, val_names), val_names,
                                                 counts)},
@@ -221,17 +234,17 @@ def build_report(inputs: Inputs, num_samples: int = 1000, seed: int = 0, tempera
     letters = sorted({n[0] for n in names})
     train_set, val_set = set(train_names), set(val_names)
 
-    ckpt, config = inputs.ckpt, inputs.model.config
+    ckpt = inputs.ckpt
     return {
         "checkpoint": str(inputs.checkpoint),
         "fingerprint": ckpt.get("fingerprint"),
-        "model": {**config.to_dict(), "parameters": sum(p.numel() for p in model.parameters())},
-        "training": {k: ckpt.get("metrics", {}).get(k) for k in
-                     ("best_epoch", "epochs_run", "seconds", "stopped_by", "best_val_loss")},
+        "model": model_info(model, ckpt),
+        "training": training_record(ckpt),
         "train_args": ckpt.get("train_args") or {},
         "corpus": {"path": str(inputs.corpus), "title_case": inputs.title_case, "names": len(names),
                    "train_names": len(train_names), "val_names": len(val_names),
-                   "val_fraction": inputs.val_fraction, "count_weighting": inputs.count_weighting},
+                   "val_fraction": inputs.val_fraction, "count_weighting": inputs.count_weighting,
+                   "member_weightings": member_weightings(ckpt)},
         "likelihood": likelihood,
         "bigram": bigram_info,
         "samples": {"num": num_samples, "seed": seed, "temperature": temperature,
@@ -246,6 +259,22 @@ def build_report(inputs: Inputs, num_samples: int = 1000, seed: int = 0, tempera
         "history": ckpt.get("history") or [],
         "_samples": samples,
     }
+
+
+def training_record(ckpt: dict) -> dict:
+    """What the training run recorded: a single model's best epoch, epochs, seconds, stop reason
+    and validation loss; for an ensemble (model.members) its own validation loss, its members'
+    (each: seed, count weighting, best epoch of epochs run, validation loss) and the best of
+    theirs; for a distilled student, its teacher's path."""
+    metrics = ckpt.get("metrics") or {}
+    out = {k: metrics.get(k) for k in ("best_epoch", "epochs_run", "seconds", "stopped_by", "best_val_loss")}
+    if metrics.get("members"):
+        out["members"] = [{k: m.get(k) for k in ("seed", "count_weighting", "best_epoch", "epochs_run",
+                                                  "best_val_loss", "seconds", "stopped_by")}
+                          for m in metrics["members"]]
+        out["best_member_val_loss"] = metrics.get("best_member_val_loss")
+    out["teacher"] = teacher_of(ckpt)
+    return out
 
 
 def _kind(name: str, train_set: set[str], val_set: set[str]) -> str:

@@ -140,7 +140,7 @@ def test_sections_run_alone_and_keep_the_others(tmp_path):
     assert sections["training"]["status"] == "ok" and sections["quality"]["status"] == "ok"
     assert sections["serving"]["status"] == "skipped"  # no archives (or no Java): said, not failed
     assert "make archive" in sections["serving"]["error"] or "Java" in sections["serving"]["error"]
-    assert sections["quality"]["data"]["presets"]["tiny"]["val_nll"]["0.4"]["n"] == 2
+    assert sections["quality"]["data"]["parts"]["presets"]["data"]["presets"]["tiny"]["val_nll"]["0.4"]["n"] == 2
     md = (out / "bench.md").read_text()
     assert md.index("## Training throughput") < md.index("## Time to quality") < md.index("## Serving")
     assert "`PRESET=tiny`" in md and "**skipped**" in md and "Measured " in md
@@ -172,7 +172,8 @@ def test_a_preset_without_a_corpus_is_measured_on_the_corpus_make_built(tmp_path
     (art / "corpus.txt").write_text("".join(f"{n}\n" for n in NAMES))
     assert bench_main(common) == 0
     section = json.loads((tmp_path / "bench" / "bench.json").read_text())["sections"]["quality"]
-    assert section["status"] == "ok" and section["data"]["presets"]["bare"]["corpus"] == str(art / "corpus.txt")
+    presets = section["data"]["parts"]["presets"]["data"]["presets"]
+    assert section["status"] == "ok" and presets["bare"]["corpus"] == str(art / "corpus.txt")
 
 
 def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts, tmp_path):
@@ -201,3 +202,53 @@ def test_the_runtime_benchmark_compares_the_four_backends(tiny_artifacts, tmp_pa
     graph = result["backends"]["onnx_graph"]
     assert f"| ONNX one-graph loop | {graph['p50_us']:.0f} | {graph['p99_us']:.0f} |" in text
     assert "Targets:" in text and "session.run floor" in text
+
+
+def test_the_ensemble_part_trains_members_then_a_student_and_compares_them(tmp_path):
+    """--quality-parts ensemble: the ensemble preset's members side by side, the student preset
+    distilled from them (its own teacher replaced), the three side by side (evaluation.compare);
+    the part not run keeps its last run, even one from before the parts, and says so."""
+    from model.config import load_preset
+    from tools.machine import machine_info
+
+    corpus = tmp_path / "names.tsv"
+    corpus.write_text("name\tcount\n" + "".join(f"{n}\t{1 + i % 5}\n" for i, n in enumerate(NAMES)))
+    common = f'corpus = "{corpus}"\ntitle_case = false\nval_fraction = 0.15\nhidden_size = 8\nmax_seconds = 0.5\n'
+    (tmp_path / "ens.toml").write_text(common + 'members = 2\nmember_weightings = "sqrt,none"\n')
+    (tmp_path / "stu.toml").write_text(common + 'teacher = "artifacts/no-such-ensemble/checkpoint.pt"\n')
+    (tmp_path / "one.toml").write_text(common)
+    out, pages = tmp_path / "bench", tmp_path / "results"
+    out.mkdir()
+    old = {"status": "ok", "data": {"milestones": [60.0], "presets": {}}, "markdown": "OLD PRESETS TABLE",
+           "machine": machine_info(), "command": "python -m bench --sections quality", "seconds": 1.0}
+    (out / "bench.json").write_text(json.dumps({"sections": {"quality": old}}))
+    args = ["--sections", "quality", "--preset-dir", str(tmp_path), "--out-dir", str(out), "--results-dir", str(pages)]
+    assert bench_main([*args, "--quality-parts", "ensemble", "--ensemble-preset", "ens", "--student-preset", "stu",
+                       "--compare-repeats", "1"]) == 0
+    section = json.loads((out / "bench.json").read_text())["sections"]["quality"]
+    assert section["status"] == "ok" and list(section["data"]["parts"]) == ["presets", "ensemble"]
+    data = section["data"]["parts"]["ensemble"]["data"]
+    assert [(m["seed"], m["count_weighting"]) for m in data["ensemble"]["members"]] == [(0, "sqrt"), (1, "none")]
+    models = data["comparison"]["models"]
+    assert [m["role"] for m in models] == ["teacher member", "teacher", "student"] and models[0]["best_single"]
+    assert models[0]["name"].startswith(f"teacher's member {min(range(2), key=lambda i: data['ensemble']['members'][i]['best_val_loss'])} ")
+    # the models compared are the ones trained in this run: their validation NLL is what training measured
+    assert_close(models[1]["likelihood"]["val"]["nats_per_symbol"], data["ensemble"]["best_val_loss"], "ensemble")
+    assert_close(models[2]["likelihood"]["val"]["nats_per_symbol"], data["student"]["best_val_loss"], "student")
+    assert models[1]["parameters"] == 2 * models[2]["parameters"]
+    page = (pages / "bench-quality.md").read_text()
+    assert page.index("### Presets") < page.index("OLD PRESETS TABLE") < page.index("### The best single model")
+    assert "(From an earlier run: measured " in page and "command `python -m bench --sections quality`" in page
+    assert "| **teacher's member" in page and "#### Side by side: teacher and student" in page
+    # the presets part alone: the ensemble part stays, now from an earlier run
+    assert bench_main([*args, "--quality-parts", "presets", "--presets", "one", "--milestones", "0.2",
+                       "--quality-repeats", "1"]) == 0
+    page = (pages / "bench-quality.md").read_text()
+    assert "OLD PRESETS TABLE" not in page and "`PRESET=one`" in page
+    assert page.index("(From an earlier run") > page.index("### The best single model")
+    assert "--quality-parts ensemble" in page and "| **teacher's member" in page
+    with pytest.raises(SystemExit, match="--quality-parts"):
+        bench_main([*args, "--quality-parts", "ensembel"])
+    with pytest.raises(ValueError, match="val_fraction"):
+        (tmp_path / "bad.toml").write_text(common.replace("0.15", "0.2"))
+        quality.ensemble_and_student(load_preset("ens", tmp_path), load_preset("bad", tmp_path))
