@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "preset's members, then the student preset distilled from them, side by side with the best "
                         "member); a part not run keeps its last run from bench.json")
     g.add_argument("--ensemble-preset", default="ibge-ensemble", help="the ensemble part's members (presets/NAME.toml)")
-    g.add_argument("--student-preset", default="ibge-student",
+    g.add_argument("--student-preset", default="ibge",
                    help="the ensemble part's student (presets/NAME.toml; its teacher: the ensemble trained in the run)")
     from evaluation import compare
 

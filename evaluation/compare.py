@@ -87,7 +87,7 @@ def resolve_teacher(teacher: str, checkpoint: str | Path) -> Path | None:
 def checkpoint_candidates(inputs: Inputs) -> tuple[list[Candidate], dict | None]:
     """What `make eval` compares for this checkpoint, and for a student, what became of its
     teacher: {"named": the path its train_args give, "path", "fingerprint", "status" ("compared",
-    "missing", "unreadable", "other vocabulary", "other split"), "detail"}."""
+    "missing", "unreadable", "retrained", "other vocabulary", "other split"), "detail"}."""
     model, ckpt = inputs.model, inputs.ckpt
     if isinstance(model, CharRNNEnsemble):
         metrics = ckpt.get("metrics") or {}
@@ -109,6 +109,11 @@ def checkpoint_candidates(inputs: Inputs) -> tuple[list[Candidate], dict | None]
         info.update(status="unreadable", detail=str(exc))
         return [student], info
     info["fingerprint"] = tckpt.get("fingerprint")
+    taught_by = (ckpt.get("metrics") or {}).get("teacher_fingerprint")
+    if taught_by is not None and taught_by != info["fingerprint"]:
+        info.update(status="retrained", detail=f"it holds another training run (fingerprint {info['fingerprint']}) than "
+                                               f"the one the student learned from ({taught_by})")
+        return [student], info
     if vocab.symbols != inputs.vocab.symbols:
         info.update(status="other vocabulary",
                     detail=f"its vocabulary ({len(vocab)} symbols) is not the student's ({len(inputs.vocab)})")

@@ -25,9 +25,11 @@ class TeacherError(ValueError):
 
 @torch.no_grad()
 def teacher_targets(path: str, cfg, vocab: Vocab, train_names: int, val_names: int, data,
-                    batch_size: int = 1024) -> torch.Tensor:
+                    batch_size: int = 1024) -> tuple[torch.Tensor, str]:
     """The teacher's next-character probabilities at every position of `data` (the encoded
-    training names): float32 [names, positions, vocab]; rows past a name's end are unused."""
+    training names): float32 [names, positions, vocab], rows past a name's end unused; and the
+    teacher's fingerprint, which the student's checkpoint records (the path alone could later
+    hold another training run)."""
     try:
         teacher, teacher_vocab, ckpt = load_checkpoint(path)
     except CheckpointError as exc:
@@ -48,4 +50,4 @@ def teacher_targets(path: str, cfg, vocab: Vocab, train_names: int, val_names: i
     for start in range(0, rows, batch_size):
         logits, _ = teacher(data.inputs[start : start + batch_size])
         out[start : start + batch_size] = torch.softmax(logits, dim=-1)
-    return out
+    return out, ckpt["fingerprint"]

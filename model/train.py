@@ -156,11 +156,12 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
     val_data = encode_names([e.name for e in val_entries], vocab) if val_entries else None
     weights = sampling_weights(train_entries, cfg.count_weighting)
 
-    soft = None
+    soft, teacher = None, {}
     if cfg.teacher:  # distillation: the teacher's distributions replace the next characters
         from model.distill import teacher_targets
 
-        soft = teacher_targets(cfg.teacher, cfg, vocab, len(train_entries), len(val_entries), train_data)
+        soft, fingerprint = teacher_targets(cfg.teacher, cfg, vocab, len(train_entries), len(val_entries), train_data)
+        teacher = {"teacher_fingerprint": fingerprint}
 
     model = CharRNN(ModelConfig(len(vocab), cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout)).to(device)
     # fused: one kernel for all of Adam's per-parameter updates instead of several per parameter
@@ -238,6 +239,7 @@ def train(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
         "train_names": len(train_entries),
         "val_names": len(val_entries),
         "parameters": sum(p.numel() for p in model.parameters()),
+        **teacher,
     }
     return model.cpu(), vocab, metrics, history
 

@@ -221,6 +221,15 @@ def test_a_student_whose_teacher_is_gone_or_foreign_is_shown_alone_and_says_why(
     cands, teacher = compare.checkpoint_candidates(load_inputs(foreign))
     assert [c.role for c in cands] == ["student"] and teacher["status"] == "other split"
     assert "validation names" in teacher["detail"]
+    # the teacher's path now holds another training run than the one the student learned from
+    retrained = tmp_path / "retrained.pt"
+    save_checkpoint(retrained, tm.members[0], tv, metrics=tckpt["metrics"], train_args=tckpt["train_args"])
+    relabelled = tmp_path / "relabelled" / "checkpoint.pt"
+    save_checkpoint(relabelled, model, vocab, metrics=ckpt["metrics"], train_args={**ckpt["train_args"],
+                                                                                   "teacher": str(retrained)})
+    cands, teacher = compare.checkpoint_candidates(load_inputs(relabelled))
+    assert [c.role for c in cands] == ["student"] and teacher["status"] == "retrained"
+    assert ckpt["metrics"]["teacher_fingerprint"] in teacher["detail"]
 
 
 def test_a_plain_single_model_has_nothing_to_compare(trained):

@@ -1,5 +1,5 @@
 """Ensembles trained side by side (model.members) and students distilled from them (model.distill):
-what `make PRESET=ibge-ensemble` and `make PRESET=ibge-student` run, on tiny models."""
+what `make PRESET=ibge-ensemble` and `make PRESET=ibge` (the student) run, on tiny models."""
 
 from __future__ import annotations
 
@@ -97,7 +97,9 @@ def test_soft_targets_are_the_teachers_distributions(teacher):
     path, ensemble, vocab = teacher
     train_entries, val_entries = split(ENTRIES, 0.15)
     data = encode_names([e.name for e in train_entries], vocab)
-    soft = teacher_targets(str(path), tiny(), vocab, len(train_entries), len(val_entries), data, batch_size=5)
+    soft, fingerprint = teacher_targets(str(path), tiny(), vocab, len(train_entries), len(val_entries), data,
+                                        batch_size=5)
+    assert fingerprint == load_checkpoint(path)[2]["fingerprint"]
     with torch.no_grad():
         want = torch.softmax(ensemble(data.inputs)[0], dim=-1)
     torch.testing.assert_close(soft, want, rtol=1e-5, atol=1e-6)
@@ -136,6 +138,7 @@ def test_a_student_learns_the_teachers_distribution_better_than_the_names_alone(
 
     assert kl(student) < 0.5 * kl(plain), (kl(student), kl(plain))
     assert math.isfinite(metrics["best_val_loss"])  # validation still scores the names themselves
+    assert metrics["teacher_fingerprint"] == load_checkpoint(path)[2]["fingerprint"]  # which teacher, for good
 
 
 def test_a_teacher_of_another_split_or_vocabulary_is_refused(teacher, tmp_path):
