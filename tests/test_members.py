@@ -75,7 +75,7 @@ def test_model_train_writes_an_ensemble_checkpoint_that_loads_as_one(tmp_path, c
     out = tmp_path / "ens" / "checkpoint.pt"
     train_main(["--corpus", str(corpus), "--cell", "gru", "--hidden", "8", "--epochs", "2", "--max-seconds", "0",
                 "--members", "2", "--member-weightings", "sqrt,none", "--out", str(out), "--no-progress"])
-    model, vocab, ckpt = load_checkpoint(out)
+    model, _, ckpt = load_checkpoint(out)
     assert isinstance(model, CharRNNEnsemble) and model.hidden_size == 16 and len(model.members) == 2
     assert ckpt["train_args"]["members"] == 2 and len(ckpt["metrics"]["members"]) == 2
     assert (out.parent / "loss.png").is_file() and "member" in (out.parent / "history.csv").read_text()
