@@ -350,7 +350,8 @@ def test_readme_headline_figures_appear_on_the_result_pages_they_link():
 
 
 MEASURING_TARGETS = {  # make target (and variables) -> the page it writes under RESULTS_DIR
-    "eval": "eval-default.md", "eval PRESET=ibge": "eval-ibge.md", "bench-runtime": "bench-runtime.md",
+    "eval": "eval-default.md", "eval PRESET=ibge": "eval-ibge.md", "eval PRESET=ibge-ensemble": "eval-ibge-ensemble.md",
+    "bench-runtime": "bench-runtime.md",
     "bench-web": "bench-web.md", "sweep": "sweep.md", "soak": "soak.md", "cluster-test": "cluster-test.md",
     "gpu-check": "gpu-check.md"}
 
