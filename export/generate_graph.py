@@ -101,7 +101,7 @@ class _Body:
         nodes = list(graph.node)
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
-        self.initial: list[tuple[str, str]] = []  # per carried value: (how to start it, its table)
+        self.initial: list[tuple[str, str]] = []  # per carried value: (how to start it, its table or width)
         head_nodes = [helper.make_node("Gather", ["ctable", "t"], ["bias_t"], axis=1)]
         tail: list[onnx.NodeProto] = []
 
@@ -156,6 +156,8 @@ class _Body:
                     or _attr(top, "axis", None) not in (2, -1) or len(top.input) != len(split.output)):
                 return None
             parts = numpy_helper.to_array(self.constants[split.input[1]]).reshape(-1).tolist()
+            if sum(parts) != size:
+                return None
             pieces = list(zip(split.output, top.input, parts))
             dropped = [split, top]
         else:
