@@ -102,6 +102,7 @@ def tiny_names() -> list[str]:
     return list(NAMES)
 
 
+# each variant's training overrides; "ens" is tiny_ensemble (its members: ENSEMBLE_MEMBERS)
 VARIANTS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}, "ens": {}}
 # built only for a test that asks for it: @pytest.mark.parametrize("variant_artifacts", [...], indirect=True)
 MORE_VARIANTS = {"gru-2": {"cell": "gru", "num_layers": 2}}
