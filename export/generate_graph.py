@@ -84,7 +84,8 @@ class _Body:
     - the char lookups (tabulate_char_inputs) move to the end of the step and index the chosen
       token: the loop carries the looked-up rows, not the character;
     - each layer's state is carried as its own [batch, size] tensor instead of being sliced out
-      of, and stacked back into, [layers, batch, size];
+      of, and stacked back into, [layers, batch, size] (an ensemble's: each member's layers, no
+      Split and Concat of the members' slices);
     - one Add of row t of a table built once per run (`bias_t`) forces prefix characters and
       masks the end token on step 0: no per-step Less/Where.
     Where a pattern is not there the step is kept as it is (carry `char` or the whole `hidden`),
@@ -100,7 +101,7 @@ class _Body:
         nodes = list(graph.node)
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
-        self.initial: list[tuple[str, str]] = []  # per carried value: (how to start it, its table)
+        self.initial: list[tuple[str, str]] = []  # per carried value: (how to start it, its table or width)
         head_nodes = [helper.make_node("Gather", ["ctable", "t"], ["bias_t"], axis=1)]
         tail: list[onnx.NodeProto] = []
 
@@ -122,14 +123,15 @@ class _Body:
         if not lookups:
             self._carry(char, "token", TensorProto.INT64, ["batch"], ("bos", ""))
 
-        # the state: one carried tensor per layer when the step slices and restacks it
-        split = self._layer_pattern(nodes, producer, hidden, hidden_out, layers)
-        if split:
-            selects, stacking, outs = split
-            for n in selects + stacking:
+        # the state: one carried tensor per layer (per member and layer for an ensemble) when the
+        # step slices and restacks it
+        state = self._state_pattern(nodes, producer, hidden, hidden_out, layers, size, _widths(step))
+        if state:
+            removed, carried = state
+            for n in removed:
                 nodes.remove(n)
-            for sel, out in zip(selects, outs):
-                self._carry(sel.output[0], out, TensorProto.FLOAT, ["batch", size], ("zeros", ""))
+            for name_in, name_out, width in carried:
+                self._carry(name_in, name_out, TensorProto.FLOAT, ["batch", width], ("zeros", str(width)))
         else:
             self._carry(hidden, hidden_out, TensorProto.FLOAT, [layers, "batch", size], ("zeros_stacked", ""))
         self._carry("alive", "alive_out", TensorProto.INT64, ["batch"], ("one", ""))
@@ -140,9 +142,42 @@ class _Body:
         self.outputs.append(helper.make_tensor_value_info(name_out, dtype, shape))
         self.initial.append(initial)
 
-    def _layer_pattern(self, nodes, producer, hidden: str, hidden_out: str, layers: int):
+    def _state_pattern(self, nodes, producer, hidden: str, hidden_out: str, layers: int, size: int,
+                       widths: dict[str, int]):
+        """(the nodes to drop, [(carried input, its next value, width)]) when the state is read and
+        written per layer: `_layer_pattern` on the whole state (a single model), or on each part
+        of a Split of `hidden` along the units whose new states a Concat along the units joins in
+        the same order and widths (an ensemble: each member's slice). None otherwise."""
+        readers = [n for n in nodes if hidden in n.input]
+        if len(readers) == 1 and readers[0].op_type == "Split":
+            split, top = readers[0], producer.get(hidden_out)
+            if (split.input[0] != hidden or _attr(split, "axis", 0) not in (2, -1) or len(split.input) != 2
+                    or split.input[1] not in self.constants or top is None or top.op_type != "Concat"
+                    or _attr(top, "axis", None) not in (2, -1) or len(top.input) != len(split.output)):
+                return None
+            parts = numpy_helper.to_array(self.constants[split.input[1]]).reshape(-1).tolist()
+            if sum(parts) != size:
+                return None
+            pieces = list(zip(split.output, top.input, parts))
+            dropped = [split, top]
+        else:
+            pieces, dropped = [(hidden, hidden_out, size)], []
+        carried = []
+        for part, part_out, width in pieces:
+            found = self._layer_pattern(nodes, producer, part, part_out, layers, exempt=dropped)
+            if not found:
+                return None
+            selects, stacking, outs = found
+            if dropped and any(widths.get(out) != width for out in outs):
+                return None  # a member's new state must fill the slice it was read from
+            dropped += selects + stacking
+            carried += [(sel.output[0], out, width) for sel, out in zip(selects, outs)]
+        return dropped, carried
+
+    def _layer_pattern(self, nodes, producer, hidden: str, hidden_out: str, layers: int, exempt=()):
         """(the Gather of each layer, the nodes that restack, each layer's new state) when `hidden`
-        is only read as Gather(hidden, k) and `hidden_out` is Unsqueeze or Concat of Unsqueezes."""
+        is only read as Gather(hidden, k) and `hidden_out` is Unsqueeze or Concat of Unsqueezes
+        (read by nothing else than the `exempt` nodes, which go too)."""
         index = {}
         for n in (n for n in nodes if hidden in n.input):
             if not (n.op_type == "Gather" and n.input[0] == hidden and _attr(n, "axis", 0) == 0
@@ -166,7 +201,7 @@ class _Body:
                 or numpy_helper.to_array(self.constants[u.input[1]]).reshape(-1).tolist() != [0] for u in unsqueezes):
             return None
         stacking = unsqueezes + ([top] if layers > 1 else [])
-        if any(s.output[0] in n.input for s in stacking for n in nodes if n not in stacking):
+        if any(s.output[0] in n.input for s in stacking for n in nodes if n not in stacking and n not in exempt):
             return None
         return [index[k] for k in range(layers)], stacking, [u.input[0] for u in unsqueezes]
 
@@ -201,6 +236,18 @@ class _Body:
         return {table for how, table in self.initial if how == "rows"}
 
 
+def _widths(step: onnx.ModelProto) -> dict[str, int]:
+    """The last dimension of every 2-d tensor of the step whose shape inference knows it (the
+    names prefixed as the body's)."""
+    graph = onnx.shape_inference.infer_shapes(step).graph
+    out = {}
+    for info in [*graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 2 and dims[1].HasField("dim_value"):
+            out[STEP + info.name] = dims[1].dim_value
+    return out
+
+
 def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
     """The greedy loop around `step` (a loaded charrnn.onnx), with its vocab.json metadata."""
     props = {p.key: p.value for p in step.metadata_props}
@@ -230,8 +277,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
             row = numpy_helper.to_array(body.constants[table])[bos : bos + 1]
             inits.append(numpy_helper.from_array(row, f"{table}.bos"))
             initial.append(f"{table}.bos")
+        elif how == "zeros":  # one per width: a member's (or the model's) units
+            initial.append(f"zeros_init_{table}")
         else:
-            initial.append({"bos": "bos_init", "zeros": "zeros_init", "zeros_stacked": "stacked_init", "one": "alive_init"}[how])
+            initial.append({"bos": "bos_init", "zeros_stacked": "stacked_init", "one": "alive_init"}[how])
     prefix, prefix_length, max_length = INPUTS  # the graph's wiring reads the contract's names
     ids, length, logprob = OUTPUTS
     first_mask = np.zeros((1, 1, symbols), np.float32)  # step 0's scores exclude the end token
@@ -273,9 +322,10 @@ def build_generate_model(step: onnx.ModelProto) -> onnx.ModelProto:
         helper.make_node("Where", ["in_prefix", "wanted", "fallback"], ["bias_index"]),
         helper.make_node("Gather", ["bias_table", "bias_index"], ["ctable"], axis=0),
     ]
-    if "zeros_init" in initial:
-        nodes += [helper.make_node("Concat", ["batch_dim", "size_1d"], ["state_shape"], axis=0),
-                  helper.make_node("ConstantOfShape", ["state_shape"], ["zeros_init"],
+    for width in sorted({int(table) for how, table in body.initial if how == "zeros"}):
+        nodes += [_const(f"size_1d_{width}", [width], np.int64),
+                  helper.make_node("Concat", ["batch_dim", f"size_1d_{width}"], [f"state_shape_{width}"], axis=0),
+                  helper.make_node("ConstantOfShape", [f"state_shape_{width}"], [f"zeros_init_{width}"],
                                    value=numpy_helper.from_array(np.zeros(1, np.float32)))]
     if "stacked_init" in initial:
         nodes += [helper.make_node("Concat", ["layers_1d", "batch_dim", "size_1d"], ["stacked_shape"], axis=0),

@@ -20,13 +20,14 @@ from export.parity import Parity, check
 from export.simplify import simplify_step
 from model.charrnn import CharRNN
 from model.decode_numpy import decode
+from model.ensemble import CharRNNEnsemble
 
 INPUT_NAMES = list(contract.STEP_INPUTS)
 OUTPUT_NAMES = list(contract.STEP_OUTPUTS)
 OPSET = 18
 
 
-def to_onnx_model(model: CharRNN, manifest_text: str) -> onnx.ModelProto:
+def to_onnx_model(model: CharRNN | CharRNNEnsemble, manifest_text: str) -> onnx.ModelProto:
     """The step as saved: the exporter's graph, simplified (exact rewrites that cut the nodes
     ONNX Runtime runs per step: 9 -> 6 for the default RNN), with vocab.json in its metadata."""
     proto = simplify_step(exported_graph(model), model.vocab_size)
@@ -36,7 +37,7 @@ def to_onnx_model(model: CharRNN, manifest_text: str) -> onnx.ModelProto:
     return proto
 
 
-def exported_graph(model: CharRNN) -> onnx.ModelProto:
+def exported_graph(model: CharRNN | CharRNNEnsemble) -> onnx.ModelProto:
     """The step as the dynamo exporter (torch.export based) writes it.
 
     Why dynamo and not the legacy TorchScript-based exporter: torch 2.13 makes dynamo the
@@ -60,7 +61,7 @@ def exported_graph(model: CharRNN) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def export_onnx(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
+def export_onnx(model: CharRNN | CharRNNEnsemble, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
     """Export, compare with eager under ONNX Runtime (export.parity; names by the numpy loop the
     runtime decodes with), and write `path` only if they agree."""
     proto = to_onnx_model(model, manifest_text)

@@ -35,6 +35,7 @@ from core.vocab import Vocab
 from export.tolerance import ATOL, RTOL, allowed
 from model.charrnn import CharRNN
 from model.decode import decode
+from model.ensemble import CharRNNEnsemble
 
 PROBE_BATCH_SIZES = (1, 3, 64)
 SAMPLED_ROWS = 16
@@ -113,7 +114,7 @@ def greedy_rows(vocab: Vocab) -> list[Row]:
     return [Row(())] + [Row(tuple(vocab.encode(ch))) for ch in vocab.characters]
 
 
-def decoding_states(model: CharRNN, vocab: Vocab, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def decoding_states(model: CharRNN | CharRNNEnsemble, vocab: Vocab, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (input char, hidden) pair eager decoding feeds its step: greedy from every first
     letter and the empty prefix, and SAMPLED_ROWS seeded samples. Returns (char [N], hidden [L, N, H])."""
     chars: list[torch.Tensor] = []
@@ -130,7 +131,7 @@ def decoding_states(model: CharRNN, vocab: Vocab, seed: int = 0) -> tuple[torch.
     return torch.cat(chars), torch.cat(hiddens, dim=1)
 
 
-def probes(model: CharRNN, vocab: Vocab, seed: int = 0) -> list[Probe]:
+def probes(model: CharRNN | CharRNNEnsemble, vocab: Vocab, seed: int = 0) -> list[Probe]:
     """The batches both runtimes are fed (module docstring, check 1)."""
     model = model.cpu().eval()
     char, hidden = decoding_states(model, vocab, seed)
@@ -171,7 +172,7 @@ def compare(want: np.ndarray, got: np.ndarray, output: str, where: str, what: st
     return float(diff.max()), float(share.max())
 
 
-def check(model: CharRNN, vocab: Vocab, run: Run, names: Names, what: str, seed: int = 0) -> Parity:
+def check(model: CharRNN | CharRNNEnsemble, vocab: Vocab, run: Run, names: Names, what: str, seed: int = 0) -> Parity:
     """Both checks of the module docstring for one export; raises ExportMismatch on any failure."""
     model = model.cpu().eval()
     max_abs = max_share = 0.0
@@ -194,7 +195,7 @@ def check(model: CharRNN, vocab: Vocab, run: Run, names: Names, what: str, seed:
     return Parity(max_abs, max_share, len(rows))
 
 
-def parting(model: CharRNN, vocab: Vocab, want: list[int], got: list[int]) -> str:
+def parting(model: CharRNN | CharRNNEnsemble, vocab: Vocab, want: list[int], got: list[int]) -> str:
     """Where two greedy decodes of one row part, and eager's margin there between the two
     symbols chosen: within the parity rule of both logits it is a near-tie, which float rounding
     decides (docs/numerics.md), not necessarily a bug."""

@@ -14,17 +14,18 @@ from core.vocab import Vocab
 from export.parity import Parity, check
 from model.charrnn import CharRNN
 from model.decode import decode
+from model.ensemble import CharRNNEnsemble
 from model.torchscript import load_torchscript, save_torchscript
 
 
-def _script(model: CharRNN) -> torch.jit.ScriptModule:
+def _script(model: CharRNN | CharRNNEnsemble) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         # torch 2.13 deprecates TorchScript; it is still the format TorchServe and C++ load
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.script(model.as_step())  # the file's forward is the single step
 
 
-def export_torchscript(model: CharRNN, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
+def export_torchscript(model: CharRNN | CharRNNEnsemble, vocab: Vocab, manifest_text: str, path: str | Path) -> Parity:
     """Script, reload and compare with eager (export.parity); write `path` only if they agree."""
     model = model.cpu().eval()
     scripted = _script(model)

@@ -7,8 +7,8 @@ table, `((W_ih^T + b_ih) + b_hh)`: the same float additions in the same order, h
 values, then runs the same matrix products and tanh. A step of this small model is a handful of
 operators, and these three (and the strided lookup) are a large share of it. Its outputs equal
 the module's bit for bit (tests/test_table_step.py feeds both the same inputs for every model
-variant); a GRU, or a module not laid out like CharRNN, keeps its own step (`TableStep.of`
-returns None).
+variant); a GRU, or a module not laid out like CharRNN (an ensemble, model.ensemble, of any
+cells), keeps its own step (`TableStep.of` returns None).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class TableStep:
     @classmethod
     @torch.inference_mode()
     def of(cls, module) -> TableStep | None:
-        """For a CharRNN or its TorchScript export with a tanh cell; None for anything else."""
+        """For a CharRNN or its TorchScript export with a tanh cell; None for anything else (a GRU;
+        an ensemble, which has neither `is_gru` nor `cell_weights`)."""
         if getattr(module, "is_gru", True) or not hasattr(module, "cell_weights"):
             return None
         weights = [w.detach() for w in module.cell_weights()]  # what step() reads, as step() reads it

@@ -81,15 +81,20 @@ def tiny_card(tiny_artifacts, tiny_corpus, tmp_path_factory) -> Path:
     return card
 
 
+def unpacked_model_dir(artifacts: Artifacts, d: Path) -> Path:
+    """What TorchServe unpacks charrnn.mar into, of `artifacts`, in the new folder `d`."""
+    d.mkdir(parents=True, exist_ok=True)
+    for src, name in ((artifacts.torchscript, "charrnn.torchscript.pt"), (artifacts.vocab_json, "vocab.json"),
+                      (artifacts.dir / "charrnn_generate.onnx", "charrnn_generate.onnx")):
+        shutil.copy2(src, d / name)
+    return d
+
+
 @pytest.fixture(scope="session")
 def model_dir(tiny_artifacts, tmp_path_factory) -> Path:
     """What TorchServe unpacks charrnn.mar into: the TorchScript step beside vocab.json and the
     one-graph greedy decoder (read-only: a test that alters it works on a copy)."""
-    d = tmp_path_factory.mktemp("model_dir")
-    for src, name in ((tiny_artifacts.torchscript, "charrnn.torchscript.pt"), (tiny_artifacts.vocab_json, "vocab.json"),
-                      (tiny_artifacts.dir / "charrnn_generate.onnx", "charrnn_generate.onnx")):
-        shutil.copy2(src, d / name)
-    return d
+    return unpacked_model_dir(tiny_artifacts, tmp_path_factory.mktemp("model_dir"))
 
 
 @pytest.fixture(scope="session")
@@ -97,18 +102,77 @@ def tiny_names() -> list[str]:
     return list(NAMES)
 
 
-VARIANTS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}}
+# each variant's training overrides; "ens" is tiny_ensemble (its members: ENSEMBLE_MEMBERS)
+VARIANTS = {"rnn-1": {}, "rnn-2": {"num_layers": 2}, "gru-1": {"cell": "gru"}, "ens": {}}
 # built only for a test that asks for it: @pytest.mark.parametrize("variant_artifacts", [...], indirect=True)
 MORE_VARIANTS = {"gru-2": {"cell": "gru", "num_layers": 2}}
 
 
 @pytest.fixture(scope="session", params=list(VARIANTS))
 def variant_artifacts(request, tmp_path_factory, tiny_artifacts) -> Artifacts:
-    """The tiny model as a 1-layer tanh RNN, a 2-layer RNN and a GRU (built once per session)."""
+    """The tiny model as a 1-layer tanh RNN, a 2-layer RNN, a GRU and an ensemble of a GRU and an
+    RNN (tiny_ensemble); each built once per session."""
     if request.param == "rnn-1":
         return tiny_artifacts
+    if request.param == "ens":
+        return request.getfixturevalue("tiny_ensemble")
     config = {**VARIANTS, **MORE_VARIANTS}[request.param]
     return build_artifacts(tmp_path_factory.mktemp(request.param), epochs=5, **config)
+
+
+# an ensemble's members (model.ensemble): both cells and two hidden sizes, so that nothing downstream
+# can assume one cell, one size or one member's parameter names; as the variants, a few epochs each
+ENSEMBLE_MEMBERS = ({"cell": "gru", "hidden_size": 16, "seed": 1}, {"cell": "rnn", "hidden_size": 24, "seed": 2})
+
+
+def build_ensemble_artifacts(out_dir: Path, members=ENSEMBLE_MEMBERS, epochs: int = 5) -> Artifacts:
+    """An ensemble of tiny models trained on NAMES (model.ensemble.CharRNNEnsemble), exported as
+    any checkpoint is (export.pipeline.export_all)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from export.pipeline import export_all
+    from model.ensemble import CharRNNEnsemble
+
+    models, vocab = [], None
+    for overrides in members:
+        torch.manual_seed(overrides.get("seed", 0))
+        model, vocab, _, _ = train([Entry(n) for n in NAMES], tiny_config(**{"epochs": epochs, **overrides}), progress=False)
+        models.append(model)
+    checkpoint = out_dir / "checkpoint.pt"
+    save_checkpoint(checkpoint, CharRNNEnsemble.of(models).eval(), vocab)
+    export_all(checkpoint, out_dir)
+    return Artifacts(out_dir, checkpoint, out_dir / "vocab.json", out_dir / "charrnn.torchscript.pt",
+                     out_dir / "charrnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(tmp_path_factory) -> Artifacts:
+    """An ensemble of a tiny GRU (16 units) and a tiny tanh RNN (24 units), exported (read-only)."""
+    return build_ensemble_artifacts(tmp_path_factory.mktemp("ensemble"))
+
+
+@pytest.fixture(scope="session")
+def ensemble_card(tiny_ensemble, tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny ensemble's model card, as tiny_card (read-only)."""
+    from core import contract
+    from evaluation.card import build_card, write_card
+    from evaluation.report import load_inputs
+
+    card = tmp_path_factory.mktemp("ensemble-card") / contract.MODEL_CARD
+    write_card(card, build_card(load_inputs(tiny_ensemble.checkpoint, tiny_corpus, val_fraction=0.15)))
+    return card
+
+
+@pytest.fixture(scope="session")
+def ensemble_model_dir(tiny_ensemble, tmp_path_factory) -> Path:
+    """model_dir of the tiny ensemble (read-only)."""
+    return unpacked_model_dir(tiny_ensemble, tmp_path_factory.mktemp("ensemble_model_dir"))
+
+
+@pytest.fixture(scope="session", params=["single", "ensemble"])
+def tiny_or_ensemble(request) -> Artifacts:
+    """The tiny model, then the tiny ensemble: for the tests every backend must pass with both
+    (an ensemble is served as one step, with no special case anywhere)."""
+    return request.getfixturevalue("tiny_artifacts" if request.param == "single" else "tiny_ensemble")
 
 
 def assert_close(got, want, what: str = "", rounding: float = 0.0) -> None:

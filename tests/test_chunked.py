@@ -315,9 +315,10 @@ def test_earlier_captures_still_decode_after_a_larger_decoder_grows_the_step_tab
 
 
 def test_every_model_variant_decodes_exactly_as_decode(variant_artifacts):
-    """2-layer RNN and GRU steps too (their hidden state has more than one layer)."""
+    """2-layer RNN and GRU steps too (their hidden state has more than one layer), and an
+    ensemble's (its members' states side by side); eagerly and by the captured protocol."""
     model, vocab, _ = load_checkpoint(variant_artifacts.checkpoint)
     rows = mixed_rows(vocab, n=40, seed=9)
-    decoder = ChunkedDecoder(model.step, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                             hidden_shape=(model.num_layers, model.hidden_size), buckets=(8, 64), chunk=3)
-    assert decoder.decode(rows) == reference((model, vocab), rows)
+    want = reference((model, vocab), rows)
+    for captured in (False, True):
+        assert chunked((model, vocab), captured, buckets=(8, 64), chunk=3).decode(rows) == want, captured

@@ -131,20 +131,32 @@ def test_the_saved_step_is_already_simplified(artifacts):
 
 
 def test_the_loop_body_carries_rows_and_layers_and_biases_the_head(artifacts):
-    """The per-character rewrites apply to every variant (RNN, 2-layer RNN, GRU): the body reads
-    neither `char` nor the stacked `hidden`, forces the prefix by adding a bias row to the
-    step's own logits (no per-step Less/Where), and each layer's state is its own carried
-    tensor; the logits themselves are emitted per step (the log-probability after the loop)."""
+    """The per-character rewrites apply to every variant (RNN, 2-layer RNN, GRU, an ensemble of
+    a GRU and an RNN): the body reads neither `char` nor the stacked `hidden`, forces the prefix
+    by adding a bias row to the step's own logits (no per-step Less/Where), and each layer's
+    state (each member's, in an ensemble) is its own carried tensor, written by no reshaping
+    node; the logits themselves are emitted per step (the log-probability after the loop)."""
     model = build_generate_model(onnx.load(str(artifacts.onnx)))
     loop = next(n for n in model.graph.node if n.op_type == "Loop")
     body = loop.attribute[0].g
     carried = [i.name for i in body.input][2:]
     meta = OnnxStep.from_path(artifacts.onnx).meta
     assert "step/char" not in carried and "step/hidden" not in carried
-    assert sum(len(i.type.tensor_type.shape.dim) == 2 and i.type.tensor_type.shape.dim[1].dim_value ==
-               meta["hidden_size"] for i in body.input) >= meta["num_layers"] + 1
+    # the carried values: lookup rows (each paired with its `.next` row), the states, `alive`
+    outputs = {o.name for o in body.output}
+    states = [i for i in body.input[2:] if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+              and i.name + ".next" not in outputs]
+    assert len(states) == meta["num_layers"] * meta["members"]
+    assert sum(i.type.tensor_type.shape.dim[1].dim_value for i in states) == meta["num_layers"] * meta["hidden_size"]
+    assert all(len(i.type.tensor_type.shape.dim) == 2 for i in states)
+    producer = {o: n for n in body.node for o in n.output}
+    state_outs = [o.name for o in body.output[1:1 + len(carried)] if o.name in producer]
+    assert all(producer[o].op_type not in ("Unsqueeze", "Concat", "Split", "Gather") for o in state_outs
+               if not o.endswith(".next"))
     ops = [n.op_type for n in body.node]
-    assert "Where" not in ops and "Less" not in ops and "Unsqueeze" not in ops
+    assert "Where" not in ops and "Less" not in ops
+    if meta["members"] == 1:  # an ensemble's mean stacks its members' log-probabilities (Unsqueeze)
+        assert "Unsqueeze" not in ops
     biased = next(n for n in body.node if "step/logits" in n.input)
     assert biased.op_type == "Add" and set(biased.input) == {"step/logits", "bias_t"}
     assert next(n for n in body.node if biased.output[0] in n.input).op_type == "ArgMax"

@@ -3,6 +3,7 @@ progress and clear errors."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,13 +47,19 @@ def test_line_i_is_the_ith_name_model_generate_gives_for_the_seed(model, tmp_pat
     assert got == want and all(n.startswith("Ma") and len(n) <= 9 for n in got)
 
 
-def test_the_file_is_what_the_numpy_runtime_twin_gives_for_the_seeds(tiny_artifacts, model, tmp_path):
-    """Bulk decoding (TableStep, int32 noise, gathered rows, worker processes) against the ONNX
-    step decoded by the numpy loop (int64 noise, every row every step), seed by seed, plain and
-    with a prefix and top-k."""
+@pytest.mark.parametrize("source", ["torchscript", "checkpoint"])
+def test_the_file_is_what_the_numpy_runtime_twin_gives_for_the_seeds(tiny_or_ensemble, source, tmp_path):
+    """Bulk decoding (TableStep where the cell allows, int32 noise, gathered rows, worker
+    processes) against the ONNX step decoded by the numpy loop (int64 noise, every row every
+    step), seed by seed, plain and with a prefix and top-k; of the tiny model and of the tiny
+    ensemble (whose bulk step is its own: TableStep.of declines it), from either --model kind."""
+    from model.table_step import TableStep
     from runtime.generator import NameGenerator
 
-    twin = NameGenerator(tiny_artifacts.onnx)
+    model = str(getattr(tiny_or_ensemble, source))
+    meta = json.loads(tiny_or_ensemble.vocab_json.read_text(encoding="utf-8"))
+    assert isinstance(bulk.load_step(model, "cpu")[0], TableStep) == (meta["members"] == 1 and meta["cell"] == "rnn")
+    twin = NameGenerator(tiny_or_ensemble.onnx)
     for knobs, extra in (({}, ()), ({"prefix": "Jo", "temperature": 1.3, "top_k": 5},
                                     ("--prefix", "Jo", "--temperature", "1.3", "--top-k", "5"))):
         out = tmp_path / "names.txt"

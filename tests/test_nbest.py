@@ -20,6 +20,7 @@ from export import parity
 from model import nbest
 from model.charrnn import CharRNN, ModelConfig
 from model.checkpoint import load_checkpoint
+from model.ensemble import CharRNNEnsemble
 from model.generate import TorchGenerator
 from model.nbest_torch import TorchOps, TorchStepper
 from runtime.generator import NameGenerator
@@ -35,7 +36,7 @@ def close(got: float, want: float) -> bool:
     return parity.close(want, got)
 
 
-def sequence_logprob(model: CharRNN, ids: list[int], eos_id: int = 0, bos_id: int = 0) -> float:
+def sequence_logprob(model: CharRNN | CharRNNEnsemble, ids: list[int], eos_id: int = 0, bos_id: int = 0) -> float:
     """log p(name) from the whole-sequence forward (not the step): the definition, independently."""
     with torch.no_grad():
         logits, _ = model(torch.tensor([[bos_id, *ids]]))
@@ -127,9 +128,9 @@ def test_the_bound_returns_a_flagged_proven_prefix_of_the_answer(small_model):
         assert cut.logprobs == sorted(cut.logprobs, reverse=True)
 
 
-def test_log_probabilities_are_the_sum_of_the_steps_log_softmax(tiny_artifacts):
-    gen = TorchGenerator.from_checkpoint(tiny_artifacts.checkpoint)
-    model, _, _ = load_checkpoint(tiny_artifacts.checkpoint)
+def test_log_probabilities_are_the_sum_of_the_steps_log_softmax(tiny_or_ensemble):
+    gen = TorchGenerator.from_checkpoint(tiny_or_ensemble.checkpoint)
+    model, _, _ = load_checkpoint(tiny_or_ensemble.checkpoint)
     for prefix in ("", "Ma", "J"):
         found = gen.nbest(prefix, num=8)
         names = [gen.vocab.decode(i) for i in found.ids]
@@ -138,7 +139,7 @@ def test_log_probabilities_are_the_sum_of_the_steps_log_softmax(tiny_artifacts):
         for ids, lp in zip(found.ids, found.logprobs):
             assert close(lp, sequence_logprob(model, list(ids), gen.vocab.eos_id, gen.vocab.bos_id))
     # and for names the search did not produce (greedy, sampled): score() is the same sum
-    sampled = NameGenerator(tiny_artifacts.onnx).generate("A", num=4, temperature=1.5, seed=2)
+    sampled = NameGenerator(tiny_or_ensemble.onnx).generate("A", num=4, temperature=1.5, seed=2)
     for name, lp in zip(sampled, gen.logprobs(sampled)):
         assert close(lp, sequence_logprob(model, gen.vocab.encode(name)))
 
@@ -158,12 +159,12 @@ def cli(module: str, *args: str) -> list[tuple[str, float]]:
     return [(line.split("\t")[0], float(line.split("\t")[1])) for line in proc.stdout.splitlines()]
 
 
-def test_every_runtime_gives_the_same_list(tiny_artifacts):
+def test_every_runtime_gives_the_same_list(tiny_or_ensemble):
     prefixes, num = ["", "Ma", "Jo", "Z"], 6
-    eager = TorchGenerator.from_checkpoint(tiny_artifacts.checkpoint)
-    scripted = TorchGenerator.from_torchscript(tiny_artifacts.torchscript)
-    onnx = NameGenerator(tiny_artifacts.onnx)
-    engine = Engine.from_artifacts(tiny_artifacts.torchscript, tiny_artifacts.vocab_json)
+    eager = TorchGenerator.from_checkpoint(tiny_or_ensemble.checkpoint)
+    scripted = TorchGenerator.from_torchscript(tiny_or_ensemble.torchscript)
+    onnx = NameGenerator(tiny_or_ensemble.onnx)
+    engine = Engine.from_artifacts(tiny_or_ensemble.torchscript, tiny_or_ensemble.vocab_json)
     want = nbest.ranked(eager, prefixes, num=num, max_length=24, temperature=0, top_k=0, seed=None, search=None,
                         max_expansions=nbest.DEFAULT_MAX_EXPANSIONS, scores=True)
     assert all(len(names) == num and complete for names, _, complete in want)
@@ -178,8 +179,8 @@ def test_every_runtime_gives_the_same_list(tiny_artifacts):
     answers = engine.answer([GenerateRequest(prefix=p, num=num) for p in prefixes])
     same([(a.names, a.logprobs, a.complete) for a in answers])
     args = [a for p in prefixes for a in ("--prefix", p)] + ["-n", str(num), "--logprobs"]
-    for module, extra in (("export.runtime", ["--model", str(tiny_artifacts.onnx)]),
-                          ("tools.generate", ["--backend", "torchscript", "--model", str(tiny_artifacts.torchscript)])):
+    for module, extra in (("export.runtime", ["--model", str(tiny_or_ensemble.onnx)]),
+                          ("tools.generate", ["--backend", "torchscript", "--model", str(tiny_or_ensemble.torchscript)])):
         lines = cli(module, *extra, *args)
         same([([n for n, _ in lines[i:i + num]], [x for _, x in lines[i:i + num]], True)
               for i in range(0, len(lines), num)])

@@ -44,14 +44,14 @@ def generate_path(artifacts) -> Path:
     return artifacts.dir / "charrnn_generate.onnx"
 
 
-def test_runtime_and_graph_builder_work_with_torch_unimportable(tiny_artifacts, tmp_path):
+def test_runtime_and_graph_builder_work_with_torch_unimportable(tiny_or_ensemble, tmp_path):
     out = tmp_path / "gen.onnx"
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_artifacts.onnx), str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_or_ensemble.onnx), str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"wrote {out}")
-    gen = NameGenerator(tiny_artifacts.onnx)
+    gen = NameGenerator(tiny_or_ensemble.onnx)
     assert lines[1:5] == gen.generate(["A", ""], num=2)
     assert lines[5:7] == gen.generate("B", num=2, temperature=1.0, seed=3)
 
@@ -64,8 +64,8 @@ def test_the_onnx_file_alone_is_enough(tiny_artifacts, tmp_path):
     assert alone.generate("Ma", num=1) == NameGenerator(tiny_artifacts.onnx).generate("Ma", num=1)
 
 
-def test_batched_prefixes_equal_one_call_per_prefix(tiny_artifacts):
-    gen = NameGenerator(tiny_artifacts.onnx, generate_model=generate_path(tiny_artifacts))
+def test_batched_prefixes_equal_one_call_per_prefix(tiny_or_ensemble):
+    gen = NameGenerator(tiny_or_ensemble.onnx, generate_model=generate_path(tiny_or_ensemble))
     prefixes = ["", "A", "Ma", "João", "Z"]
     batched = gen.generate(prefixes, num=2)
     assert batched == [name for p in prefixes for name in gen.generate(p, num=2)]
@@ -143,9 +143,9 @@ def test_chunked_noise_is_the_counter_based_noise_of_each_step():
         assert np.array_equal(choose._noise(step), np.log(-np.log(u))), step  # the same numpy log, same u
 
 
-def test_next_probabilities_and_suggest(tiny_artifacts):
+def test_next_probabilities_and_suggest(tiny_or_ensemble):
     """The type-ahead answer (twin: web/charrnn.mjs, compared in tests/test_node.py and test_web.py)."""
-    gen = NameGenerator(tiny_artifacts.onnx)
+    gen = NameGenerator(tiny_or_ensemble.onnx)
     for prefix in ("", "Ma", "Jú"):
         probs = gen.next_probabilities(prefix)
         assert len(probs) == len(gen.vocab.characters) + 1 and abs(sum(p for _, p in probs) - 1) < 1e-9

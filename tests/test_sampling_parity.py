@@ -30,7 +30,7 @@ from model.generate import TorchGenerator
 from runtime.generator import NameGenerator
 from tests.conftest import Artifacts
 
-VARIANTS = ["rnn-1", "rnn-2", "gru-1", "gru-2"]
+VARIANTS = ["rnn-1", "rnn-2", "gru-1", "gru-2", "ens"]
 every_variant = pytest.mark.parametrize("variant_artifacts", VARIANTS, indirect=True)
 PREFIXES = ["", "A", "Ma", "Jo", "Z"]
 SEEDS = [0, 1, 7, 123_456_789, MAX_SEED]

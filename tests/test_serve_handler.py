@@ -29,7 +29,7 @@ from serve.handler import DECODER_HEADER, PHRASES, CharRNNHandler
 from serve.standin import SEQUENCE_ID, StandInContext
 from serve.validation import GenerateRequest, Limits, RequestError
 from serve.wire import DIGITS
-from tests.conftest import assert_close
+from tests.conftest import Artifacts, assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,21 +45,30 @@ def make_handler(model_dir: Path, mode: str = "generate", *, model_yaml: dict | 
     return handler, ctx
 
 
-@pytest.fixture(scope="module")
-def gen(model_dir):
-    return make_handler(model_dir, "generate")
+@pytest.fixture(scope="module", params=["single", "ensemble"])
+def served(request) -> tuple[Artifacts, Path]:
+    """(the export, what TorchServe unpacks its archive into) that the handler tests below serve:
+    the tiny model, then the tiny ensemble (the same handler, with no special case)."""
+    if request.param == "single":
+        return request.getfixturevalue("tiny_artifacts"), request.getfixturevalue("model_dir")
+    return request.getfixturevalue("tiny_ensemble"), request.getfixturevalue("ensemble_model_dir")
 
 
 @pytest.fixture(scope="module")
-def gen_torch(model_dir):
+def gen(served):
+    return make_handler(served[1], "generate")
+
+
+@pytest.fixture(scope="module")
+def gen_torch(served):
     """The same handler with every request on the TorchScript loop (handler.one_graph: false)."""
-    return make_handler(model_dir, "generate", one_graph=False)
+    return make_handler(served[1], "generate", one_graph=False)
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_artifacts) -> TorchGenerator:
+def reference(served) -> TorchGenerator:
     """The pipeline's own generator (model.generate) over the same TorchScript file."""
-    return TorchGenerator.from_torchscript(tiny_artifacts.torchscript)
+    return TorchGenerator.from_torchscript(served[0].torchscript)
 
 
 def body(**fields) -> bytes:
@@ -348,8 +357,8 @@ def test_a_streamed_request_in_a_batch_leaves_the_others_alone(gen):
 
 
 @pytest.fixture(scope="module")
-def sess(model_dir):
-    return make_handler(model_dir, "session")
+def sess(served):
+    return make_handler(served[1], "session")
 
 
 def session_call(handler_ctx, sid: str | None, payload: dict | bytes):

@@ -411,3 +411,58 @@ def test_the_client_renews_an_expired_inference_key(store, engine, tmp_path):
         assert renewed != expired and client._key == renewed
     finally:
         stop(run_dir)
+
+
+# ---------------------------------------------------------------- an ensemble, served as one model
+
+
+@pytest.fixture(scope="module")
+def ensemble_served(tiny_ensemble, ensemble_card, tmp_path_factory) -> Iterator[tuple[Served, Engine]]:
+    """The tiny ensemble's archives (`make archive`'s command line, as `store`) in a TorchServe
+    of its own, and its engine in-process: the same handler, with no special case."""
+    require_java("TorchServe integration tests")
+    store = tmp_path_factory.mktemp("ensemble-torchserve") / "model_store"
+    subprocess.run([sys.executable, "-m", "serve.archive", "--torchscript", str(tiny_ensemble.torchscript),
+                    "--vocab", str(tiny_ensemble.vocab_json), "--greedy-graph", str(tiny_ensemble.dir / GENERATE_FILE),
+                    "--card", str(ensemble_card), "--out", str(store)], cwd=ROOT, check=True, capture_output=True)
+    with running(store, run_dir=tmp_path_factory.mktemp("ensemble-run"), timeout=180) as instance:
+        yield Served(instance.run_dir, instance.ports), Engine.from_artifacts(tiny_ensemble.torchscript,
+                                                                                tiny_ensemble.vocab_json)
+
+
+def test_an_ensemble_is_served_by_every_decoder_and_equals_every_backend(ensemble_served, tiny_ensemble, capsys):
+    """A real worker serves the ensemble's charrnn.mar: greedy requests on its one-graph decoder,
+    n-best lists, sampled and streamed requests on the TorchScript loop, each the in-process
+    engine's names; and tools.generate prints the same names from the server as from the eager,
+    TorchScript and ONNX backends of the same ensemble."""
+    from tools.generate import main
+
+    served, engine = ensemble_served
+    for fields, decoder in (({"prefix": "Jo"}, ONNX_GRAPH), ({"num": 3, "max_length": 5, "search": "greedy"}, ONNX_GRAPH),
+                            ({"prefix": "Ma", "num": 4}, NBEST), ({"prefix": "Ma", "temperature": 0.7, "seed": 3}, TORCH),
+                            ({"prefix": "A", "num": 2, "temperature": 1.0, "seed": 11, "stream": True}, TORCH)):
+        r = served.post("charrnn", json.dumps(fields).encode())
+        assert r.status_code == 200 and r.headers.get(DECODER_HEADER) == decoder, (fields, r.headers)
+        assert json.loads(r.text.splitlines()[-1])["names"] == expected_names(engine, **fields), fields
+    server = ["--backend", "server", "--url", served.inference, "--key-file", str(served.run_dir / "key_file.json")]
+    local = {"eager": tiny_ensemble.checkpoint, "torchscript": tiny_ensemble.torchscript, "onnx": tiny_ensemble.onnx}
+    for flags in (["--prefix", "A", "--prefix", "Ma"], ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--seed", "7"],
+                  ["-n", "3"]):
+        printed = {}
+        with one_thread():
+            for backend, path in local.items():
+                main(["--backend", backend, "--model", str(path), *flags])
+                printed[backend] = capsys.readouterr().out
+        main([*server, *flags])
+        printed["server"] = capsys.readouterr().out
+        assert printed["server"].strip() and len(set(printed.values())) == 1, printed
+
+
+def test_an_ensemble_session_matches_in_process_decoding(ensemble_served):
+    served, engine = ensemble_served
+    text = ""
+    with served.client().session() as s:
+        for kind, typed in (("type", "M"), ("append", "a"), ("append", "r"), ("type", "Jo")):
+            got = s.type(typed) if kind == "type" else s.append(typed)
+            text = typed if kind == "type" else text + typed
+            assert_same_answer(got, session_expected(engine, text))

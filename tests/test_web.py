@@ -57,17 +57,37 @@ def ensure_web_setup() -> None:
     assert proc.returncode == 0, f"make web-setup failed:\n{proc.stdout}\n{proc.stderr}"
 
 
-@pytest.fixture(scope="session")
-def tiny_site(tiny_artifacts, tiny_card, tmp_path_factory, browser):
-    """The site of the tiny model, served from 127.0.0.1: (url, its NameGenerator)."""
+def served_site(artifacts, card, folder: Path):
+    """Build the site of `artifacts` and serve it from 127.0.0.1: (server, url, its NameGenerator)."""
     from web.build import build_site
     from web.serve import serve_in_thread
 
     ensure_web_setup()
-    site = build_site(tiny_artifacts.dir, tmp_path_factory.mktemp("site") / "web", card=tiny_card)
+    site = build_site(artifacts.dir, folder / "web", card=card)
     server, url = serve_in_thread(site)
-    yield url, NameGenerator(tiny_artifacts.onnx, generate_model=tiny_artifacts.dir / "charrnn_generate.onnx")
+    return server, url, NameGenerator(artifacts.onnx, generate_model=artifacts.dir / "charrnn_generate.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_site(tiny_artifacts, tiny_card, tmp_path_factory, browser):
+    """The site of the tiny model, served from 127.0.0.1: (url, its NameGenerator)."""
+    server, url, gen = served_site(tiny_artifacts, tiny_card, tmp_path_factory.mktemp("site"))
+    yield url, gen
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ensemble_site(tiny_ensemble, ensemble_card, tmp_path_factory, browser):
+    """The site of the tiny ensemble (the same page, its artifacts): (url, its NameGenerator)."""
+    server, url, gen = served_site(tiny_ensemble, ensemble_card, tmp_path_factory.mktemp("ensemble-site"))
+    yield url, gen
+    server.shutdown()
+
+
+@pytest.fixture(params=["single", "ensemble"])
+def any_site(request):
+    """tiny_site, then ensemble_site: the page must serve an ensemble as it serves one model."""
+    return request.getfixturevalue("tiny_site" if request.param == "single" else "ensemble_site")
 
 
 class Page:
@@ -130,9 +150,17 @@ def close_to(got: float, want: float) -> bool:
     return parity.close(want, got)
 
 
-def test_typed_prefixes_give_the_python_runtimes_suggestions(page, tiny_site):
-    url, gen = tiny_site
+def test_typed_prefixes_give_the_python_runtimes_suggestions(page, any_site):
+    url, gen = any_site
     page.open(url)
+    # what the model is, from its vocab.json: one model's cell and size, or the ensemble's members
+    meta, info = gen.step.meta, page.page.locator("#model-info").inner_text()
+    shape = f"{meta['num_layers']}×{meta['hidden_size']}"
+    if meta["members"] > 1:
+        kind = "models of mixed cells" if meta["cell"] == "mixed" else f"{meta['cell'].upper()} models"
+        assert f"ensemble of {meta['members']} {kind}, state {shape} in all" in info, info
+    else:
+        assert f"· {meta['cell'].upper()} {shape} ·" in info, info
     for prefix in PREFIXES:
         page.type_prefix(prefix)
         shown, want = page.suggestions(), gen.suggest(prefix)
@@ -142,8 +170,8 @@ def test_typed_prefixes_give_the_python_runtimes_suggestions(page, tiny_site):
         assert all(close_to(p, q) for (_, p), (_, q) in zip(shown["next"], want["next"])), prefix
 
 
-def test_seeded_samples_equal_the_python_runtimes(page, tiny_site):
-    url, gen = tiny_site
+def test_seeded_samples_equal_the_python_runtimes(page, any_site):
+    url, gen = any_site
     # from the address (a shared link) ...
     for prefix, num, temperature, top_k, seed in [("Ma", 6, 0.9, 0, 7), ("Jú", 4, 1.3, 4, 123456789),
                                                   ("", 5, 0.6, 2, 4294967295), ("Antô", 3, 2.0, 0, 0)]:

@@ -191,12 +191,20 @@ function showSamples(request, names) {
   list.dataset.key = JSON.stringify([request.prefix, request.num, request.temperature, request.topK, request.seed]);
 }
 
+/** What the model is: "GRU 1×96" for one model; for an ensemble (vocab.json "members" > 1) how
+ * many models it averages, and its state, their states side by side. */
+function modelShape({ cell, numLayers, hiddenSize, members }) {
+  if (!(members > 1)) return `${cell.toUpperCase()} ${numLayers}×${hiddenSize}`;
+  const kind = cell === "mixed" ? "models of mixed cells" : `${cell.toUpperCase()} models`;
+  return `ensemble of ${members} ${kind}, state ${numLayers}×${hiddenSize} in all`;
+}
+
 function onReady(modelInfo) {
   info = modelInfo;
   const integrity = info.integrity === "ok" ? "checksum verified"
     : "checksum not verified (this browser offers no Web Crypto here: serve the page from localhost or https)";
   $("model-info").textContent = `Model ${info.fingerprint} · vocabulary of ${info.vocabSize} symbols · ` +
-    `${info.cell.toUpperCase()} ${info.numLayers}×${info.hiddenSize} · ${integrity} · onnxruntime-web ${info.ortVersion}`;
+    `${modelShape(info)} · ${integrity} · onnxruntime-web ${info.ortVersion}`;
   status.textContent = "";
   onInput();
 }

@@ -26,7 +26,8 @@ async function load() {
   const m = model.manifest;
   postMessage({ type: "ready", info: {
     fingerprint: model.fingerprint, vocabSize: model.vocabSize, characters: model.characters,
-    cell: m.cell, hiddenSize: m.hidden_size, numLayers: m.num_layers, integrity: model.integrity,
+    cell: m.cell, hiddenSize: m.hidden_size, numLayers: m.num_layers, members: m.members ?? 1,
+    integrity: model.integrity,
     oneGraph: Boolean(model.graph), ortVersion: site.onnxruntime_web, loadMs: performance.now() - started,
   } });
   return model;
