@@ -2,9 +2,10 @@
 and per person, parameters, the cost of a greedy name, and the exact n-best lists of a few prefixes.
 
 What is compared (checkpoint_candidates): for an ensemble's checkpoint, each of its members (the
-best of them, by validation NLL per name, is the best single model) and the ensemble; for a
+best of them by validation NLL per name, and by NLL per person, are the best single models each
+figure is set against) and the ensemble; for a
 distilled student's (a single model whose train_args name a teacher checkpoint: model.distill),
-the teacher's best member (when the teacher is an ensemble), the teacher and the student. A
+the teacher's members (when the teacher is an ensemble), the teacher and the student. A
 teacher that is not there, or that cannot be scored on the student's split, is said, and the rest
 is compared. A plain single model has nothing to compare.
 
@@ -49,7 +50,7 @@ NBEST_PREFIXES = ("", "Ma", "Jo", "Ana")
 NBEST_NUM = 5
 REPEATS = 7  # timed rounds per model
 STEP_CALLS = 200  # step calls per round of the step-alone figure
-# roles, in the order the table lists them; a "teacher member" is shown only when it is the best
+# roles, in the order the table lists them
 ROLES = ("member", "teacher member", "ensemble", "teacher", "student")
 
 
@@ -61,7 +62,8 @@ class Candidate:
     name: str
     role: str
     model: torch.nn.Module
-    best: bool = False  # the best single model (the best member by validation NLL per name)
+    best: bool = False  # the best single model per name (the best member by validation NLL per name)
+    best_person: bool = False  # and per person (by validation NLL per person; may be the same member)
     figures: dict = field(default_factory=dict)
 
 
@@ -210,8 +212,8 @@ def compare(cands: Sequence[Candidate], inputs: Inputs, *, teacher: dict | None 
     singles = [c for c in cands if c.role in ("member", "teacher member")]
     if singles:
         min(singles, key=lambda c: c.figures["likelihood"]["val"]["nats_per_symbol"]).best = True
-    shown = [c for c in cands if c.role != "teacher member" or c.best]
-    shown.sort(key=lambda c: ROLES.index(c.role))
+        min(singles, key=lambda c: c.figures["likelihood"]["val_per_person"]["nats_per_symbol"]).best_person = True
+    shown = sorted(cands, key=lambda c: ROLES.index(c.role))
     letters = sorted({e.name[0] for e in inputs.entries})
     timing_prefixes = ["", *letters]
     timings = time_greedy([c.model for c in shown], vocab, timing_prefixes, repeats, step_calls)
@@ -219,8 +221,9 @@ def compare(cands: Sequence[Candidate], inputs: Inputs, *, teacher: dict | None 
     train, val = {e.name for e in inputs.train}, {e.name for e in inputs.val}
     rows = []
     for c, timing in zip(shown, timings):
-        listed = c.best or c.role not in ("member", "teacher member")
-        rows.append({"name": c.name, "role": c.role, "best_single": c.best, **c.figures, **timing,
+        listed = c.best or c.best_person or c.role not in ("member", "teacher member")
+        rows.append({"name": c.name, "role": c.role, "best_single": c.best, "best_single_per_person": c.best_person,
+                     **c.figures, **timing,
                      "nbest": nbest_lists(c.model, vocab, prefixes, nbest_num, train, val) if listed else None})
     return {"models": rows, "val_names": len(inputs.val), "people": rows[0]["likelihood"]["val_per_person"]["people"]
             if rows else 0, "timing": {"prefixes": timing_prefixes, "repeats": repeats, "step_calls": step_calls,
@@ -228,8 +231,16 @@ def compare(cands: Sequence[Candidate], inputs: Inputs, *, teacher: dict | None 
             "nbest": {"prefixes": prefixes, "dropped": dropped, "num": nbest_num}, "teacher": teacher}
 
 
-def _best(result: dict) -> dict | None:
-    return next((r for r in result["models"] if r["best_single"]), None)
+def _best(result: dict, key: str = "best_single") -> dict | None:
+    """The best single model per name (key "best_single") or per person ("best_single_per_person")."""
+    return next((r for r in result["models"] if r.get(key)), None)
+
+
+def _best_mark(r: dict) -> str:
+    if r["best_single"] and r.get("best_single_per_person"):
+        return "best single"
+    return "best single per name" if r["best_single"] else "best single per person" if r.get(
+        "best_single_per_person") else ""
 
 
 def teacher_sentence(teacher: dict | None) -> str:
@@ -245,12 +256,12 @@ def teacher_sentence(teacher: dict | None) -> str:
 def markdown(result: dict, heading: str = "##") -> str:
     """The comparison as a section of a report (`heading`: its level)."""
     models, timing, nb = result["models"], result["timing"], result["nbest"]
-    best = _best(result)
+    best, best_person = _best(result), _best(result, "best_single_per_person")
     roles = {r["role"] for r in models}
     title = "members and ensemble" if "ensemble" in roles else "teacher and student"
     rows = []
     for r in models:
-        name = f"**{r['name']}** (best single)" if r["best_single"] else r["name"]
+        name = f"**{r['name']}** ({_best_mark(r)})" if _best_mark(r) else r["name"]
         rows.append([name, f"{r['parameters']:,}", f"{r['likelihood']['val']['nats_per_symbol']:.4f}",
                      f"{r['likelihood']['val_per_person']['nats_per_symbol']:.4f}",
                      fmt(r["ms_per_name"], ".3f"), f"{r['greedy_length']:.1f}", fmt(r["us_per_step"], ".1f")])
@@ -274,12 +285,15 @@ def markdown(result: dict, heading: str = "##") -> str:
                 continue
             dn = r["likelihood"]["val"]["nats_per_symbol"] - best["likelihood"]["val"]["nats_per_symbol"]
             dp = (r["likelihood"]["val_per_person"]["nats_per_symbol"]
-                  - best["likelihood"]["val_per_person"]["nats_per_symbol"])
+                  - best_person["likelihood"]["val_per_person"]["nats_per_symbol"])
             ratio = r["ms_per_name"]["median"] / best["ms_per_name"]["median"]
             step = r["us_per_step"]["median"] / best["us_per_step"]["median"]
             diffs.append(f"{r['name']}: {dn:+.4f} nats/symbol per name, {dp:+.4f} per person, {ratio:.2f}× the "
                          f"time per greedy name, {step:.2f}× per step")
-        out += [f"Against the best single model ({best['name']}): " + "; ".join(diffs) + ".", ""]
+        against = (f"the best single model ({best['name']})" if best is best_person else
+                   f"the best single model per name ({best['name']}) and per person ({best_person['name']}); the "
+                   "times against the first")
+        out += [f"Against {against}: " + "; ".join(diffs) + ".", ""]
     out += [
         (f"Cost: each model's step scripted as the exports are (`torch.jit.script(model.as_step())`), 1 torch "
          f"thread. ms per greedy name: {len(timing['prefixes'])} greedy names (the empty prefix and each first "
@@ -316,13 +330,13 @@ def _cell(entry: list) -> str:
 
 def summary_lines(result: dict) -> list[str]:
     """A short plain-text side-by-side summary for stdout."""
-    rows = [[("* " if r["best_single"] else "  ") + r["name"], f"{r['parameters']:,}",
+    rows = [[("* " if r["best_single"] or r.get("best_single_per_person") else "  ") + r["name"], f"{r['parameters']:,}",
              f"{r['likelihood']['val']['nats_per_symbol']:.4f}",
              f"{r['likelihood']['val_per_person']['nats_per_symbol']:.4f}", f"{r['ms_per_name']['median']:.3f}",
              " ".join(f"{p or '(any)'}: {r['nbest'][p]['names'][0][0]}" for p in result["nbest"]["prefixes"]
                       if r["nbest"] and r["nbest"][p]["names"])]
             for r in result["models"]]
-    out = ["side by side (validation NLL in nats/symbol; ms per greedy name, batch 1, 1 thread, median; * best single):",
+    out = ["side by side (validation NLL in nats/symbol; ms per greedy name, batch 1, 1 thread, median; * best single per name or per person):",
            table(["model", "parameters", "per name", "per person", "ms/name", "most likely"], rows, "lrrrr",
                  plain=True)]
     if result.get("teacher") and result["teacher"]["status"] != "compared":

@@ -230,12 +230,13 @@ def test_the_ensemble_part_trains_members_then_a_student_and_compares_them(tmp_p
     data = section["data"]["parts"]["ensemble"]["data"]
     assert [(m["seed"], m["count_weighting"]) for m in data["ensemble"]["members"]] == [(0, "sqrt"), (1, "none")]
     models = data["comparison"]["models"]
-    assert [m["role"] for m in models] == ["teacher member", "teacher", "student"] and models[0]["best_single"]
-    assert models[0]["name"].startswith(f"teacher's member {min(range(2), key=lambda i: data['ensemble']['members'][i]['best_val_loss'])} ")
+    assert [m["role"] for m in models] == ["teacher member", "teacher member", "teacher", "student"]
+    best = min(range(2), key=lambda i: data["ensemble"]["members"][i]["best_val_loss"])
+    assert models[best]["best_single"] and models[best]["name"].startswith(f"teacher's member {best} ")
     # the models compared are the ones trained in this run: their validation NLL is what training measured
-    assert_close(models[1]["likelihood"]["val"]["nats_per_symbol"], data["ensemble"]["best_val_loss"], "ensemble")
-    assert_close(models[2]["likelihood"]["val"]["nats_per_symbol"], data["student"]["best_val_loss"], "student")
-    assert models[1]["parameters"] == 2 * models[2]["parameters"]
+    assert_close(models[2]["likelihood"]["val"]["nats_per_symbol"], data["ensemble"]["best_val_loss"], "ensemble")
+    assert_close(models[3]["likelihood"]["val"]["nats_per_symbol"], data["student"]["best_val_loss"], "student")
+    assert models[2]["parameters"] == 2 * models[3]["parameters"]
     page = (pages / "bench-quality.md").read_text()
     assert page.index("### Presets") < page.index("OLD PRESETS TABLE") < page.index("### The best single model")
     assert "(From an earlier run: measured " in page and "command `python -m bench --sections quality`" in page

@@ -107,7 +107,14 @@ def test_an_ensembles_report_page_and_card_say_it_is_an_ensemble(trained, tmp_pa
     assert [m["role"] for m in models] == ["member", "member", "ensemble"]
     best = min(range(2), key=lambda i: members[i]["best_val_loss"])
     assert [m["best_single"] for m in models] == [i == best for i in range(3)]
-    assert "## Side by side: members and ensemble" in page and "(best single)" in page
+    per_person = min(range(2), key=lambda i: models[i]["likelihood"]["val_per_person"]["nats_per_symbol"])
+    assert [m["best_single_per_person"] for m in models] == [i == per_person for i in range(3)]
+    marks = ["(best single)"] if best == per_person else ["(best single per name)", "(best single per person)"]
+    assert "## Side by side: members and ensemble" in page and all(mark in page for mark in marks)
+    ens = models[2]["likelihood"]
+    against = (f"{ens['val']['nats_per_symbol'] - models[best]['likelihood']['val']['nats_per_symbol']:+.4f} nats/symbol "
+               f"per name, {ens['val_per_person']['nats_per_symbol'] - models[per_person]['likelihood']['val_per_person']['nats_per_symbol']:+.4f} per person")
+    assert against in page  # each figure against the best member by that figure
     out = capsys.readouterr().out
     assert "side by side" in out and all(m["name"] in out for m in models)
 
@@ -191,13 +198,14 @@ def test_a_student_is_compared_with_its_teacher_and_the_teachers_best_member(tra
     model_type = next(line for line in card.splitlines() if line.startswith("- **Model type:**"))
     assert f"Distilled from the teacher checkpoint `{teacher}`" in model_type and "distillation" in card
     comparison = rep["comparison"]
-    assert [m["role"] for m in comparison["models"]] == ["teacher member", "teacher", "student"]
+    assert [m["role"] for m in comparison["models"]] == ["teacher member", "teacher member", "teacher", "student"]
     best = min(range(2), key=lambda i: trained["metrics"]["members"][i]["best_val_loss"])
-    assert comparison["models"][0]["name"] == f"teacher's member {best} (seed {best}, counts {WEIGHTINGS[best]})"
-    assert comparison["models"][0]["best_single"] and comparison["teacher"]["status"] == "compared"
+    assert [m["name"] for m in comparison["models"][:2]] == [
+        f"teacher's member {i} (seed {i}, counts {WEIGHTINGS[i]})" for i in range(2)]
+    assert comparison["models"][best]["best_single"] and comparison["teacher"]["status"] == "compared"
     assert comparison["teacher"]["fingerprint"] == load_checkpoint(trained["ensemble"])[2]["fingerprint"]
     assert "## Side by side: teacher and student" in page and comparison["teacher"]["fingerprint"] in page
-    assert_close(comparison["models"][2]["likelihood"]["val"]["nats_per_symbol"],
+    assert_close(comparison["models"][3]["likelihood"]["val"]["nats_per_symbol"],
                  rep["likelihood"]["model"]["val"]["nats_per_symbol"], "the student's own figure")
 
 
