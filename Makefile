@@ -269,7 +269,7 @@ RESULTS_DIR ?= docs/results
 # Model-quality report of $(CHECKPOINT) (retrained first if a knob changed) -> $(ART)/report/, and
 # the model card $(MODEL_CARD) from the same figures (rewritten only if its text changed)
 # make eval CORPUS=my_names.txt   (retrains $(ART) on that corpus)
-# make eval PRESET=ibge           (the default model trained 300 s, artifacts/ibge/)
+# make eval PRESET=ibge           (the GRU distilled from the ensemble, beside it and its members: artifacts/ibge/)
 EVAL_SEED ?= 0
 eval: $(CHECKPOINT) | $(STAMP)
 	$(PY) -m evaluation --checkpoint $(CHECKPOINT) --out-dir $(ART)/report --seed $(EVAL_SEED) \

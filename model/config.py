@@ -57,7 +57,7 @@ class TrainConfig:
     count_weighting: str = "sqrt"  # one of COUNT_WEIGHTINGS
     seed: int = 0
     # wall-clock budget for the training loop; 0 = none. It keeps a fresh `make` (venv, corpus,
-    # training, exports, archives) within about 3 minutes on 2 cores; PRESET=ibge trains 300 s.
+    # training, exports, archives) within about 3 minutes on 2 cores; PRESET=ibge-single trains 300 s.
     max_seconds: float = 80.0
     samples_per_epoch: int = 0  # names drawn per epoch; 0 = the training-set size
     # Batches are cut from pools of this many batches' names sorted by length (0 or 1: no
