@@ -109,6 +109,12 @@ TEACHER_DIR    := $(patsubst %/,%,$(dir $(TEACHER_CHECKPOINT)))
 TEACHER_PRESET := $(if $(and $(filter $(notdir $(CHECKPOINT)),$(notdir $(TEACHER_CHECKPOINT))),\
 	$(wildcard $(PRESET_DIR)/$(notdir $(TEACHER_DIR)).toml)),$(notdir $(TEACHER_DIR)))
 
+# ... so the student cannot take other names or another split than the teacher it waits for
+ifneq ($(and $(TEACHER_PRESET),$(or $(call given,CORPUS),$(call given,TITLE_CASE),$(call given,VAL_FRACTION))),)
+  $(error $(TEACHER_CHECKPOINT) is trained on PRESET=$(TEACHER_PRESET)'s names and split, which the model learning from it \
+    must share: CORPUS, TITLE_CASE and VAL_FRACTION cannot change here (set them in presets of your own for both))
+endif
+
 $(CHECKPOINT): $(CORPUS) $(SOURCES_DATA) $(SOURCES_MODEL) $(PRESET_FILES) $(ART)/.train-args $(TEACHER_CHECKPOINT) | $(STAMP)
 	$(PY) -m model.train $(TRAIN_ARGS) --out $@
 

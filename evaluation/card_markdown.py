@@ -112,8 +112,10 @@ def model_type(inputs: Inputs, params: int) -> str:
         shapes = [shape(m.config) for m in members]
         alike = len(set(shapes)) == 1
         what = f"{len(members)} {shapes[0]} networks" if alike else f"{len(members)} networks ({', '.join(shapes)})"
-        return (f"- **Model type:** character-level language model, an ensemble of {what} trained side by side "
-                f"(each its own seed{', count weighting' if len(set(member_weightings(inputs.ckpt))) > 1 else ''}), "
+        trained = ((inputs.ckpt.get("metrics") or {}).get("members")  # model.members' record, when it made them
+                   and f" trained side by side (each its own seed"
+                       f"{', count weighting' if len(set(member_weightings(inputs.ckpt))) > 1 else ''})") or ""
+        return (f"- **Model type:** character-level language model, an ensemble of {what}{trained}, "
                 f"{params:,} parameters in all. Each step runs every member and averages the {len(members)} members' "
                 f"next-character probabilities (its logits are the log of their mean), so a step costs {len(members)}× "
                 f"a member's, and the hidden state holds the members' states side by side ({cfg.hidden_size} units); "

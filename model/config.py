@@ -103,11 +103,24 @@ class TrainConfig:
         return self.members or usable_cores()
 
 
+# cgroup v2's CPU limit of this process's group ("max 100000", or "200000 100000": two CPUs)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity), not the machine's."""
+    """The cores this process may use: those of its CPU affinity, fewer when its cgroup's CPU
+    quota allows less (a container started with --cpus=2 sees the host's cores in its affinity)."""
+    import math
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or one this reading does not know
+        pass
+    return cores
 
 
 # the fields a preset may set, with their types (`extra` is for code, not for preset files)

@@ -28,29 +28,88 @@ def member_configs(cfg: TrainConfig) -> list[TrainConfig]:
             for i in range(cfg.member_count())]
 
 
-def _train_member(args: tuple[list[Entry], TrainConfig, bool]) -> tuple[dict, dict, dict, list[dict]]:
+class MemberError(RuntimeError):
+    """A member's training failed or its process died; the message says which and how."""
+
+
+def _member_main(conn, entries: list[Entry], cfg: TrainConfig, progress: bool) -> None:
+    """One member's process: train, then send ("ok", (config, weights as torch.save bytes,
+    metrics, history)) or ("error", text) back to the parent, and end."""
+    import io
+    import traceback
+
     from model.train import train
 
-    entries, cfg, progress = args
     # a forked member inherits the command's SIGTERM handler (core.atomic.exit_on_sigterm), which
-    # is for the parent's temporary file; the pool's terminate must end a member at once
+    # is for the parent's temporary file: the parent's terminate must end a member at once; Ctrl-C
+    # reaches the whole process group, and the parent ends the members itself
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    model, _vocab, metrics, history = train(entries, cfg, progress=progress)
-    return model.config.to_dict(), {k: v.clone() for k, v in model.state_dict().items()}, metrics, history
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        model, _vocab, metrics, history = train(entries, cfg, progress=progress)
+        weights = io.BytesIO()  # plain bytes: nothing in flight depends on this process living on
+        torch.save(model.state_dict(), weights)
+        conn.send(("ok", (model.config.to_dict(), weights.getvalue(), metrics, history)))
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent, which raises MemberError
+        conn.send(("error", "".join(traceback.format_exception_only(exc)).strip()))
+    finally:
+        conn.close()
+
+
+def run_members(entries: list[Entry], configs: list[TrainConfig], progress: bool) -> list[tuple]:
+    """Train each config in a process of its own, all at once; their results in order. A member
+    that fails or dies (killed, out of memory) ends the others and raises MemberError: a pool
+    would quietly replace the dead process and wait for its result forever."""
+    from multiprocessing.connection import wait
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    procs = []
+    try:
+        for i, cfg in enumerate(configs):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_member_main, args=(send, entries, cfg, progress and i == 0),
+                                      name=f"member-{i}", daemon=True)
+            process.start()
+            send.close()  # the member holds the only write end: its death reads as end of file
+            procs.append((process, receive))
+        results: list = [None] * len(configs)
+        waiting = {receive: i for i, (_, receive) in enumerate(procs)}
+        while waiting:
+            for receive in wait(list(waiting)):
+                i = waiting.pop(receive)
+                try:
+                    status, payload = receive.recv()
+                except EOFError:
+                    process = procs[i][0]
+                    process.join(5)
+                    raise MemberError(f"member {i} (seed {configs[i].seed}) ended without a result (exit code "
+                                      f"{process.exitcode}: killed, or out of memory?); the others were stopped") from None
+                if status != "ok":
+                    raise MemberError(f"member {i} (seed {configs[i].seed}) failed: {payload}")
+                results[i] = payload
+        return results
+    finally:
+        for process, receive in procs:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+            receive.close()
 
 
 def train_members(entries: list[Entry], cfg: TrainConfig, *, progress: bool = True,
                   log=print) -> tuple[CharRNNEnsemble, Vocab, dict, list[dict]]:
     """Train cfg.member_count() members in parallel; return (ensemble, vocabulary, metrics, history).
     Only the first member draws a progress bar (they share the clock)."""
+    import io
+
     from model.train import encode_names, evaluate
 
     configs = member_configs(cfg)
     if len(configs) < 2:
         raise ValueError(f"an ensemble needs at least 2 members; members = {cfg.members} gives {len(configs)}")
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(len(configs)) as pool:
-        results = pool.map(_train_member, [(entries, c, progress and i == 0) for i, c in enumerate(configs)])
+    results = [(config, torch.load(io.BytesIO(weights), weights_only=True), metrics, history)
+               for config, weights, metrics, history in run_members(entries, configs, progress)]
     members = []
     for config, state, _metrics, _history in results:
         member = CharRNN(ModelConfig.from_dict(config))

@@ -365,10 +365,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
 
 
 def main(argv: list[str] | None = None) -> None:
+    from data.corpus import CorpusError
+    from model.distill import TeacherError
+    from model.members import MemberError
+
+    try:
+        run(argv)
+    except (CorpusError, TeacherError, MemberError) as exc:  # bad input or a failed member: the message says it
+        raise SystemExit(f"error: {exc}") from None
+
+
+def run(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
     exit_on_sigterm()
     entries = read_corpus(cfg.corpus, title_case=cfg.title_case)
     out = Path(args.out or f"{artifact_dir(args.preset)}/{contract.CHECKPOINT}")
+    if cfg.members != 1 and cfg.member_count() == 1:
+        print(f"members = {cfg.members} gives 1 member here (1 usable core): training a single model "
+              f"(count weighting {cfg.count_weighting})")
     if cfg.member_count() > 1:
         from model.members import train_members
 

@@ -4,6 +4,9 @@ what `make PRESET=ibge-ensemble` and `make PRESET=ibge` (the student) run, on ti
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,7 +17,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import TrainConfig
 from model.distill import TeacherError, teacher_targets
 from model.ensemble import CharRNNEnsemble
-from model.members import member_configs, train_members
+from model.members import MemberError, member_configs, train_members
 from model.train import IGNORE, batch_loss, encode_names, evaluate, train
 from model.train import main as train_main
 from tests.conftest import NAMES, tiny_config
@@ -34,10 +37,63 @@ def test_each_member_is_its_own_training_run_with_its_seed_and_weighting():
     assert [c.count_weighting for c in member_configs(tiny(members=2, count_weighting="log"))] == ["log", "log"]
 
 
-def test_members_zero_means_one_per_usable_core(monkeypatch):
+def test_members_zero_means_one_per_usable_core(monkeypatch, tmp_path):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("model.config.CGROUP_CPU_MAX", tmp_path / "no-cgroup-file")
     assert tiny(members=0).member_count() == 3
     assert len(member_configs(tiny(members=0))) == 3
+    # a container's CPU quota (cgroup v2 cpu.max) counts, not the host's cores in its affinity
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr("model.config.CGROUP_CPU_MAX", cpu_max)
+    for text, cores in (("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", 3),
+                        ("900000 100000\n", 3)):
+        cpu_max.write_text(text)
+        assert tiny(members=0).member_count() == cores, text
+
+
+def test_one_usable_core_trains_a_single_model_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("model.config.usable_cores", lambda: 1)
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("".join(f"{n}\n" for n in NAMES), encoding="utf-8")
+    out = tmp_path / "checkpoint.pt"
+    train_main(["--corpus", str(corpus), "--hidden", "8", "--epochs", "1", "--max-seconds", "0", "--members", "0",
+                "--member-weightings", "sqrt,none", "--out", str(out), "--no-progress"])
+    assert not isinstance(load_checkpoint(out)[0], CharRNNEnsemble)
+    assert "members = 0 gives 1 member here" in capsys.readouterr().out
+
+
+def _dying_train(real_train):
+    def train(entries, cfg, **kw):
+        if cfg.seed == 1:
+            os._exit(3)  # as the OOM killer or a SIGKILL would end it: no result, no exception
+        if cfg.seed == 2:
+            raise RuntimeError("member 2's own trouble")
+        return real_train(entries, cfg, **kw)
+    return train
+
+
+@pytest.mark.parametrize("members, message", [(2, r"member 1 \(seed 1\) ended without a result \(exit code 3"),
+                                              (3, r"member [12] \(seed [12]\) (ended without|failed)")])
+def test_a_member_that_dies_or_fails_ends_the_training_with_an_error_naming_it(monkeypatch, members, message):
+    """A pool would replace the dead process and wait for its result forever: the run must end,
+    saying which member and how, with the other members stopped."""
+    import model.train
+
+    monkeypatch.setattr(model.train, "train", _dying_train(model.train.train))
+    started = time.perf_counter()
+    with pytest.raises(MemberError, match=message):
+        train_members(ENTRIES, tiny(members=members, epochs=10**6, max_seconds=60.0), progress=False,
+                      log=lambda *_: None)
+    assert time.perf_counter() - started < 30  # not the surviving member's 60 s: it was stopped
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("member-")]
+
+
+def test_a_bad_teacher_is_a_one_line_error_of_the_command(tmp_path, capsys):
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("".join(f"{n}\n" for n in NAMES), encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        train_main(["--corpus", str(corpus), "--teacher", str(tmp_path / "none.pt"), "--out", str(tmp_path / "c.pt")])
+    assert str(exited.value).startswith("error: teacher: ") and "checkpoint not found" in str(exited.value)
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -284,6 +284,11 @@ exit 0
     assert trained("MAX_SECONDS=5") == ["stud"]
     touch(presets / "teach.toml")  # the teacher's preset changed: both
     assert trained("MAX_SECONDS=5") == ["teach", "stud"]
+    # the student cannot take other names or another split than its teacher's: refused before any training
+    for knob in (f"CORPUS={corpus}", "TITLE_CASE=1", "VAL_FRACTION=0.2"):
+        done = make(f"ART={tmp_path / 'stud'}", "PRESET=stud", f"PRESET_DIR={presets}", f"PY={python}", "train", knob,
+                    check=False)
+        assert done.returncode != 0 and "CORPUS, TITLE_CASE and VAL_FRACTION cannot change here" in done.stderr, knob
 
 
 # ---- docs/training.md's table of the shipped presets ----
