@@ -119,7 +119,8 @@ def train_members(entries: list[Entry], cfg: TrainConfig, *, progress: bool = Tr
     vocab = Vocab.from_names(e.name for e in entries)
     train_entries, val_entries = split(entries, cfg.val_fraction)
     val_data = encode_names([e.name for e in val_entries], vocab) if val_entries else None
-    torch.set_num_threads(max(1, cfg.threads))
+    if cfg.threads:  # the ensemble's validation in this process, threads as model.train.train sets them
+        torch.set_num_threads(cfg.threads)
     member_metrics = [{**r[2], "seed": c.seed, "count_weighting": c.count_weighting} for r, c in zip(results, configs)]
     metrics = {
         "best_val_loss": evaluate(ensemble, val_data, torch.device("cpu")),

@@ -44,12 +44,17 @@ def tiny_config(**overrides) -> TrainConfig:
 
 def build_artifacts(out_dir: Path, **overrides) -> Artifacts:
     out_dir.mkdir(parents=True, exist_ok=True)
-    from export.pipeline import export_all
-
     torch.manual_seed(0)
     model, vocab, metrics, history = train([Entry(n) for n in NAMES], tiny_config(**overrides), progress=False)
+    return exported(out_dir, model, vocab, metrics=metrics, history=history)
+
+
+def exported(out_dir: Path, model, vocab, **record) -> Artifacts:
+    """`model` saved as out_dir/checkpoint.pt (with `record`: metrics, history) and exported beside it."""
+    from export.pipeline import export_all
+
     checkpoint = out_dir / "checkpoint.pt"
-    save_checkpoint(checkpoint, model, vocab, metrics=metrics, history=history)
+    save_checkpoint(checkpoint, model, vocab, **record)
     export_all(checkpoint, out_dir)
     return Artifacts(out_dir, checkpoint, out_dir / "vocab.json", out_dir / "charrnn.torchscript.pt",
                      out_dir / "charrnn.onnx")
@@ -129,7 +134,6 @@ def build_ensemble_artifacts(out_dir: Path, members=ENSEMBLE_MEMBERS, epochs: in
     """An ensemble of tiny models trained on NAMES (model.ensemble.CharRNNEnsemble), exported as
     any checkpoint is (export.pipeline.export_all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    from export.pipeline import export_all
     from model.ensemble import CharRNNEnsemble
 
     models, vocab = [], None
@@ -137,11 +141,7 @@ def build_ensemble_artifacts(out_dir: Path, members=ENSEMBLE_MEMBERS, epochs: in
         torch.manual_seed(overrides.get("seed", 0))
         model, vocab, _, _ = train([Entry(n) for n in NAMES], tiny_config(**{"epochs": epochs, **overrides}), progress=False)
         models.append(model)
-    checkpoint = out_dir / "checkpoint.pt"
-    save_checkpoint(checkpoint, CharRNNEnsemble.of(models).eval(), vocab)
-    export_all(checkpoint, out_dir)
-    return Artifacts(out_dir, checkpoint, out_dir / "vocab.json", out_dir / "charrnn.torchscript.pt",
-                     out_dir / "charrnn.onnx")
+    return exported(out_dir, CharRNNEnsemble.of(models).eval(), vocab)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ import yaml
 from bench import ceiling, load, serving, serving_report, serving_runs, serving_sweep, wrk
 from serve import procfs
 from tests.conftest import in_ci
+from tests.fake_http import read_json_request
 
 # ---------------------------------------------------------------- a fake server
 
@@ -86,14 +87,10 @@ class FakeServer:
         self.connections += 1
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                request = await read_json_request(reader)
+                if request is None:
                     return
-                lines = head.decode().split("\r\n")
-                path = lines[0].split()[1]
-                headers = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-                body = json.loads(await reader.readexactly(int(headers["Content-Length"])))
+                path, headers, body = request
                 self.requests += 1
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -15,6 +15,7 @@ from typing import Self
 import pytest
 
 from bench import sessions as bs
+from tests.fake_http import read_json_request
 
 
 class FakeSessions:
@@ -53,13 +54,10 @@ class FakeSessions:
     async def _serve(self, reader, writer) -> None:
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                request = await read_json_request(reader)
+                if request is None:
                     return
-                lines = head.decode().split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-                body = json.loads(await reader.readexactly(int(headers["content-length"])))
+                _path, headers, body = request
                 if self.serial:
                     async with self.lock:
                         await asyncio.sleep(self.delay)

@@ -192,9 +192,9 @@ def test_make_refuses_an_unknown_preset_with_the_loaders_message():
     assert "no preset 'nope'" in done.stderr and "known: ibge, ibge-ensemble, ibge-rnn, ibge-single, ibge-variety" in done.stderr
 
 
-def test_make_retrains_when_a_knob_the_preset_or_the_corpus_changes(tmp_path):
-    """A real make, with a stand-in interpreter (PY=) that records model.train's command and
-    writes the checkpoint; every file's time is set explicitly, so no clock resolution matters."""
+def stand_in_python(tmp_path: Path) -> tuple[Path, Path]:
+    """(an interpreter for make's PY= that records each command line in the log and touches the
+    file after --out, as model.train would write its checkpoint; that log)."""
     calls = tmp_path / "calls.log"
     python = write(tmp_path / "python", f"""#!/bin/bash
 echo "$*" >> {calls}
@@ -202,6 +202,24 @@ for ((i = 1; i <= $#; i++)); do [ "${{!i}}" = --out ] && j=$((i + 1)) && touch "
 exit 0
 """)
     python.chmod(0o755)
+    return python, calls
+
+
+def ordered_clock():
+    """touch(path): sets the file's time on a clock of our own, in order, all within the last
+    second (no clock resolution matters, and the sources stay older unless edited this very second)."""
+    ticks = iter(time.time() - 1 + k / 100 for k in range(100))
+
+    def touch(path: Path) -> None:
+        t = next(ticks)
+        os.utime(path, (t, t))
+    return touch
+
+
+def test_make_retrains_when_a_knob_the_preset_or_the_corpus_changes(tmp_path):
+    """A real make, with a stand-in interpreter (PY=) that records model.train's command and
+    writes the checkpoint; every file's time is set explicitly, so no clock resolution matters."""
+    python, calls = stand_in_python(tmp_path)
     corpus = write(tmp_path / "names.txt", "Ana\nBruno\n")
     presets = tmp_path / "presets"
     base = write(presets / "base.toml", f'corpus = "{corpus}"\nhidden_size = 8\n')
@@ -210,13 +228,7 @@ exit 0
     checkpoint = art / "checkpoint.pt"
     common = [f"ART={art}", "PRESET=top", f"PRESET_DIR={presets}", f"PY={python}", "train"]
     stamp = art / ".train-args"  # make's record of the knobs given
-    # file times on a clock of our own, in order, all within the last second (no clock
-    # resolution matters, and the sources stay older unless edited this very second)
-    ticks = iter(time.time() - 1 + k / 100 for k in range(100))
-
-    def touch(path: Path) -> None:
-        t = next(ticks)
-        os.utime(path, (t, t))
+    touch = ordered_clock()
 
     for path in (corpus, base, top):
         touch(path)
@@ -243,23 +255,13 @@ def test_make_builds_a_preset_teacher_first_and_retrains_the_student_when_it_cha
     """A student preset (teacher = DIR/NAME/checkpoint.pt of preset NAME): make trains the teacher
     first, as `make train PRESET=NAME` would (the student's knobs do not reach it), and retrains
     the student when the teacher's checkpoint changes; the stand-in interpreter of the test above."""
-    calls = tmp_path / "calls.log"
-    python = write(tmp_path / "python", f"""#!/bin/bash
-echo "$*" >> {calls}
-for ((i = 1; i <= $#; i++)); do [ "${{!i}}" = --out ] && j=$((i + 1)) && touch "${{!j}}"; done
-exit 0
-""")
-    python.chmod(0o755)
+    python, calls = stand_in_python(tmp_path)
     corpus = write(tmp_path / "names.txt", "Ana\nBruno\n")
     presets = tmp_path / "presets"
     teacher = tmp_path / "teach" / "checkpoint.pt"
     write(presets / "teach.toml", f'corpus = "{corpus}"\nmembers = 2\n')
     write(presets / "stud.toml", f'corpus = "{corpus}"\nteacher = "{teacher}"\n')
-    ticks = iter(time.time() - 1 + k / 100 for k in range(100))
-
-    def touch(path: Path) -> None:
-        t = next(ticks)
-        os.utime(path, (t, t))
+    touch = ordered_clock()
 
     for path in (corpus, presets / "teach.toml", presets / "stud.toml"):
         touch(path)

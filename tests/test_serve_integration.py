@@ -319,16 +319,14 @@ def test_the_client_reports_errors(served):
     assert info.value.status == 400 and "'num'" in info.value.message
 
 
-def test_one_generate_command_line_for_every_backend(served, engine, tiny_artifacts, capsys):
-    """python -m tools.generate prints the same names from the server as from the eager,
-    TorchScript and ONNX backends for the same flags (greedy, seeded sampling, n-best);
-    python -m serve.client is its alias, and --stream and --session print the server's JSON."""
+def every_backend_prints_the_same(served, artifacts, capsys, flag_sets) -> list[str]:
+    """python -m tools.generate with each set of flags prints the same names from the server as
+    from the eager, TorchScript and ONNX backends on `artifacts`; returns the server's flags."""
     from tools.generate import main
 
     server = ["--backend", "server", "--url", served.inference, "--key-file", str(served.run_dir / "key_file.json")]
-    local = {"eager": tiny_artifacts.checkpoint, "torchscript": tiny_artifacts.torchscript, "onnx": tiny_artifacts.onnx}
-    sampled = ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--top-k", "5", "--seed", "7"]
-    for flags in (["--prefix", "A", "--prefix", "Ma"], sampled, ["-n", "3"]):
+    local = {"eager": artifacts.checkpoint, "torchscript": artifacts.torchscript, "onnx": artifacts.onnx}
+    for flags in flag_sets:
         printed = {}
         with one_thread():
             for backend, path in local.items():
@@ -337,6 +335,18 @@ def test_one_generate_command_line_for_every_backend(served, engine, tiny_artifa
         main([*server, *flags])
         printed["server"] = capsys.readouterr().out
         assert printed["server"].strip() and len(set(printed.values())) == 1, printed
+    return server
+
+
+def test_one_generate_command_line_for_every_backend(served, engine, tiny_artifacts, capsys):
+    """python -m tools.generate prints the same names from the server as from the eager,
+    TorchScript and ONNX backends for the same flags (greedy, seeded sampling, n-best);
+    python -m serve.client is its alias, and --stream and --session print the server's JSON."""
+    from tools.generate import main
+
+    sampled = ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--top-k", "5", "--seed", "7"]
+    server = every_backend_prints_the_same(served, tiny_artifacts, capsys,
+                                           (["--prefix", "A", "--prefix", "Ma"], sampled, ["-n", "3"]))
     alias = subprocess.run([sys.executable, "-m", "serve.client", *server[2:], *sampled], cwd=ROOT,
                            capture_output=True, text=True, timeout=120, check=False)
     assert alias.returncode == 0 and alias.stdout.splitlines() == expected_names(
@@ -435,8 +445,6 @@ def test_an_ensemble_is_served_by_every_decoder_and_equals_every_backend(ensembl
     n-best lists, sampled and streamed requests on the TorchScript loop, each the in-process
     engine's names; and tools.generate prints the same names from the server as from the eager,
     TorchScript and ONNX backends of the same ensemble."""
-    from tools.generate import main
-
     served, engine = ensemble_served
     for fields, decoder in (({"prefix": "Jo"}, ONNX_GRAPH), ({"num": 3, "max_length": 5, "search": "greedy"}, ONNX_GRAPH),
                             ({"prefix": "Ma", "num": 4}, NBEST), ({"prefix": "Ma", "temperature": 0.7, "seed": 3}, TORCH),
@@ -444,18 +452,9 @@ def test_an_ensemble_is_served_by_every_decoder_and_equals_every_backend(ensembl
         r = served.post("charrnn", json.dumps(fields).encode())
         assert r.status_code == 200 and r.headers.get(DECODER_HEADER) == decoder, (fields, r.headers)
         assert json.loads(r.text.splitlines()[-1])["names"] == expected_names(engine, **fields), fields
-    server = ["--backend", "server", "--url", served.inference, "--key-file", str(served.run_dir / "key_file.json")]
-    local = {"eager": tiny_ensemble.checkpoint, "torchscript": tiny_ensemble.torchscript, "onnx": tiny_ensemble.onnx}
-    for flags in (["--prefix", "A", "--prefix", "Ma"], ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--seed", "7"],
-                  ["-n", "3"]):
-        printed = {}
-        with one_thread():
-            for backend, path in local.items():
-                main(["--backend", backend, "--model", str(path), *flags])
-                printed[backend] = capsys.readouterr().out
-        main([*server, *flags])
-        printed["server"] = capsys.readouterr().out
-        assert printed["server"].strip() and len(set(printed.values())) == 1, printed
+    every_backend_prints_the_same(served, tiny_ensemble, capsys, (
+        ["--prefix", "A", "--prefix", "Ma"], ["--prefix", "L", "-n", "3", "--temperature", "0.8", "--seed", "7"],
+        ["-n", "3"]))
 
 
 def test_an_ensemble_session_matches_in_process_decoding(ensemble_served):
